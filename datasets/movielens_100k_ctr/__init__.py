@@ -1,0 +1,1 @@
+"""movielens_100k_ctr dataset."""

@@ -1,0 +1,1 @@
+"""synthetic_interest_ctr dataset."""

@@ -1,0 +1,9 @@
+"""hierdiffuse-tf: HierDiffuse (EMNLP 2025) for Keras 3 / TensorFlow.
+
+Importing the package registers the TFDS builders (`movielens_100k_ctr`,
+`synthetic_interest_ctr`) and every custom Keras object for serialisation.
+"""
+
+__version__ = "0.1.0"
+
+from hierdiffuse_tf import datasets  # noqa: E402,F401  (registers the TFDS builders)

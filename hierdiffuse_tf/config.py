@@ -1,0 +1,343 @@
+"""Configs are data: frozen dataclasses, validated when they are built.
+
+Every switch of SPEC section 2 is a field here with a default. Ablations are
+values of these fields, never copies of a model. Configs round-trip through
+plain dicts (`to_dict` / `from_dict`), which is what `model.keras`,
+`config.json` and `--config FILE` store, and `--set key=value` overrides any
+field by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+from typing import Any, Mapping, Sequence
+
+DIRECTIONS = ("long_to_short", "short_to_long", "long_to_none", "short_to_none")
+GUIDANCES = ("sgd", "cfg", "none")
+SAMPLERS = ("tcc", "ddim", "ddpm")
+BACKBONES = ("mlp", "transformer")
+SGD_WEIGHTS = ("adaptive", "fixed")
+COMBINERS = ("sum", "concat")
+STRATEGIES = ("none", "mirrored", "multi_worker")
+
+
+class ConfigError(ValueError):
+    """A config value or key is invalid; the message names the field."""
+
+
+def _check(condition: bool, field: str, problem: str, value: Any) -> None:
+    if not condition:
+        raise ConfigError(f"`{field}` {problem}. Received: `{field}={value!r}`")
+
+
+def _one_of(field: str, value: Any, allowed: Sequence[str]) -> None:
+    _check(value in allowed, field, f"must be one of {list(allowed)}", value)
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseConfig:
+    """Helpers shared by every config dataclass."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+            for f in dataclasses.fields(self)
+        }
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]):
+        unknown = [k for k in values if k not in cls.field_names()]
+        if unknown:
+            raise ConfigError(unknown_key_message(unknown[0], cls.field_names(), cls.__name__))
+        hints = typing.get_type_hints(cls)
+        coerced = {
+            k: tuple(v) if isinstance(v, list) and "tuple" in str(hints[k]) else v
+            for k, v in values.items()
+        }
+        return cls(**coerced)
+
+    def replace(self, **changes):
+        return self.from_dict({**self.to_dict(), **changes})
+
+
+def unknown_key_message(key: str, known: Sequence[str], where: str) -> str:
+    close = difflib.get_close_matches(key, known, n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f"Unknown config key {key!r} for {where}.{hint} Known keys: {sorted(known)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(BaseConfig):
+    """Fields every CTR model in the registry shares (features, embeddings, head).
+
+    Args:
+        num_items: item vocabulary size, including 0 (padding) and 1 (OOV).
+        num_cats: category vocabulary size, including 0 and 1.
+        max_long: M, the long-term sequence length.
+        num_sessions: K, the number of short-term sessions.
+        session_len: N, the behaviours kept per session.
+        embed_dim: d, the width of every behaviour and interest vector.
+        embed_combiner: how item and category embeddings form one vector:
+            "sum" (two tables of width d) or "concat" (two of width d/2).
+        dropout: dropout rate in encoders and head.
+        head_units: hidden widths of the CTR head MLP.
+        head_cross_layers: keras-rs `FeatureCross` (DCN) layers before the head
+            MLP. 0 keeps the plain MLP of SPEC 2.
+        num_hash_buckets: if > 0, item ids are hashed into this many buckets
+            (for very large vocabularies); 0 uses the ids as they are.
+    """
+
+    num_items: int = 0
+    num_cats: int = 0
+    max_long: int = 100
+    num_sessions: int = 4
+    session_len: int = 10
+    embed_dim: int = 32
+    embed_combiner: str = "sum"
+    dropout: float = 0.1
+    head_units: tuple[int, ...] = (64, 32)
+    head_cross_layers: int = 0
+    num_hash_buckets: int = 0
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        _check(self.num_items >= 0, "num_items", "must be >= 0", self.num_items)
+        _check(self.num_cats >= 0, "num_cats", "must be >= 0", self.num_cats)
+        for name in ("max_long", "num_sessions", "session_len", "embed_dim"):
+            _check(getattr(self, name) >= 1, name, "must be >= 1", getattr(self, name))
+        _one_of("embed_combiner", self.embed_combiner, COMBINERS)
+        if self.embed_combiner == "concat":
+            _check(self.embed_dim % 2 == 0, "embed_dim", "must be even with embed_combiner='concat'",
+                   self.embed_dim)
+        _check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
+        _check(all(u >= 1 for u in self.head_units), "head_units", "must be positive widths",
+               self.head_units)
+        _check(self.head_cross_layers >= 0, "head_cross_layers", "must be >= 0",
+               self.head_cross_layers)
+        _check(self.num_hash_buckets >= 0, "num_hash_buckets", "must be >= 0",
+               self.num_hash_buckets)
+
+    @property
+    def item_vocab(self) -> int:
+        return self.num_hash_buckets + 2 if self.num_hash_buckets else self.num_items
+
+
+@dataclasses.dataclass(frozen=True)
+class HierDiffuseConfig(ModelConfig):
+    """Every switch of HierDiffuse (SPEC 2), with the paper's defaults.
+
+    Args:
+        encoder_layers: transformer blocks in each of f_L and f_S.
+        encoder_heads: attention heads per block.
+        encoder_ffn_dim: feed-forward width of each block.
+        diffusion_steps: T of the cosine schedule (Eq. 10-11).
+        schedule_s: the offset s of Eq. 10.
+        max_beta: betas are clipped to at most this value.
+        t_star: the start step of the fusion (Eq. 1). 0 means T // 2.
+        direction: what is diffused and what guides it (Table 2e):
+            "long_to_short" (x0 = h_L, guided by short-term),
+            "short_to_long", "long_to_none", "short_to_none".
+        guidance: "sgd" (Eq. 6), "cfg" (standard classifier-free guidance) or
+            "none" (the plain conditional denoiser) (Table 2a).
+        cond_dropout: probability that each condition is replaced by the
+            learned null vector in training.
+        cfg_scale: w of classifier-free guidance, (1 + w) f(c) - w f(null).
+        sgd_weights: "adaptive" (w_i = softplus(g_i([y_i, share_i]))) or
+            "fixed" (w_i = sgd_fixed_w[i]).
+        sgd_fixed_w: the fixed SGD weights (w1, w2).
+        backbone: the denoiser: "mlp" or "transformer" (Table 2b).
+        denoiser_units: hidden width of the denoiser.
+        denoiser_layers: hidden layers (mlp) or blocks (transformer).
+        time_embed_dim: width of the sinusoidal time embedding.
+        alpha: weight of the diffusion losses against the BCE.
+        use_recon: keep L_recon (Table 2c).
+        use_tr: keep L_TR (Table 2c).
+        lambda_start: lambda of L_TR at step 0.
+        lambda_end: lambda of L_TR at `schedule_steps`.
+        schedule_steps: training steps over which lambda decays and the dt
+            curriculum runs; `hierdiffuse train` sets it to epochs x steps.
+        curriculum_switch: fraction of `schedule_steps` spent with small spans
+            (dt <= dt_small * T) before dt ~ U(dt_small * T, dt_large * T).
+        dt_small: the small-span limit, as a fraction of T.
+        dt_large: the upper end of the medium spans, as a fraction of T.
+        stop_gradient_x0: diffusion losses treat x0 as a fixed target, so the
+            encoders are not pulled towards vectors that are easy to denoise.
+        sampler: the inference path: "tcc" (one step), "ddim" or "ddpm" (Table 2d).
+        sampler_steps: steps of the DDIM path.
+    """
+
+    encoder_layers: int = 1
+    encoder_heads: int = 2
+    encoder_ffn_dim: int = 64
+    diffusion_steps: int = 100
+    schedule_s: float = 0.008
+    max_beta: float = 0.999
+    t_star: int = 0
+    direction: str = "long_to_short"
+    guidance: str = "sgd"
+    cond_dropout: float = 0.1
+    cfg_scale: float = 1.0
+    sgd_weights: str = "adaptive"
+    sgd_fixed_w: tuple[float, float] = (0.5, 0.5)
+    backbone: str = "mlp"
+    denoiser_units: int = 128
+    denoiser_layers: int = 2
+    time_embed_dim: int = 32
+    alpha: float = 0.5
+    use_recon: bool = True
+    use_tr: bool = True
+    lambda_start: float = 1.0
+    lambda_end: float = 0.2
+    schedule_steps: int = 10_000
+    curriculum_switch: float = 0.3
+    dt_small: float = 0.1
+    dt_large: float = 0.5
+    stop_gradient_x0: bool = True
+    sampler: str = "tcc"
+    sampler_steps: int = 10
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("encoder_layers", "encoder_heads", "encoder_ffn_dim", "denoiser_units",
+                     "denoiser_layers", "time_embed_dim", "schedule_steps", "sampler_steps"):
+            _check(getattr(self, name) >= 1, name, "must be >= 1", getattr(self, name))
+        _check(self.embed_dim % self.encoder_heads == 0, "encoder_heads",
+               f"must divide embed_dim={self.embed_dim}", self.encoder_heads)
+        _check(self.diffusion_steps >= 2, "diffusion_steps", "must be >= 2", self.diffusion_steps)
+        _check(0.0 <= self.schedule_s < 1.0, "schedule_s", "must be in [0, 1)", self.schedule_s)
+        _check(0.0 < self.max_beta < 1.0, "max_beta", "must be in (0, 1)", self.max_beta)
+        _check(0 <= self.t_star <= self.diffusion_steps, "t_star",
+               f"must be in [0, diffusion_steps={self.diffusion_steps}] (0 means T // 2)",
+               self.t_star)
+        _one_of("direction", self.direction, DIRECTIONS)
+        _one_of("guidance", self.guidance, GUIDANCES)
+        _one_of("sgd_weights", self.sgd_weights, SGD_WEIGHTS)
+        _one_of("backbone", self.backbone, BACKBONES)
+        _one_of("sampler", self.sampler, SAMPLERS)
+        _check(0.0 <= self.cond_dropout < 1.0, "cond_dropout", "must be in [0, 1)",
+               self.cond_dropout)
+        _check(self.cfg_scale >= 0.0, "cfg_scale", "must be >= 0", self.cfg_scale)
+        _check(len(self.sgd_fixed_w) == 2, "sgd_fixed_w", "must have two weights (w1, w2)",
+               self.sgd_fixed_w)
+        _check(self.alpha >= 0.0, "alpha", "must be >= 0", self.alpha)
+        _check(0.0 <= self.curriculum_switch <= 1.0, "curriculum_switch", "must be in [0, 1]",
+               self.curriculum_switch)
+        _check(0.0 < self.dt_small <= self.dt_large <= 1.0, "dt_small",
+               f"must satisfy 0 < dt_small <= dt_large={self.dt_large} <= 1", self.dt_small)
+        _check(self.sampler_steps <= self.start_step, "sampler_steps",
+               f"must be <= the start step t*={self.start_step}", self.sampler_steps)
+
+    @property
+    def start_step(self) -> int:
+        """t*, the step the fusion starts from."""
+        return self.t_star or self.diffusion_steps // 2
+
+    @property
+    def has_condition(self) -> bool:
+        return not self.direction.endswith("_none")
+
+    @property
+    def num_conditions(self) -> int:
+        if not self.has_condition:
+            return 0
+        return 2 if self.guidance == "sgd" else 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(BaseConfig):
+    """How `hierdiffuse train` fits a model.
+
+    Args:
+        epochs: passes over the training split.
+        batch_size: global batch size.
+        learning_rate: Adam learning rate.
+        clipnorm: gradient clipping by global norm (0 disables it).
+        seed: seeds weights, dropout, diffusion noise and shuffling.
+        shuffle_buffer: examples held by the shuffle buffer.
+        strategy: "none", "mirrored" or "multi_worker" (`tf.distribute`).
+    """
+
+    epochs: int = 2
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    clipnorm: float = 1.0
+    seed: int = 0
+    shuffle_buffer: int = 50_000
+    strategy: str = "none"
+
+    def __post_init__(self):
+        _check(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)
+        _check(self.learning_rate > 0, "learning_rate", "must be > 0", self.learning_rate)
+        _check(self.clipnorm >= 0, "clipnorm", "must be >= 0", self.clipnorm)
+        _check(self.shuffle_buffer >= 1, "shuffle_buffer", "must be >= 1", self.shuffle_buffer)
+        _one_of("strategy", self.strategy, STRATEGIES)
+
+
+def parse_value(text: str, annotation: str) -> Any:
+    """Parses the text of `--set key=value` by the field's type annotation."""
+    if "tuple" in annotation:
+        return tuple(parse_value(p, annotation.split("[")[1]) for p in text.split(",") if p)
+    if annotation.startswith("bool"):
+        lowered = text.lower()
+        if lowered not in ("true", "false", "1", "0"):
+            raise ConfigError(f"Expected true or false, got {text!r}")
+        return lowered in ("true", "1")
+    if annotation.startswith("int"):
+        return int(text)
+    if annotation.startswith("float"):
+        return float(text)
+    return text
+
+
+def apply_overrides(
+    model_values: dict[str, Any],
+    train_values: dict[str, Any],
+    model_cls: type[BaseConfig],
+    pairs: Sequence[str],
+) -> None:
+    """Applies `key=value` strings in place to the model or the train values."""
+    model_hints = {k: str(v) for k, v in typing.get_type_hints(model_cls).items()}
+    train_hints = {k: str(v) for k, v in typing.get_type_hints(TrainConfig).items()}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"`--set` expects key=value. Received: {pair!r}")
+        key, text = (s.strip() for s in pair.split("=", 1))
+        if key in model_hints:
+            target, hints = model_values, model_hints
+        elif key in train_hints:
+            target, hints = train_values, train_hints
+        else:
+            raise ConfigError(unknown_key_message(
+                key, list(model_hints) + list(train_hints), f"{model_cls.__name__} or TrainConfig"))
+        try:
+            target[key] = parse_value(text, hints[key])
+        except ValueError as error:
+            raise ConfigError(f"`{key}`: cannot parse {text!r} as {hints[key]}: {error}") from None
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Reads `--config FILE`: JSON or YAML with optional `model:` and `train:` blocks."""
+    with open(path) as f:
+        text = f.read()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        values = yaml.safe_load(text) or {}
+    else:
+        values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    unknown = set(values) - {"model", "train"}
+    if unknown:
+        raise ConfigError(f"{path}: top-level keys must be 'model' and 'train'; got {sorted(unknown)}")
+    return values

@@ -1,0 +1,70 @@
+"""Trajectory Convergence Constraint (paper Eq. 7-8, section 4.1.3).
+
+Two points of one trajectory share their noise eps:
+`x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps` and `x_{t-dt}` likewise. Then
+
+    L_recon = ||f(x_t, t) - x0||^2
+    L_TR    = ||f(x_t, t) - stop_gradient(f(x_{t-dt}, t - dt))||^2
+
+where a span that reaches t - dt <= 0 uses x0 itself as the target (the
+boundary condition f(x_0, 0) = x_0 of consistency training). Both schedules
+read the training step, which `train_step` takes from `optimizer.iterations`,
+so they survive checkpoint and resume:
+
+* dt curriculum: dt ~ U{1, ..., dt_small T} for the first `switch` share of
+  training, then dt ~ U{dt_small T, ..., dt_large T};
+* lambda falls linearly from `lambda_start` to `lambda_end`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+
+def training_progress(step, schedule_steps: int):
+    """`step / schedule_steps`, clipped to [0, 1], as float32."""
+    return ops.clip(ops.cast(step, "float32") / float(schedule_steps), 0.0, 1.0)
+
+
+def lambda_schedule(step, schedule_steps: int, start: float = 1.0, end: float = 0.2):
+    """Linear decay of the L_TR weight from `start` to `end` over `schedule_steps`."""
+    return start + (end - start) * training_progress(step, schedule_steps)
+
+
+def dt_bounds(num_steps: int, dt_small: float = 0.1, dt_large: float = 0.5) -> tuple[int, int, int]:
+    """(small max, medium min, medium max) spans, in steps."""
+    small = max(1, int(math.floor(dt_small * num_steps)))
+    medium_max = max(small, int(math.floor(dt_large * num_steps)))
+    return small, small, medium_max
+
+
+def curriculum_dt(step, batch_size, schedule_steps: int, num_steps: int, seed,
+                  switch: float = 0.3, dt_small: float = 0.1, dt_large: float = 0.5):
+    """Per-example spans `(B,)` int32 from the curriculum at training step `step`."""
+    small, medium_lo, medium_hi = dt_bounds(num_steps, dt_small, dt_large)
+    u = keras.random.uniform((batch_size,), seed=seed)
+    early = ops.floor(u * small) + 1.0  # U{1..small}
+    late = ops.floor(u * (medium_hi - medium_lo + 1)) + medium_lo  # U{lo..hi}
+    is_early = training_progress(step, schedule_steps) < switch
+    return ops.cast(ops.where(is_early, early, late), "int32")
+
+
+def tcc_losses(pred_t, pred_prev, x0, t_prev):
+    """L_recon and L_TR from the predictions at t and at t - dt.
+
+    Args:
+        pred_t: `(B, d)`, f(x_t, t).
+        pred_prev: `(B, d)`, f(x_{t-dt}, t - dt); the gradient is stopped.
+        x0: `(B, d)`, the clean vector.
+        t_prev: `(B,)`, t - dt; where it is <= 0 the target is x0.
+
+    Returns:
+        `(L_recon, L_TR)`, scalars: squared errors summed over d, averaged over B.
+    """
+    target = ops.where(ops.expand_dims(t_prev <= 0, -1), x0, ops.stop_gradient(pred_prev))
+    recon = ops.mean(ops.sum(ops.square(pred_t - x0), axis=-1))
+    trajectory = ops.mean(ops.sum(ops.square(pred_t - target), axis=-1))
+    return recon, trajectory

@@ -1,0 +1,179 @@
+"""Guidance of the denoiser: SGD (paper Eq. 6), CFG (Eq. 5) and plain conditioning.
+
+SGD splits the conditioning behaviours into two semantic groups, y1 = niche
+clicks (not popular) and y2 = trend-driven clicks (popular), and combines
+`(1 - w1 - w2) f(x, t, null) + w1 f(x, t, y1) + w2 f(x, t, y2)` with adaptive
+per-example weights `w_i = softplus(g_i([y_i, share_i]))`.
+
+CFG: Eq. 5 as printed, `(1 - w) f(x, t) + f(x, t, g)`, is not the standard form
+(at w = 0 it doubles the prediction). We implement the standard
+classifier-free guidance `(1 + w) f(x, t, c) - w f(x, t, null)` (Ho and
+Salimans, 2022), as SPEC 2 says.
+
+All evaluations of one guided prediction run as one batched denoiser call.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from hierdiffuse_tf.diffusion.denoiser import Denoiser
+from hierdiffuse_tf.layers.encoders import masked_mean
+from hierdiffuse_tf.utils import serializable
+
+MODES = ("sgd", "cfg", "none")
+
+
+def sgd_combine(f_null, f_1, f_2, w_1, w_2):
+    """Eq. 6 on x0 predictions: `(1 - w1 - w2) f_null + w1 f_1 + w2 f_2`; w_i are `(B, 1)`."""
+    return (1.0 - w_1 - w_2) * f_null + w_1 * f_1 + w_2 * f_2
+
+
+def cfg_combine(f_cond, f_null, scale: float):
+    """Standard classifier-free guidance: `(1 + w) f_cond - w f_null`."""
+    return (1.0 + scale) * f_cond - scale * f_null
+
+
+def semantic_groups(tokens, mask, popular):
+    """Pools behaviour vectors into the two SGD groups.
+
+    Args:
+        tokens: `(B, L, d)` encoded behaviours (K sessions flattened into L).
+        mask: `(B, L)` bool, real behaviours.
+        popular: `(B, L)` int, 1 where the item is popular.
+
+    Returns:
+        `(conds (B, 2, d), shares (B, 2), present (B, 2))`: group 0 is niche
+        (y1), group 1 trend-driven (y2); `share_i` is the fraction of the
+        behaviours in group i; an empty group is not `present`.
+    """
+    is_popular = ops.cast(popular, "int32") > 0
+    niche_mask = ops.logical_and(mask, ops.logical_not(is_popular))
+    trend_mask = ops.logical_and(mask, is_popular)
+    y1, n1 = masked_mean(tokens, niche_mask)
+    y2, n2 = masked_mean(tokens, trend_mask)
+    total = ops.maximum(n1 + n2, 1.0)
+    conds = ops.stack([y1, y2], axis=1)  # (B, 2, d)
+    shares = ops.stack([n1 / total, n2 / total], axis=1)  # (B, 2)
+    present = ops.stack([n1 > 0, n2 > 0], axis=1)  # (B, 2)
+    return conds, shares, present
+
+
+@serializable
+class GuidedDenoiser(keras.layers.Layer):
+    """Wraps a denoiser with a guidance rule, a learned null condition and condition dropout.
+
+    Args:
+        denoiser: a `Denoiser` (e.g. `MLPDenoiser`).
+        mode: str. "sgd" (two conditions, Eq. 6), "cfg" (one condition,
+            standard CFG) or "none" (one condition, used as it is). With no
+            conditions at all, every mode predicts from the null vector.
+            Defaults to "sgd".
+        cond_dropout: float. In training, each condition is replaced by the
+            null vector with this probability, independently per example.
+            Defaults to 0.1.
+        cfg_scale: float. w of CFG. Defaults to 1.0.
+        sgd_weights: str. "adaptive" or "fixed". Defaults to "adaptive".
+        sgd_fixed_w: (float, float). The weights when `sgd_weights="fixed"`.
+        seed: int or None. Seed of the condition dropout.
+        **kwargs: base layer arguments.
+
+    Call arguments:
+        x_t: `(B, d)`.
+        t: `(B,)` steps.
+        conds: `(B, G, d_c)` conditions, G = 2 for "sgd", 1 otherwise, or
+            None for no condition.
+        shares: `(B, G)` fraction of behaviours in each group (SGD weights).
+        present: `(B, G)` bool; an absent condition acts as null.
+        training: bool.
+
+    Returns:
+        `(B, d)`, the guided x0 prediction.
+    """
+
+    def __init__(self, denoiser: Denoiser, mode: str = "sgd", cond_dropout: float = 0.1,
+                 cfg_scale: float = 1.0, sgd_weights: str = "adaptive",
+                 sgd_fixed_w=(0.5, 0.5), seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES}. Received: `mode={mode}`")
+        if sgd_weights not in ("adaptive", "fixed"):
+            raise ValueError(f"`sgd_weights` must be 'adaptive' or 'fixed'. Received: {sgd_weights!r}")
+        if not 0.0 <= cond_dropout < 1.0:
+            raise ValueError(f"`cond_dropout` must be in [0, 1). Received: {cond_dropout}")
+        self.denoiser = denoiser
+        self.mode = mode
+        self.cond_dropout = cond_dropout
+        self.cfg_scale = cfg_scale
+        self.sgd_weights = sgd_weights
+        self.sgd_fixed_w = tuple(float(w) for w in sgd_fixed_w)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="cond_dropout_seed")
+
+    def build(self, x_t_shape, t_shape=None, conds_shape=None, shares_shape=None,
+              present_shape=None):
+        width = conds_shape[-1] if conds_shape else x_t_shape[-1]
+        self.null = self.add_weight(shape=(width,), initializer="zeros", name="null")
+        self.denoiser.build(x_t_shape, (None,), (None, width))
+        if self.mode == "sgd" and self.sgd_weights == "adaptive":
+            self.weight_nets = []
+            for i in range(2):
+                g = keras.layers.Dense(1, dtype=self.dtype_policy, name=f"g_{i + 1}",
+                                       bias_initializer=keras.initializers.Constant(-1.0))
+                g.build((None, width + 1))
+                self.weight_nets.append(g)
+
+    def _nullify(self, conds, present, training):
+        """Absent conditions, and dropped ones in training, become the null vector."""
+        keep = present
+        if training and self.cond_dropout > 0:
+            draw = keras.random.uniform(ops.shape(present), seed=self.seed_generator)
+            keep = ops.logical_and(keep, draw >= self.cond_dropout)
+        return ops.where(ops.expand_dims(keep, -1), conds, ops.cast(self.null, conds.dtype))
+
+    def _batched(self, x_t, t, conditions, training):
+        """Runs the denoiser once over all `conditions`, each `(B, d_c)`."""
+        n = len(conditions)
+        out = self.denoiser(ops.concatenate([x_t] * n, axis=0), ops.concatenate([t] * n, axis=0),
+                            ops.concatenate(conditions, axis=0), training=training)
+        return ops.split(out, n, axis=0)
+
+    def adaptive_weights(self, conds, shares):
+        """(w1, w2), each `(B, 1)`."""
+        if self.sgd_weights == "fixed":
+            ones = ops.ones_like(shares[:, :1])
+            return self.sgd_fixed_w[0] * ones, self.sgd_fixed_w[1] * ones
+        return tuple(
+            ops.softplus(g(ops.concatenate([conds[:, i], shares[:, i:i + 1]], axis=-1)))
+            for i, g in enumerate(self.weight_nets))
+
+    def call(self, x_t, t, conds=None, shares=None, present=None, training=None):
+        null = ops.broadcast_to(ops.cast(self.null, x_t.dtype), (ops.shape(x_t)[0], self.null.shape[0]))
+        if conds is None:
+            return self._batched(x_t, t, [null], training)[0]
+        conds = self._nullify(conds, present, training)
+        if self.mode == "none":
+            return self._batched(x_t, t, [conds[:, 0]], training)[0]
+        if self.mode == "cfg":
+            f_cond, f_null = self._batched(x_t, t, [conds[:, 0], null], training)
+            return cfg_combine(f_cond, f_null, self.cfg_scale)
+        f_null, f_1, f_2 = self._batched(x_t, t, [null, conds[:, 0], conds[:, 1]], training)
+        w_1, w_2 = self.adaptive_weights(conds, shares)
+        return sgd_combine(f_null, f_1, f_2, w_1, w_2)
+
+    def compute_output_shape(self, x_t_shape, *args, **kwargs):
+        return tuple(x_t_shape)
+
+    def get_config(self):
+        return {**super().get_config(),
+                "denoiser": keras.saving.serialize_keras_object(self.denoiser),
+                "mode": self.mode, "cond_dropout": self.cond_dropout, "cfg_scale": self.cfg_scale,
+                "sgd_weights": self.sgd_weights, "sgd_fixed_w": list(self.sgd_fixed_w),
+                "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["denoiser"] = keras.saving.deserialize_keras_object(config["denoiser"])
+        return cls(**config)

@@ -1,0 +1,26 @@
+"""The model registry: `--model NAME` picks a class and its config dataclass.
+
+A model plugs in by subclassing `CTRModel` (one hook, `forward`) and adding
+itself to `MODELS`.
+"""
+
+from __future__ import annotations
+
+from hierdiffuse_tf.models.base import MODEL_FEATURES, CTRModel, Forward, feature_shapes  # noqa: F401
+from hierdiffuse_tf.models.hierdiffuse import HierDiffuse
+
+MODELS: dict[str, type[CTRModel]] = {
+    "hierdiffuse": HierDiffuse,
+}
+
+
+def get_model_class(name: str) -> type[CTRModel]:
+    if name not in MODELS:
+        raise ValueError(f"Unknown model {name!r}. Known models: {sorted(MODELS)}")
+    return MODELS[name]
+
+
+def build_model(name: str, config_values: dict) -> CTRModel:
+    """A model of registry name `name` from a dict of config values."""
+    cls = get_model_class(name)
+    return cls(cls.config_cls.from_dict(config_values))

@@ -1,0 +1,150 @@
+"""`CTRModel`: the base of every model in the registry, with the custom `train_step`.
+
+A model implements one hook, `forward(features, training) -> Forward`: the
+logit plus any auxiliary loss and the values to log. This class owns what is
+shared: `call` (returns `{"ctr", "logit"}`, the serving outputs), the
+TensorFlow `train_step` / `test_step`, the metrics (every loss term plus
+`keras.metrics.AUC`), and `.keras` serialisation from the model's config.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from hierdiffuse_tf.config import ModelConfig
+
+MODEL_FEATURES = ("target_item", "target_cat", "long_items", "long_cats", "long_popular",
+                  "short_items", "short_cats", "short_popular")
+
+
+@dataclasses.dataclass
+class Forward:
+    """What `CTRModel.forward` returns.
+
+    Attributes:
+        logit: `(B,)` logits.
+        aux_loss: scalar added to the BCE (already weighted), or 0.
+        logs: scalars to report, keyed by the names in `CTRModel.log_names`.
+    """
+
+    logit: Any
+    aux_loss: Any = 0.0
+    logs: dict = dataclasses.field(default_factory=dict)
+
+
+def feature_shapes(config: ModelConfig) -> dict[str, tuple]:
+    """Per-example shapes of the model's input features."""
+    M, K, N = config.max_long, config.num_sessions, config.session_len
+    return {"target_item": (), "target_cat": (), "long_items": (M,), "long_cats": (M,),
+            "long_popular": (M,), "short_items": (K, N), "short_cats": (K, N),
+            "short_popular": (K, N)}
+
+
+class CTRModel(keras.Model, abc.ABC):
+    """Base class of the CTR models.
+
+    Args:
+        config: the model's config dataclass (`config_cls`).
+        **kwargs: base model arguments (`name`).
+
+    Call arguments:
+        features: dict of int tensors with the shapes of `feature_shapes`.
+        training: bool.
+
+    Returns:
+        `{"ctr": (B,) probabilities, "logit": (B,) logits}`.
+    """
+
+    config_cls: type[ModelConfig] = ModelConfig
+    log_names: tuple[str, ...] = ()
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(config, self.config_cls):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, "
+                            f"got {type(config).__name__}")
+        if config.num_hash_buckets == 0 and config.num_items < 3:
+            raise ValueError("`num_items` must be set (>= 3) from the dataset's vocabulary. "
+                             f"Received: `num_items={config.num_items}`")
+        self.config = config
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.bce_tracker = keras.metrics.Mean(name="bce")
+        self.auc_metric = keras.metrics.AUC(name="auc", from_logits=True)
+        self.log_trackers = {name: keras.metrics.Mean(name=name) for name in self.log_names}
+
+    @abc.abstractmethod
+    def forward(self, features: dict, training: bool = False) -> Forward:
+        """Computes the logit (and in training the auxiliary losses) of a batch."""
+
+    def call(self, features, training=False):
+        logit = self.forward(features, training=training).logit
+        return {"ctr": ops.sigmoid(logit), "logit": logit}
+
+    # Training: TensorFlow at the edge, the math stays in `forward`.
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.bce_tracker, self.auc_metric,
+                *self.log_trackers.values()]
+
+    @staticmethod
+    def bce(labels, logits):
+        labels = ops.cast(ops.reshape(labels, (-1,)), logits.dtype)
+        return ops.mean(ops.binary_crossentropy(labels, logits, from_logits=True))
+
+    def training_step(self):
+        """The optimizer's step counter, which drives every schedule (0 before compile)."""
+        if getattr(self, "optimizer", None) is None:
+            return ops.zeros((), "int64")
+        return self.optimizer.iterations
+
+    def train_step(self, data):
+        features, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            out = self.forward(features, training=True)
+            bce = self.bce(labels, out.logit)
+            loss = bce + out.aux_loss
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        self._update_metrics(loss, bce, labels, out)
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        features, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        out = self.forward(features, training=False)
+        bce = self.bce(labels, out.logit)
+        self._update_metrics(bce, bce, labels, out)
+        return {m.name: m.result() for m in (self.loss_tracker, self.bce_tracker, self.auc_metric)}
+
+    def _update_metrics(self, loss, bce, labels, out: Forward):
+        self.loss_tracker.update_state(loss)
+        self.bce_tracker.update_state(bce)
+        self.auc_metric.update_state(ops.reshape(labels, (-1,)), out.logit)
+        for name, value in out.logs.items():
+            self.log_trackers[name].update_state(value)
+
+    # Serialisation: the config dataclass is the whole config.
+
+    def example_inputs(self, batch_size: int = 2) -> dict:
+        """A batch of padding with the right shapes, used to build the weights."""
+        return {k: ops.zeros((batch_size,) + s, "int32")
+                for k, s in feature_shapes(self.config).items()}
+
+    def get_config(self):
+        return {"name": self.name, "config": self.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(cls.config_cls.from_dict(config["config"]), name=config.get("name"))
+
+    def get_build_config(self):
+        return {"built": True}
+
+    def build_from_config(self, config):
+        self(self.example_inputs(), training=False)

@@ -1,0 +1,165 @@
+"""HierDiffuse (paper section 3): interest fusion as guided, one-step denoising.
+
+    h_L = f_L(long behaviours)                       (3.1)
+    h_S = mean_k f_S(session k)                      (Eq. 3)
+    x_{t*} = sqrt(ab_{t*}) x0 + sqrt(1 - ab_{t*}) eps (Eq. 1, 2; x0 = h_L)
+    h_fusion = f_theta(x_{t*}, t*, guidance)         (Eq. 4, 6; one TCC step)
+    logit = head([h_fusion, e_target, h_fusion * e_target, h_S])
+
+In training eps is random and the TCC losses (Eq. 7-8) are added:
+`BCE + alpha (L_recon + lambda(step) L_TR)`. At inference eps = 0, so the
+same request always gets the same score, and `sampler` picks the reverse path:
+TCC one step (the default), DDIM k steps or DDPM every step from t*.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from hierdiffuse_tf.config import HierDiffuseConfig
+from hierdiffuse_tf.diffusion import samplers, tcc
+from hierdiffuse_tf.diffusion.denoiser import make_denoiser
+from hierdiffuse_tf.diffusion.schedule import CosineSchedule
+from hierdiffuse_tf.guidance.guidance import GuidedDenoiser, semantic_groups
+from hierdiffuse_tf.layers import CTRHead, FeatureEmbedding, LongTermEncoder, ShortTermEncoder
+from hierdiffuse_tf.models.base import CTRModel, Forward
+from hierdiffuse_tf.utils import serializable
+
+
+@serializable
+class HierDiffuse(CTRModel):
+    """HierDiffuse with every switch of SPEC 2 read from a `HierDiffuseConfig`.
+
+    Args:
+        config: `HierDiffuseConfig`.
+        **kwargs: base model arguments.
+
+    Example:
+    >>> model = HierDiffuse(HierDiffuseConfig(num_items=1000, num_cats=20))
+    >>> model.compile(optimizer="adam")
+    >>> model.fit(train_ds, validation_data=val_ds, epochs=2)
+    >>> model.predict(test_ds)["ctr"]
+
+    References:
+        Ni et al., HierDiffuse: Progressive Diffusion for Robust Interest
+        Fusion in CTR Prediction, EMNLP 2025 Industry Track.
+    """
+
+    config_cls = HierDiffuseConfig
+    log_names = ("recon", "tr", "tr_weight", "dt")
+
+    def __init__(self, config: HierDiffuseConfig, **kwargs):
+        super().__init__(config, **kwargs)
+        c = config
+        self.embedding = FeatureEmbedding(c.num_items, c.num_cats, c.embed_dim, c.embed_combiner,
+                                          c.num_hash_buckets, name="embedding")
+        encoder_args = dict(num_layers=c.encoder_layers, num_heads=c.encoder_heads,
+                            intermediate_dim=c.encoder_ffn_dim, dropout=c.dropout)
+        self.long_encoder = LongTermEncoder(c.max_long, name="long_encoder", **encoder_args)
+        self.short_encoder = ShortTermEncoder(c.session_len, name="short_encoder", **encoder_args)
+        self.schedule = CosineSchedule(c.diffusion_steps, c.schedule_s, c.max_beta, name="schedule")
+        denoiser = make_denoiser(c.backbone, c.denoiser_units, c.denoiser_layers, c.time_embed_dim,
+                                 num_heads=c.encoder_heads, name="denoiser")
+        self.guided = GuidedDenoiser(denoiser, mode=c.guidance, cond_dropout=c.cond_dropout,
+                                     cfg_scale=c.cfg_scale, sgd_weights=c.sgd_weights,
+                                     sgd_fixed_w=c.sgd_fixed_w, name="guided_denoiser")
+        self.head = CTRHead(c.head_units, c.dropout, c.head_cross_layers, name="head")
+        self.noise_seed = keras.random.SeedGenerator(name="diffusion_noise_seed")
+
+    # The parts of the paper, in order.
+
+    def encode(self, features, training=False) -> dict:
+        """Embeddings and both encoders: h_L, h_S, their tokens and masks, e_target."""
+        long_mask = ops.cast(features["long_items"], "int32") > 0  # (B, M)
+        short_mask = ops.cast(features["short_items"], "int32") > 0  # (B, K, N)
+        long_emb = self.embedding(features["long_items"], features["long_cats"])  # (B, M, d)
+        short_emb = self.embedding(features["short_items"], features["short_cats"])  # (B, K, N, d)
+        h_long, long_tokens = self.long_encoder(long_emb, long_mask, training=training)
+        h_short, short_tokens = self.short_encoder(short_emb, short_mask, training=training)
+        K, N = self.config.num_sessions, self.config.session_len
+        return {
+            "target": self.embedding(features["target_item"], features["target_cat"]),  # (B, d)
+            "long": (h_long, long_tokens, long_mask, features["long_popular"]),
+            "short": (h_short, ops.reshape(short_tokens, (-1, K * N, self.config.embed_dim)),
+                      ops.reshape(short_mask, (-1, K * N)),
+                      ops.reshape(features["short_popular"], (-1, K * N))),
+        }
+
+    def diffusion_inputs(self, encoded: dict):
+        """x0 and the guidance conditions for the configured direction (Table 2e).
+
+        Returns:
+            `(x0 (B, d), conds (B, G, d) or None, shares (B, G), present (B, G))`.
+        """
+        source, guide = self.config.direction.split("_to_")
+        x0 = encoded[source][0]
+        if guide == "none":
+            return x0, None, None, None
+        pooled, tokens, mask, popular = encoded[guide]
+        if self.config.guidance == "sgd":
+            return (x0, *semantic_groups(tokens, mask, popular))
+        present = ops.any(mask, axis=-1, keepdims=True)  # (B, 1)
+        return x0, ops.expand_dims(pooled, 1), ops.ones_like(present, "float32"), present
+
+    def fuse(self, x0, conds, shares, present, sampler=None, steps=None):
+        """Inference: h_fusion from x_{t*} with eps = 0, by the chosen reverse path."""
+        sampler = sampler or self.config.sampler
+        t_star = self.config.start_step
+        x_start = float(self.schedule.alpha_bar_table[t_star]) ** 0.5 * x0
+
+        def predict_x0(x_t, t):
+            return self.guided(x_t, t, conds, shares, present, training=False)
+
+        if sampler == "tcc":
+            return samplers.tcc_sample(predict_x0, x_start, t_star)
+        if sampler == "ddim":
+            return samplers.ddim_sample(predict_x0, x_start, t_star,
+                                        steps or self.config.sampler_steps, self.schedule)
+        if sampler == "ddpm":
+            return samplers.ddpm_sample(predict_x0, x_start, t_star, self.schedule)
+        raise ValueError(f"`sampler` must be one of 'tcc', 'ddim', 'ddpm'. Received: {sampler!r}")
+
+    def fuse_and_train(self, x0, conds, shares, present):
+        """Training: h_fusion from a noisy x_{t*}, plus the TCC losses, in one denoiser call."""
+        c = self.config
+        batch = ops.shape(x0)[0]
+        eps = keras.random.normal(ops.shape(x0), seed=self.noise_seed, dtype=x0.dtype)
+        t_star = ops.full((batch,), c.start_step, "int32")
+        x_star = self.schedule.q_sample(x0, t_star, eps)
+        if not (c.use_recon or c.use_tr):
+            return self.guided(x_star, t_star, conds, shares, present, training=True), 0.0, {}
+        step = self.training_step()
+        dt = tcc.curriculum_dt(step, batch, c.schedule_steps, c.diffusion_steps, self.noise_seed,
+                               c.curriculum_switch, c.dt_small, c.dt_large)
+        t = ops.cast(ops.floor(keras.random.uniform((batch,), seed=self.noise_seed)
+                               * c.diffusion_steps) + 1, "int32")  # U{1..T}
+        t_prev = ops.maximum(t - dt, 0)
+        target = ops.stop_gradient(x0) if c.stop_gradient_x0 else x0
+        eps_tcc = keras.random.normal(ops.shape(x0), seed=self.noise_seed, dtype=x0.dtype)
+        x_t = self.schedule.q_sample(target, t, eps_tcc)
+        x_prev = self.schedule.q_sample(target, t_prev, eps_tcc)
+
+        def tile(v):
+            return None if v is None else ops.concatenate([v, v, v], axis=0)
+
+        preds = self.guided(ops.concatenate([x_star, x_t, x_prev], axis=0),
+                            ops.concatenate([t_star, t, t_prev], axis=0),
+                            tile(conds), tile(shares), tile(present), training=True)
+        h_fusion, pred_t, pred_prev = ops.split(preds, 3, axis=0)
+        recon, trajectory = tcc.tcc_losses(pred_t, pred_prev, target, t_prev)
+        weight = tcc.lambda_schedule(step, c.schedule_steps, c.lambda_start, c.lambda_end)
+        aux = c.alpha * (float(c.use_recon) * recon + float(c.use_tr) * weight * trajectory)
+        logs = {"recon": recon, "tr": trajectory, "tr_weight": weight,
+                "dt": ops.mean(ops.cast(dt, "float32"))}
+        return h_fusion, aux, logs
+
+    def forward(self, features, training=False) -> Forward:
+        encoded = self.encode(features, training=training)
+        x0, conds, shares, present = self.diffusion_inputs(encoded)
+        if training:
+            h_fusion, aux, logs = self.fuse_and_train(x0, conds, shares, present)
+        else:
+            h_fusion, aux, logs = self.fuse(x0, conds, shares, present), 0.0, {}
+        logit = self.head(h_fusion, encoded["target"], encoded["short"][0], training=training)
+        return Forward(logit=logit, aux_loss=aux, logs=logs)

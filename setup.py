@@ -1,0 +1,40 @@
+"""hierdiffuse-tf: HierDiffuse (EMNLP 2025) in Keras 3 / TensorFlow."""
+
+from setuptools import find_packages, setup
+
+# The TFDS dataset folders live in `datasets/` (the `tfds new` layout) and are
+# installed as `hierdiffuse_tf.datasets`, never as a top-level `datasets`.
+DATASET_PACKAGES = ["datasets"] + [
+    f"datasets.{p}" for p in find_packages("datasets")
+]
+
+setup(
+    name="hierdiffuse-tf",
+    version="0.1.0",
+    description="HierDiffuse: progressive diffusion for interest fusion in CTR prediction (Keras 3)",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["hierdiffuse_tf", "hierdiffuse_tf.*"])
+    + ["hierdiffuse_tf." + p for p in DATASET_PACKAGES],
+    package_dir={"hierdiffuse_tf.datasets": "datasets"},
+    package_data={"hierdiffuse_tf.datasets": ["*/*.tsv", "*/*.txt", "*/*.bib", "*/*.md", "*/dummy_data/*"]},
+    install_requires=[
+        "tensorflow==2.21.*",
+        "keras==3.15.*",
+        "keras-hub>=0.32,<0.33",
+        "keras-rs>=0.4,<0.5",
+        "tensorflow-datasets==4.9.10",
+        "tensorflow-serving-api==2.21.*",
+        "numpy>=1.26",
+        "matplotlib>=3.8",
+        "pyyaml>=6",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "beam": ["apache-beam==2.77.*"],
+        "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"],
+        "all": ["apache-beam==2.77.*", "pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"],
+    },
+    entry_points={"console_scripts": ["hierdiffuse=hierdiffuse_tf.cli:main"]},
+)

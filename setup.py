@@ -26,6 +26,7 @@ setup(
         "keras-rs>=0.4,<0.5",
         "tensorflow-datasets==4.9.10",
         "tensorflow-serving-api==2.21.*",
+        "tensorboard>=2.20",
         "numpy>=1.26",
         "matplotlib>=3.8",
         "pyyaml>=6",

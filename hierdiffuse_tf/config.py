@@ -299,6 +299,12 @@ def parse_value(text: str, annotation: str) -> Any:
     return text
 
 
+def _type_names(cls) -> dict[str, str]:
+    """Field name -> type as text ("int", "tuple[float, float]", ...)."""
+    return {k: v.__name__ if isinstance(v, type) else str(v)
+            for k, v in typing.get_type_hints(cls).items()}
+
+
 def apply_overrides(
     model_values: dict[str, Any],
     train_values: dict[str, Any],
@@ -306,8 +312,8 @@ def apply_overrides(
     pairs: Sequence[str],
 ) -> None:
     """Applies `key=value` strings in place to the model or the train values."""
-    model_hints = {k: str(v) for k, v in typing.get_type_hints(model_cls).items()}
-    train_hints = {k: str(v) for k, v in typing.get_type_hints(TrainConfig).items()}
+    model_hints = _type_names(model_cls)
+    train_hints = _type_names(TrainConfig)
     for pair in pairs:
         if "=" not in pair:
             raise ConfigError(f"`--set` expects key=value. Received: {pair!r}")

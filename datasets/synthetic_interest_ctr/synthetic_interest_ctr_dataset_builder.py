@@ -15,7 +15,9 @@ model reads the true interests through noisy histories. The true interests are
 known, so the noise rate can be swept (`hierdiffuse experiment robustness`).
 
 The configs `noise_0`, `noise_10`, `noise_20`, `noise_30` and `noise_50` set the
-noise-click rate in percent; any `SyntheticConfig` can be passed as `config=`.
+noise-click rate in percent (1000 users, M=50, K=4, N=10); `smoke` is a tiny
+noise-free population (150 users, M=12, K=2, N=4) for tests and smoke runs.
+Any `SyntheticConfig` can be passed as `config=`.
 Sessions split at 30-minute gaps; the time split is at the 80 % and 90 %
 timestamp quantiles.
 """
@@ -97,6 +99,11 @@ class Builder(BehaviourCtrBuilder):
     BUILDER_CONFIGS = [
         SyntheticConfig(name=f"noise_{pct}", description=f"{pct} % noise clicks", noise_rate=pct / 100)
         for pct in (0, 10, 20, 30, 50)
+    ] + [
+        SyntheticConfig(
+            name="smoke", description="A tiny population for tests and smoke runs (no noise).",
+            num_users=150, sessions_per_user=8,
+            spec=behaviors.SequenceSpec(max_long=12, num_sessions=2, session_len=4)),
     ]
     DEFAULT_CONFIG_NAME = "noise_0"
     RELEASE_NOTES = {"1.0.0": "Planted interests with a noise-click rate per config."}

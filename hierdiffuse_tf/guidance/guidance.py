@@ -115,7 +115,8 @@ class GuidedDenoiser(keras.layers.Layer):
               present_shape=None):
         width = conds_shape[-1] if conds_shape else x_t_shape[-1]
         self.null = self.add_weight(shape=(width,), initializer="zeros", name="null")
-        self.denoiser.build(x_t_shape, (None,), (None, width))
+        if not self.denoiser.built:
+            self.denoiser.build(x_t_shape, (None,), (None, width))
         if self.mode == "sgd" and self.sgd_weights == "adaptive":
             self.weight_nets = []
             for i in range(2):

@@ -43,7 +43,7 @@ class CTRHead(keras.layers.Layer):
         self.crosses = []
         for i in range(self.cross_layers):
             cross = keras_rs.layers.FeatureCross(dtype=self.dtype_policy, name=f"cross_{i}")
-            cross.build((None, width), (None, width))
+            cross.build((None, width))
             self.crosses.append(cross)
         self.hidden = []
         for i, units in enumerate(self.units):

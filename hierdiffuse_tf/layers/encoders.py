@@ -37,21 +37,21 @@ class MaskedPooling(keras.layers.Layer):
 
     Call arguments:
         x: `(..., L, d)` float tensor.
-        mask: `(..., L)` bool tensor.
+        padding_mask: `(..., L)` bool tensor.
 
     Returns:
         `(..., d)`: the mean of the unmasked rows, or the learned `empty`
         vector where every row is masked.
     """
 
-    def build(self, x_shape, mask_shape=None):
+    def build(self, x_shape, padding_mask_shape=None):
         self.empty = self.add_weight(shape=(x_shape[-1],), initializer="zeros", name="empty")
 
-    def call(self, x, mask):
-        mean, count = masked_mean(x, mask)
+    def call(self, x, padding_mask):
+        mean, count = masked_mean(x, padding_mask)
         return ops.where(ops.expand_dims(count > 0, -1), mean, self.empty)
 
-    def compute_output_shape(self, x_shape, mask_shape=None):
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
         return tuple(x_shape[:-2]) + (x_shape[-1],)
 
 
@@ -69,7 +69,7 @@ class SequenceEncoder(keras.layers.Layer):
 
     Call arguments:
         x: `(B, L, d)` behaviour embeddings.
-        mask: `(B, L)` bool padding mask.
+        padding_mask: `(B, L)` bool, true for real behaviours.
         training: bool.
 
     Returns:
@@ -88,7 +88,7 @@ class SequenceEncoder(keras.layers.Layer):
         self.intermediate_dim = intermediate_dim
         self.dropout = dropout
 
-    def build(self, x_shape, mask_shape=None):
+    def build(self, x_shape, padding_mask_shape=None):
         self.positions = keras_hub.layers.PositionEmbedding(
             self.sequence_length, dtype=self.dtype_policy, name="positions")
         self.positions.build(x_shape)
@@ -100,13 +100,13 @@ class SequenceEncoder(keras.layers.Layer):
             block.build(x_shape)
             self.blocks.append(block)
 
-    def call(self, x, mask, training=None):
+    def call(self, x, padding_mask, training=None):
         x = x + self.positions(x)  # (B, L, d)
         for block in self.blocks:
-            x = block(x, padding_mask=mask, training=training)
-        return x * ops.expand_dims(ops.cast(mask, x.dtype), -1)
+            x = block(x, padding_mask=padding_mask, training=training)
+        return x * ops.expand_dims(ops.cast(padding_mask, x.dtype), -1)
 
-    def compute_output_shape(self, x_shape, mask_shape=None):
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
         return tuple(x_shape)
 
     def get_config(self):
@@ -123,23 +123,23 @@ class LongTermEncoder(SequenceEncoder):
 
     Call arguments:
         x: `(B, M, d)` embeddings of the long-term behaviours.
-        mask: `(B, M)` bool padding mask.
+        padding_mask: `(B, M)` bool, true for real behaviours.
         training: bool.
 
     Returns:
         `(h_L (B, d), tokens (B, M, d))`.
     """
 
-    def build(self, x_shape, mask_shape=None):
-        super().build(x_shape, mask_shape)
+    def build(self, x_shape, padding_mask_shape=None):
+        super().build(x_shape, padding_mask_shape)
         self.pool = MaskedPooling(dtype=self.dtype_policy, name="pool")
         self.pool.build(x_shape)
 
-    def call(self, x, mask, training=None):
-        tokens = super().call(x, mask, training=training)  # (B, M, d)
-        return self.pool(tokens, mask), tokens
+    def call(self, x, padding_mask, training=None):
+        tokens = super().call(x, padding_mask, training=training)  # (B, M, d)
+        return self.pool(tokens, padding_mask), tokens
 
-    def compute_output_shape(self, x_shape, mask_shape=None):
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
         return (x_shape[0], x_shape[-1]), tuple(x_shape)
 
 
@@ -152,7 +152,7 @@ class ShortTermEncoder(SequenceEncoder):
 
     Call arguments:
         x: `(B, K, N, d)` embeddings of the short-term behaviours.
-        mask: `(B, K, N)` bool padding mask.
+        padding_mask: `(B, K, N)` bool, true for real behaviours.
         training: bool.
 
     Returns:
@@ -160,7 +160,7 @@ class ShortTermEncoder(SequenceEncoder):
         sessions' vectors h_S_k; with no short history it is a learned vector.
     """
 
-    def build(self, x_shape, mask_shape=None):
+    def build(self, x_shape, padding_mask_shape=None):
         folded = (None, x_shape[2], x_shape[3])
         super().build(folded, None)
         self.session_pool = MaskedPooling(dtype=self.dtype_policy, name="session_pool")
@@ -168,15 +168,15 @@ class ShortTermEncoder(SequenceEncoder):
         self.pool = MaskedPooling(dtype=self.dtype_policy, name="pool")
         self.pool.build((None, x_shape[1], x_shape[3]))
 
-    def call(self, x, mask, training=None):
+    def call(self, x, padding_mask, training=None):
         K, N, d = x.shape[1], x.shape[2], x.shape[3]
         folded = ops.reshape(x, (-1, N, d))  # (B*K, N, d)
-        folded_mask = ops.reshape(mask, (-1, N))  # (B*K, N)
+        folded_mask = ops.reshape(padding_mask, (-1, N))  # (B*K, N)
         tokens = super().call(folded, folded_mask, training=training)
         sessions = ops.reshape(self.session_pool(tokens, folded_mask), (-1, K, d))  # (B, K, d)
-        present = ops.any(mask, axis=-1)  # (B, K)
+        present = ops.any(padding_mask, axis=-1)  # (B, K)
         h_s = self.pool(sessions, present)  # (B, d)
         return h_s, ops.reshape(tokens, (-1, K, N, d))
 
-    def compute_output_shape(self, x_shape, mask_shape=None):
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
         return (x_shape[0], x_shape[-1]), tuple(x_shape)

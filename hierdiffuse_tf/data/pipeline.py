@@ -1,0 +1,94 @@
+"""From a built TFDS split to batched, prefetched `tf.data` input for `model.fit`."""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+import hierdiffuse_tf.datasets as project_datasets
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+class DatasetError(ValueError):
+    """An unknown dataset, a missing build, or a bad data/manual dir."""
+
+
+def check_name(name: str) -> None:
+    """Raises `DatasetError` for a name that is not one of the project's builders."""
+    base = name.split("/")[0].split(":")[0]
+    if base not in project_datasets.NAMES:
+        raise DatasetError(f"Unknown dataset {name!r}. Known datasets: {sorted(project_datasets.NAMES)}"
+                           " (a config may follow a slash, e.g. synthetic_interest_ctr/noise_10)")
+
+
+def get_builder(name: str, data_dir: str | None = None, **kwargs) -> tfds.core.DatasetBuilder:
+    check_name(name)
+    return tfds.builder(name, data_dir=data_dir, **kwargs)
+
+
+def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None,
+            beam_options=None, builder_kwargs: dict | None = None) -> tfds.core.DatasetBuilder:
+    """Builds a dataset (once; later calls reuse it) and returns its builder."""
+    if manual_dir is not None and not os.path.isdir(manual_dir):
+        raise DatasetError(f"--manual-dir {manual_dir!r} does not exist or is not a directory")
+    builder = get_builder(name, data_dir=data_dir, **(builder_kwargs or {}))
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir, beam_options=beam_options)
+    builder.download_and_prepare(download_config=download_config)
+    return builder
+
+
+def prepared_builder(name: str, data_dir: str | None = None, auto_prepare: bool = True,
+                     builder_kwargs: dict | None = None):
+    """The builder of a prepared dataset, preparing it first if allowed."""
+    builder = get_builder(name, data_dir=data_dir, **(builder_kwargs or {}))
+    if not builder.is_prepared():
+        if not auto_prepare:
+            raise DatasetError(f"Dataset {name!r} is not prepared in {builder.data_dir}. "
+                               f"Run `hierdiffuse prepare --dataset {name}` first.")
+        tf.get_logger().info("Preparing %s in %s", name, builder.data_dir)
+        builder = prepare(name, data_dir=data_dir, builder_kwargs=builder_kwargs)
+    return builder
+
+
+def split_label(batch: dict):
+    """`(features, label)` with a float32 label; `timestamp` is dropped."""
+    features = {k: v for k, v in batch.items() if k not in ("label", "timestamp")}
+    return features, tf.cast(batch["label"], tf.float32)
+
+
+def make_dataset(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
+                 shuffle: bool = False, seed: int = 0, shuffle_buffer: int = 50_000,
+                 drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batched `(features, label)` for `model.fit`, `evaluate` and `predict`.
+
+    Parsing happens after batching (vectorised), and the result is prefetched.
+    With `shuffle`, the file order and a `shuffle_buffer` of examples are
+    shuffled with `seed`, anew each epoch.
+    """
+    if split not in builder.info.splits:
+        raise DatasetError(f"Split {split!r} not in {builder.name}: {sorted(builder.info.splits)}")
+    read_config = tfds.ReadConfig(try_autocache=False, shuffle_seed=seed)
+    ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
+    return ds.map(split_label, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def sequence_shape(builder: tfds.core.DatasetBuilder) -> dict:
+    """`{max_long, num_sessions, session_len}` of a prepared dataset, from its features."""
+    features = builder.info.features
+    K, N = features["short_items"].shape
+    return {"max_long": features["long_items"].shape[0], "num_sessions": K, "session_len": N}
+
+
+def vocabulary(builder: tfds.core.DatasetBuilder) -> dict:
+    """`{num_items, num_cats}` recorded in a prepared dataset's metadata."""
+    meta = builder.info.metadata or {}
+    missing = [k for k in ("num_items", "num_cats") if k not in meta]
+    if missing:
+        raise DatasetError(f"{builder.name}: metadata lacks {missing}; rebuild the dataset")
+    return {"num_items": int(meta["num_items"]), "num_cats": int(meta["num_cats"])}

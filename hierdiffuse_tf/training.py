@@ -1,0 +1,198 @@
+"""Training and evaluation runs: what `hierdiffuse train` and `evaluate` do.
+
+`train` sizes the model from the dataset's metadata, fits it with Keras'
+progress bar and callbacks (`BackupAndRestore`, so a killed run resumes;
+`TensorBoard`; `TerminateOnNaN`), evaluates the test split, and writes
+`metrics.json`, `model.keras` and `config.json` into the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import time
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from hierdiffuse_tf import config as config_lib
+from hierdiffuse_tf.data import pipeline
+from hierdiffuse_tf.models import CTRModel, get_model_class
+
+
+def git_commit() -> str | None:
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# Metrics.
+
+def group_auc(labels: np.ndarray, scores: np.ndarray, users: np.ndarray) -> float:
+    """GAUC: per-user AUC weighted by impressions, over users with both labels."""
+    order = np.argsort(users, kind="stable")
+    users, labels, scores = users[order], labels[order], scores[order]
+    bounds = np.flatnonzero(np.diff(users)) + 1
+    total, weight = 0.0, 0
+    for lab, sco in zip(np.split(labels, bounds), np.split(scores, bounds)):
+        positives = int(lab.sum())
+        if positives == 0 or positives == len(lab):
+            continue
+        ranks = _average_ranks(sco)
+        auc = (ranks[lab == 1].sum() - positives * (positives + 1) / 2) / (
+            positives * (len(lab) - positives))
+        total += auc * len(lab)
+        weight += len(lab)
+    return float(total / weight) if weight else float("nan")
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties sharing their average rank."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    sorted_x = x[order]
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(sorted_x)) + 1, [len(x)]])
+    for a, b in zip(starts[:-1], starts[1:]):
+        ranks[order[a:b]] = (a + b + 1) / 2.0
+    return ranks
+
+
+def ctr_metrics(labels: np.ndarray, scores: np.ndarray, users: np.ndarray) -> dict:
+    """AUC (`keras.metrics.AUC`), log loss and GAUC of CTR scores."""
+    auc = keras.metrics.AUC(num_thresholds=10_000)
+    auc.update_state(labels, scores)
+    clipped = np.clip(scores.astype(np.float64), 1e-7, 1 - 1e-7)
+    logloss = -np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
+    return {"auc": float(auc.result()), "logloss": float(logloss),
+            "gauc": group_auc(labels, scores, users), "examples": int(len(labels))}
+
+
+def predict_split(model: CTRModel, dataset: tf.data.Dataset, verbose: int = 1):
+    """`(labels, scores, users)` over a `(features, label)` dataset, with a progress bar."""
+    predict = tf.function(lambda features: model(features, training=False)["ctr"])
+    labels, scores, users = [], [], []
+    batches = int(dataset.cardinality())
+    progress = keras.utils.Progbar(batches if batches > 0 else None, verbose=verbose,
+                                   unit_name="batch")
+    for i, (features, label) in enumerate(dataset):
+        scores.append(predict(features).numpy())
+        labels.append(label.numpy())
+        users.append(features["user_id"].numpy())
+        progress.update(i + 1)
+    if not labels:
+        raise pipeline.DatasetError("The split is empty: nothing to evaluate.")
+    return np.concatenate(labels), np.concatenate(scores), np.concatenate(users)
+
+
+def evaluate(model: CTRModel, dataset: tf.data.Dataset, verbose: int = 1) -> dict:
+    start = time.perf_counter()
+    result = ctr_metrics(*predict_split(model, dataset, verbose))
+    result["eval_seconds"] = time.perf_counter() - start
+    return result
+
+
+# Runs.
+
+def resolve_configs(model_name: str, builder, config_file: str | None = None,
+                    overrides: Sequence[str] = (), epochs: int | None = None,
+                    seed: int | None = None):
+    """The model and train configs of a run: dataset sizes, then file, then `--set`."""
+    model_cls = get_model_class(model_name)
+    values = config_file and config_lib.load_config_file(config_file) or {}
+    model_values = {**pipeline.vocabulary(builder), **pipeline.sequence_shape(builder),
+                    **values.get("model", {})}
+    train_values = dict(values.get("train", {}))
+    if epochs is not None:
+        train_values["epochs"] = epochs
+    if seed is not None:
+        train_values["seed"] = seed
+    config_lib.apply_overrides(model_values, train_values, model_cls.config_cls, overrides)
+    train_config = config_lib.TrainConfig.from_dict(train_values)
+    data_shape = pipeline.sequence_shape(builder)
+    for key, value in data_shape.items():
+        if model_values[key] != value:
+            raise config_lib.ConfigError(
+                f"`{key}={model_values[key]}` does not match the dataset, which has {key}={value}")
+    if "schedule_steps" in model_cls.config_cls.field_names() and "schedule_steps" not in (
+            values.get("model", {}).keys() | {o.split("=")[0].strip() for o in overrides}):
+        steps = math.ceil(builder.info.splits["train"].num_examples / train_config.batch_size)
+        model_values["schedule_steps"] = max(1, steps * train_config.epochs)
+    return model_cls, model_cls.config_cls.from_dict(model_values), train_config
+
+
+def compile_model(model: CTRModel, train_config: config_lib.TrainConfig) -> CTRModel:
+    optimizer = keras.optimizers.Adam(train_config.learning_rate,
+                                      clipnorm=train_config.clipnorm or None)
+    model(model.example_inputs(), training=False)  # Build the weights (BackupAndRestore needs them).
+    model.compile(optimizer=optimizer, jit_compile=False)
+    return model
+
+
+def train(model_name: str, dataset: str, out_dir: str, data_dir: str | None = None,
+          epochs: int | None = None, seed: int | None = None, config_file: str | None = None,
+          overrides: Sequence[str] = (), verbose: int = 1,
+          extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
+    """Trains, evaluates on test, and writes the run directory. Returns the metrics."""
+    builder = pipeline.prepared_builder(dataset, data_dir)
+    model_cls, model_config, train_config = resolve_configs(
+        model_name, builder, config_file, overrides, epochs, seed)
+    os.makedirs(out_dir, exist_ok=True)
+    keras.utils.set_random_seed(train_config.seed)
+    run = {"model": model_name, "dataset": dataset, "model_config": model_config.to_dict(),
+           "train_config": train_config.to_dict(), "git_commit": git_commit()}
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(run, f, indent=2)
+
+    model = compile_model(model_cls(model_config), train_config)
+    make = lambda split, shuffle: pipeline.make_dataset(  # noqa: E731
+        builder, split, train_config.batch_size, shuffle=shuffle, seed=train_config.seed,
+        shuffle_buffer=train_config.shuffle_buffer)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
+        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
+        keras.callbacks.TerminateOnNaN(),
+        *extra_callbacks,
+    ]
+    start = time.perf_counter()
+    history = model.fit(make("train", True), validation_data=make("validation", False),
+                        epochs=train_config.epochs, callbacks=callbacks, verbose=verbose,
+                        shuffle=False)  # The tf.data pipeline shuffles.
+    seconds = time.perf_counter() - start
+    model.save(os.path.join(out_dir, "model.keras"))
+    metrics = evaluate(model, make("test", False), verbose=verbose)
+    metrics.update({"seconds": seconds, "seed": train_config.seed, "model": model_name,
+                    "dataset": dataset, "split": "test", "epochs_run": len(history.epoch),
+                    "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}})
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    return metrics
+
+
+def load_run_model(model_dir: str) -> CTRModel:
+    path = os.path.join(model_dir, "model.keras")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No model.keras in {model_dir!r}; train with --out {model_dir}")
+    return keras.saving.load_model(path)
+
+
+def evaluate_run(model_dir: str, dataset: str, split: str = "test", data_dir: str | None = None,
+                 batch_size: int = 1024, verbose: int = 1) -> dict:
+    """Evaluates a saved run's model on a split of a prepared dataset."""
+    model = load_run_model(model_dir)
+    builder = pipeline.prepared_builder(dataset, data_dir, auto_prepare=False)
+    data_shape = pipeline.sequence_shape(builder)
+    for key, value in data_shape.items():
+        if getattr(model.config, key) != value:
+            raise config_lib.ConfigError(
+                f"The model has {key}={getattr(model.config, key)} but {dataset} has {key}={value}")
+    metrics = evaluate(model, pipeline.make_dataset(builder, split, batch_size), verbose=verbose)
+    metrics.update({"dataset": dataset, "split": split, "model_dir": model_dir})
+    return metrics

@@ -1,0 +1,174 @@
+"""SPEC 1 data: sessions, impressions, negatives, the time split, and both builders."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import hierdiffuse_tf  # noqa: F401  (registers the builders)
+from hierdiffuse_tf.data import behaviors, pipeline
+from hierdiffuse_tf.data.tfds_base import RawDataError
+from hierdiffuse_tf.datasets.movielens_100k_ctr import movielens_100k_ctr_dataset_builder as ml
+from hierdiffuse_tf.datasets.synthetic_interest_ctr import synthetic_interest_ctr_dataset_builder as syn
+
+# user, item, timestamp. User 1 has sessions A (3 clicks), B (2) and C (1): gaps > 30 min.
+RAW = [
+    (1, 1, 1000), (1, 2, 1060), (1, 3, 1120), (1, 4, 5000), (1, 5, 5060), (1, 6, 9000),
+    (2, 1, 1500), (2, 2, 1560), (2, 3, 7000), (2, 5, 9500),
+    (3, 2, 2000), (3, 4, 3000), (3, 1, 8000), (3, 3, 9900),
+    (4, 7, 4000), (4, 8, 4100),
+]
+GENRES = {1: "Action", 2: "Comedy", 3: "Drama", 4: "Comedy", 5: "Horror", 6: "Action", 7: "War",
+          8: "Drama"}
+
+
+def write_grouplens(directory, raw=RAW, extra_line=None):
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "u.item"), "w", encoding="latin-1") as f:
+        for item, genre in GENRES.items():
+            flags = ["1" if g == genre else "0" for g in ml.GENRES]
+            f.write("|".join([str(item), f"Movie {item} (1995)", "01-Jan-1995", "", "http://x"] + flags) + "\n")
+    with open(os.path.join(directory, "u.data"), "w") as f:
+        for user, item, ts in raw:
+            f.write(f"{user}\t{item}\t4\t{ts}\n")
+        if extra_line:
+            f.write(extra_line)
+    return str(directory)
+
+
+def table(raw=RAW):
+    user, item, ts = (np.array(v) for v in zip(*raw))
+    return behaviors.Behaviours(user=user, item=item, cat=item % 3, timestamp=ts)
+
+
+def test_split_sessions_at_gaps_over_the_threshold():
+    np.testing.assert_array_equal(behaviors.split_sessions([0, 60, 1860, 1861, 5000], 1800), [0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(behaviors.split_sessions([0, 1801, 1802], 1800), [0, 1, 1])
+
+
+def test_impression_features_hold_sessions_and_long_history():
+    spec = behaviors.SequenceSpec(max_long=4, num_sessions=2, session_len=2, val_fraction=0.0,
+                                  test_fraction=0.01)
+    examples, meta = behaviors.build_examples(table(), spec)
+    by_key = {k: e for rows in examples.values() for k, e in rows}
+    ids = behaviors.compute_stats(table(), spec).item_ids
+    # User 1 (index 0), impression 5 (item 6 at t=9000): sessions A = [1, 2, 3], B = [4, 5].
+    ex = by_key["0_5_1"]
+    assert ex["short_items"] == [[ids[2], ids[3]], [ids[4], ids[5]]]  # The N newest of each session.
+    assert ex["long_items"] == [0, 0, 0, ids[1]]  # Overflow of session A goes to the long history.
+    # Impression 4 (item 5, the ongoing session B holds item 4 before it).
+    ex = by_key["0_4_1"]
+    assert ex["short_items"] == [[ids[2], ids[3]], [0, ids[4]]]
+    assert ex["long_items"] == [0, 0, 0, ids[1]]
+    # Impression 1: one earlier click, in the same session; nothing long-term.
+    ex = by_key["0_1_1"]
+    assert ex["short_items"] == [[0, 0], [0, ids[1]]] and ex["long_items"] == [0, 0, 0, 0]
+    assert "0_0_1" not in by_key  # min_history = 1: no impression without history.
+    assert meta["num_items"] == len(ids) + 2
+
+
+def test_negatives_are_never_from_the_users_history_and_are_fixed():
+    rng = np.random.default_rng(0)
+    raw = [(int(u), int(i), int(t)) for u, i, t in
+           zip(rng.integers(0, 30, 3000), rng.zipf(1.5, 3000) % 60, rng.integers(0, 10**6, 3000))]
+    spec = behaviors.SequenceSpec()
+    examples, _ = behaviors.build_examples(table(raw), spec)
+    stats = behaviors.compute_stats(table(raw), spec)
+    raw_of = {v: k for k, v in stats.item_ids.items()}
+    history = {}
+    for u, i, _ in raw:
+        history.setdefault(u, set()).add(i)
+    users = sorted(history, key=str)
+    negatives = [(users[e["user_id"]], e["target_item"]) for rows in examples.values()
+                 for _, e in rows if e["label"] == 0]
+    assert len(negatives) > 1000
+    assert all(raw_of[item] not in history[user] for user, item in negatives)
+    again, _ = behaviors.build_examples(table(raw), spec)
+    assert again == examples  # Fixed at build time.
+    labels = [e["label"] for rows in examples.values() for _, e in rows]
+    assert labels.count(0) == labels.count(1)
+
+
+def test_popular_flags_mark_the_top_train_items():
+    spec = behaviors.SequenceSpec(popular_fraction=0.2)
+    raw = [(u, 7, 100 * u) for u in range(20)] + [(u, 100 + u, 100 * u + 1) for u in range(20)]
+    stats = behaviors.compute_stats(table(raw), spec)
+    train_items = len(stats.item_ids)  # Items seen before the validation cut-off.
+    assert 7 in stats.popular and len(stats.popular) == int(np.ceil(0.2 * train_items))
+
+
+def test_movielens_builder_on_grouplens_files(tmp_path):
+    manual = write_grouplens(tmp_path / "manual")
+    builder = pipeline.prepare("movielens_100k_ctr", str(tmp_path / "data"), manual)
+    splits = {s: list(tfds.as_numpy(builder.as_dataset(split=s))) for s in ("train", "validation", "test")}
+    assert sum(len(v) for v in splits.values()) == 2 * (len(RAW) - 4)  # min_history drops 1 per user.
+    # Time split: no test (or validation) impression is older than any training impression.
+    newest_train = max(e["timestamp"] for e in splits["train"])
+    assert all(e["timestamp"] > newest_train for s in ("validation", "test") for e in splits[s])
+    assert len(splits["test"]) > 0
+    meta = builder.info.metadata
+    assert meta["num_items"] >= 3 and meta["test_cutoff_timestamp"] >= meta["val_cutoff_timestamp"]
+    ex = next(e for s in splits.values() for e in s if e["timestamp"] == 9000 and e["label"] == 1)
+    assert ex["short_items"].shape == (4, 10) and ex["long_items"].shape == (100,)
+    assert (ex["short_items"][:2] == 0).all()  # Two sessions before: A and B.
+    assert (ex["short_items"][2] > 0).sum() == 3 and (ex["short_items"][3] > 0).sum() == 2
+    # And `tfds.load` finds the registered builder by name.
+    ds = tfds.load("movielens_100k_ctr", split="train", data_dir=str(tmp_path / "data"))
+    assert set(next(iter(ds)).keys()) >= {"target_item", "short_popular", "label"}
+
+
+def test_malformed_row_names_the_file_and_line(tmp_path):
+    manual = write_grouplens(tmp_path / "manual", extra_line="7\tnot-an-item\t3\t100\n")
+    with pytest.raises(RawDataError, match=r"u.data, line 17: field `item_id` must be an integer"):
+        pipeline.prepare("movielens_100k_ctr", str(tmp_path / "data"), manual)
+    manual = write_grouplens(tmp_path / "manual2", extra_line="7\t1\t3\n")
+    with pytest.raises(RawDataError, match=r"line 17: expected 4 tab-separated fields"):
+        pipeline.prepare("movielens_100k_ctr", str(tmp_path / "data2"), manual)
+
+
+def test_missing_manual_dir_or_file_is_a_clear_error(tmp_path):
+    with pytest.raises(pipeline.DatasetError, match="--manual-dir .*does not exist"):
+        pipeline.prepare("movielens_100k_ctr", str(tmp_path / "data"), str(tmp_path / "nope"))
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial" / "u.item").write_text("")
+    with pytest.raises(RawDataError, match="Missing raw file .*u.data"):
+        pipeline.prepare("movielens_100k_ctr", str(tmp_path / "data"), str(tmp_path / "partial"))
+
+
+def test_unknown_dataset_name_is_a_clear_error():
+    with pytest.raises(pipeline.DatasetError, match="Unknown dataset 'movielens_1m'. Known datasets"):
+        pipeline.check_name("movielens_1m")
+
+
+def test_recbole_copy_of_ml_100k_is_found_without_importing_recbole():
+    import sys
+
+    found = ml.recbole_files()
+    if found is None:
+        pytest.skip("recbole==1.2.1 is not installed (pip install --no-deps recbole==1.2.1)")
+    assert all(os.path.exists(p) for p in found) and "recbole" not in sys.modules
+    items = ml.read_recbole_items(found[1])
+    assert len(items) == 1682 and items[1] == "Animation"
+
+
+def test_synthetic_generator_plants_interests_and_noise():
+    clean = syn.generate(syn.SyntheticConfig(name="t", num_users=40, noise_rate=0.0))
+    noisy = syn.generate(syn.SyntheticConfig(name="t", num_users=40, noise_rate=0.3))
+    assert clean.target_ok.all()
+    assert 0.25 < 1 - noisy.target_ok.mean() < 0.35
+    # Without noise a user's clicks concentrate on a few categories (uniform: 3 / 20 = 0.15).
+    top3 = [np.sort(np.bincount(clean.cat[clean.user == u], minlength=20))[-3:].sum()
+            / (clean.user == u).sum() for u in range(40)]
+    assert np.mean(top3) > 0.45
+    assert [c.name for c in syn.Builder.BUILDER_CONFIGS][:5] == ["noise_0", "noise_10", "noise_20", "noise_30", "noise_50"]
+    with pytest.raises(ValueError, match="noise_rate"):
+        syn.SyntheticConfig(name="bad", noise_rate=1.5)
+
+
+def test_pipeline_batches_features_and_float_labels(smoke_builder):
+    ds = pipeline.make_dataset(smoke_builder, "validation", batch_size=32)
+    features, labels = next(iter(ds))
+    assert labels.dtype.name == "float32" and labels.shape == (32,)
+    assert features["short_items"].shape == (32, 2, 4) and "timestamp" not in features
+    assert pipeline.sequence_shape(smoke_builder) == {"max_long": 12, "num_sessions": 2, "session_len": 4}

@@ -1,0 +1,120 @@
+"""The cosine schedule (Eq. 10-11), TCC (Eq. 7-8), its curricula, and the denoisers."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from hierdiffuse_tf.diffusion import samplers, tcc
+from hierdiffuse_tf.diffusion.denoiser import MLPDenoiser, TimeEmbedding, TransformerDenoiser
+from hierdiffuse_tf.diffusion.schedule import CosineSchedule, cosine_alpha_bar
+from layer_testing import run_layer_test
+
+
+def hand_alpha_bar(t, T, s=0.008):
+    """Eq. 10, written out by hand."""
+    f = lambda u: math.cos(math.pi / 2 * (u / T + s) / (1 + s))  # noqa: E731
+    return f(t) / f(0)
+
+
+@pytest.mark.parametrize("T", [10, 100])
+def test_schedule_matches_eq_10_and_11(T):
+    table = cosine_alpha_bar(T)
+    # Below the clip, the product of (1 - beta_t) telescopes back to Eq. 10.
+    for t in range(0, T):
+        assert table[t] == pytest.approx(hand_alpha_bar(t, T), rel=1e-9, abs=1e-12)
+    # Eq. 11: beta_t = 1 - ab_t / ab_{t-1}, clipped at 0.999 (only the last step hits it).
+    betas = 1 - table[1:] / table[:-1]
+    hand_betas = [min(1 - hand_alpha_bar(t, T) / hand_alpha_bar(t - 1, T), 0.999) for t in range(1, T + 1)]
+    np.testing.assert_allclose(betas, hand_betas, rtol=1e-9, atol=1e-12)
+    assert betas.max() <= 0.999 + 1e-12
+    assert np.all(np.diff(table) < 0) and table[0] == 1.0
+
+
+def test_schedule_layer_and_forward_process():
+    schedule = CosineSchedule(100)
+    t = np.array([0, 10, 50, 100])
+    np.testing.assert_allclose(ops.convert_to_numpy(schedule(t)), cosine_alpha_bar(100)[t], rtol=1e-6)
+    x0, eps = np.ones((4, 3), "float32"), np.full((4, 3), 2.0, "float32")
+    ab = cosine_alpha_bar(100)[t][:, None]
+    expected = np.sqrt(ab) * x0 + np.sqrt(1 - ab) * eps
+    np.testing.assert_allclose(ops.convert_to_numpy(schedule.q_sample(x0, t, eps)), expected, rtol=1e-5)
+    # x0 -> eps inverts the forward process.
+    x_t = schedule.q_sample(x0[1:], t[1:], eps[1:])
+    np.testing.assert_allclose(ops.convert_to_numpy(schedule.x0_to_eps(x_t, t[1:], x0[1:])), eps[1:], rtol=1e-4)
+    assert CosineSchedule.from_config(schedule.get_config()).alpha_bar_table.tolist() == schedule.alpha_bar_table.tolist()
+    with pytest.raises(ValueError, match="num_steps"):
+        CosineSchedule(1)
+
+
+def test_tcc_losses_are_zero_for_a_mapping_that_returns_x0():
+    rng = np.random.default_rng(0)
+    x0 = rng.normal(size=(16, 8)).astype("float32")
+    t_prev = rng.integers(-5, 50, size=(16,))
+    recon, trajectory = tcc.tcc_losses(pred_t=x0, pred_prev=x0, x0=x0, t_prev=t_prev)
+    assert float(recon) == 0.0 and float(trajectory) == 0.0
+    # And they are the squared distances otherwise.
+    recon, trajectory = tcc.tcc_losses(x0 + 1.0, x0 - 1.0, x0, np.full((16,), 3))
+    assert float(recon) == pytest.approx(8.0) and float(trajectory) == pytest.approx(32.0)
+    # A span that reaches step 0 targets x0 itself (the boundary condition).
+    _, trajectory = tcc.tcc_losses(x0, x0 + 5.0, x0, np.zeros((16,), "int32"))
+    assert float(trajectory) == 0.0
+
+
+def test_curriculum_small_spans_early_then_medium_and_lambda_reaches_0_2():
+    T, steps = 100, 1000
+    seed = keras.random.SeedGenerator(0)
+    early = ops.convert_to_numpy(tcc.curriculum_dt(0, 4096, steps, T, seed, switch=0.3))
+    assert early.min() >= 1 and early.max() <= 0.1 * T
+    assert len(np.unique(early)) == 10  # The whole small range is used.
+    late = ops.convert_to_numpy(tcc.curriculum_dt(900, 4096, steps, T, seed, switch=0.3))
+    assert late.min() >= 0.1 * T and late.max() <= 0.5 * T
+    assert float(tcc.lambda_schedule(0, steps)) == pytest.approx(1.0)
+    assert float(tcc.lambda_schedule(steps // 2, steps)) == pytest.approx(0.6)
+    assert float(tcc.lambda_schedule(steps, steps)) == pytest.approx(0.2)
+    assert float(tcc.lambda_schedule(10 * steps, steps)) == pytest.approx(0.2)
+
+
+def oracle(x0):
+    return lambda x_t, t: ops.convert_to_tensor(x0)
+
+
+def test_every_sampler_returns_x0_for_an_oracle_denoiser():
+    schedule = CosineSchedule(100)
+    rng = np.random.default_rng(1)
+    x0 = rng.normal(size=(4, 6)).astype("float32")
+    x_start = schedule.q_sample(x0, np.full((4,), 50), rng.normal(size=(4, 6)).astype("float32"))
+    noise = lambda shape: keras.random.normal(shape, seed=3)  # noqa: E731
+    for out in (samplers.tcc_sample(oracle(x0), x_start, 50),
+                samplers.ddim_sample(oracle(x0), x_start, 50, 10, schedule),
+                samplers.ddpm_sample(oracle(x0), x_start, 50, schedule),
+                samplers.ddpm_sample(oracle(x0), x_start, 50, schedule, noise_fn=noise)):
+        np.testing.assert_allclose(ops.convert_to_numpy(out), x0, rtol=1e-4, atol=1e-4)
+
+
+def test_ddim_with_eta_zero_is_deterministic():
+    schedule = CosineSchedule(100)
+    denoiser = MLPDenoiser(16, 2, 8)
+    c = np.zeros((4, 6), "float32")
+    predict = lambda x, t: denoiser(x, t, c)  # noqa: E731
+    x = np.random.default_rng(2).normal(size=(4, 6)).astype("float32")
+    first = samplers.ddim_sample(predict, x, 50, 10, schedule, eta=0.0)
+    second = samplers.ddim_sample(predict, x, 50, 10, schedule, eta=0.0)
+    np.testing.assert_array_equal(ops.convert_to_numpy(first), ops.convert_to_numpy(second))
+    assert samplers.ddim_timesteps(50, 10) == [50, 45, 40, 35, 30, 25, 20, 15, 10, 5, 0]
+
+
+def test_time_embedding_layer():
+    run_layer_test(TimeEmbedding, {"dim": 8}, {"t": np.array([0, 5, 10, 99])}, (4, 8), 4)
+
+
+@pytest.mark.parametrize("cls,kwargs,weights", [
+    (MLPDenoiser, {"units": 16, "num_layers": 2, "time_embed_dim": 8}, 4 + 6),
+    (TransformerDenoiser, {"units": 16, "num_layers": 1, "time_embed_dim": 8, "num_heads": 2}, 4 + 6 + 1 + 16 + 2),
+])
+def test_denoiser_layers(cls, kwargs, weights):
+    inputs = {"x_t": np.ones((4, 6), "float32"), "t": np.array([1, 2, 3, 4]),
+              "c": np.ones((4, 6), "float32")}
+    run_layer_test(cls, kwargs, inputs, (4, 6), weights)

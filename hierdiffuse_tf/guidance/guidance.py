@@ -117,7 +117,7 @@ class GuidedDenoiser(keras.layers.Layer):
         self.null = self.add_weight(shape=(width,), initializer="zeros", name="null")
         if not self.denoiser.built:
             self.denoiser.build(x_t_shape, (None,), (None, width))
-        if self.mode == "sgd" and self.sgd_weights == "adaptive":
+        if self.mode == "sgd" and self.sgd_weights == "adaptive" and conds_shape is not None:
             self.weight_nets = []
             for i in range(2):
                 g = keras.layers.Dense(1, dtype=self.dtype_policy, name=f"g_{i + 1}",

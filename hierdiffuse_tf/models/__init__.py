@@ -6,6 +6,7 @@ itself to `MODELS`.
 
 from __future__ import annotations
 
+from hierdiffuse_tf.config import ConfigError
 from hierdiffuse_tf.models.base import MODEL_FEATURES, CTRModel, Forward, feature_shapes  # noqa: F401
 from hierdiffuse_tf.models.hierdiffuse import HierDiffuse
 
@@ -16,7 +17,7 @@ MODELS: dict[str, type[CTRModel]] = {
 
 def get_model_class(name: str) -> type[CTRModel]:
     if name not in MODELS:
-        raise ValueError(f"Unknown model {name!r}. Known models: {sorted(MODELS)}")
+        raise ConfigError(f"Unknown model {name!r}. Known models: {sorted(MODELS)}")
     return MODELS[name]
 
 

@@ -1,0 +1,174 @@
+"""HierDiffuse end to end: training with model.fit, saving, ablation switches, resume."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import TINY_MODEL, TINY_SETS, random_features
+from hierdiffuse_tf import cli, training
+from hierdiffuse_tf.config import ConfigError, HierDiffuseConfig
+from hierdiffuse_tf.data import pipeline
+from hierdiffuse_tf.diffusion import tcc
+from hierdiffuse_tf.models import HierDiffuse, build_model
+
+SMOKE = "synthetic_interest_ctr/smoke"
+SMALL = dict(num_items=50, num_cats=8, max_long=6, num_sessions=2, session_len=3, **TINY_MODEL)
+
+
+@pytest.fixture(scope="module")
+def trained_run(smoke_builder, data_dir, tmp_path_factory):
+    """A small HierDiffuse trained for 3 epochs on the noise-free synthetic set, through the CLI."""
+    out = str(tmp_path_factory.mktemp("run"))
+    code = cli.main(["train", "--dataset", SMOKE, "--data-dir", data_dir, "--model", "hierdiffuse",
+                     "--epochs", "3", "--seed", "0", "--out", out,
+                     "--set", "batch_size=128", "--set", "learning_rate=0.003",
+                     *sum((["--set", s] for s in TINY_SETS), [])])
+    assert code == 0
+    return out
+
+
+def test_hierdiffuse_learns_the_planted_interest(trained_run):
+    metrics = json.load(open(os.path.join(trained_run, "metrics.json")))
+    assert metrics["auc"] > 0.62, metrics  # Chance is 0.5; measured about 0.70.
+    assert {"auc", "logloss", "gauc", "examples", "seconds"} <= metrics.keys()
+    assert metrics["examples"] == 1332
+    # train_step reports every loss term, and the schedules follow optimizer.iterations.
+    history = metrics["history"]
+    assert {"loss", "bce", "recon", "tr", "tr_weight", "dt", "auc", "val_auc", "val_loss"} <= history.keys()
+    assert history["tr_weight"][0] > history["tr_weight"][-1] >= 0.2
+    assert os.listdir(os.path.join(trained_run, "logs"))  # TensorBoard logs.
+    config = json.load(open(os.path.join(trained_run, "config.json")))
+    assert config["model_config"]["embed_dim"] == 16 and config["train_config"]["seed"] == 0
+
+
+def test_saved_model_keras_file_scores_equal_the_trained_model(trained_run, smoke_builder):
+    model = keras.saving.load_model(os.path.join(trained_run, "model.keras"))
+    assert isinstance(model, HierDiffuse) and model.config.embed_dim == 16
+    features, _ = next(iter(pipeline.make_dataset(smoke_builder, "test", 64)))
+    first = model(features)["ctr"].numpy()
+    again = keras.saving.load_model(os.path.join(trained_run, "model.keras"))(features)["ctr"].numpy()
+    np.testing.assert_array_equal(first, again)
+
+
+def test_evaluate_command_reproduces_the_test_auc(trained_run, data_dir, capsys):
+    assert cli.main(["evaluate", "--model-dir", trained_run, "--dataset", SMOKE, "--data-dir", data_dir]) == 0
+    out = capsys.readouterr().out
+    printed = json.loads(out[out.rindex("\n{\n") + 1:])  # The summary follows the progress bar.
+    saved = json.load(open(os.path.join(trained_run, "metrics.json")))
+    assert printed["auc"] == pytest.approx(saved["auc"], abs=1e-6)
+    assert printed["examples"] == saved["examples"]
+
+
+def test_inference_is_deterministic_and_training_is_not():
+    model = HierDiffuse(HierDiffuseConfig(**SMALL))
+    x = random_features(model.config, 16)
+    np.testing.assert_array_equal(model(x)["logit"].numpy(), model(x)["logit"].numpy())
+    a = model.forward(x, training=True).logit.numpy()
+    b = model.forward(x, training=True).logit.numpy()
+    assert not np.allclose(a, b)  # Fresh diffusion noise and dropout each step.
+
+
+ABLATIONS = [
+    {"guidance": "cfg"}, {"guidance": "none"}, {"backbone": "transformer"},
+    {"use_recon": False}, {"use_tr": False}, {"use_recon": False, "use_tr": False},
+    {"sampler": "ddim", "sampler_steps": 5}, {"sampler": "ddpm"},
+    {"direction": "short_to_long"}, {"direction": "long_to_none"}, {"direction": "short_to_none"},
+    {"sgd_weights": "fixed"}, {"embed_combiner": "concat"}, {"head_cross_layers": 1},
+    {"num_hash_buckets": 16},
+]
+
+
+@pytest.mark.parametrize("switch", ABLATIONS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
+def test_every_switch_builds_trains_and_round_trips(switch, tmp_path):
+    model = build_model("hierdiffuse", {**SMALL, **switch})
+    x = random_features(model.config, 16)
+    y = np.random.default_rng(0).integers(0, 2, 16).astype("float32")
+    model(x)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)  # Tracing costs more here.
+    logs = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
+    assert np.isfinite(logs["loss"][0])
+    if not switch.get("use_tr", True):
+        assert switch.get("use_recon", True) or logs["loss"][0] == pytest.approx(logs["bce"][0], rel=1e-5)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.config == model.config
+    np.testing.assert_allclose(restored(x)["ctr"].numpy(), model(x)["ctr"].numpy(), rtol=1e-6)
+
+
+def test_sampler_switch_changes_only_the_inference_path():
+    tcc_model = HierDiffuse(HierDiffuseConfig(**SMALL))
+    x = random_features(tcc_model.config, 8)
+    tcc_model(x)
+    ddim = HierDiffuse(HierDiffuseConfig(**SMALL, sampler="ddim", sampler_steps=5))
+    ddim(x)
+    assert len(ddim.weights) == len(tcc_model.weights)
+    ddim.set_weights(tcc_model.get_weights())
+    encoded = tcc_model.encode(x)
+    inputs = tcc_model.diffusion_inputs(encoded)
+    expected = tcc_model.fuse(*inputs, sampler="ddim", steps=5).numpy()
+    np.testing.assert_allclose(ddim.fuse(*ddim.diffusion_inputs(ddim.encode(x))).numpy(), expected, rtol=1e-5)
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match=r"Unknown config key 'guidence'.*Did you mean 'guidance'"):
+        HierDiffuseConfig.from_dict({"guidence": "sgd"})
+    with pytest.raises(ConfigError, match=r"`direction` must be one of"):
+        HierDiffuseConfig(direction="sideways")
+    with pytest.raises(ConfigError, match=r"`t_star` must be in \[0, diffusion_steps=100\]"):
+        HierDiffuseConfig(t_star=500)
+    with pytest.raises(ConfigError, match=r"`encoder_heads` must divide embed_dim=32"):
+        HierDiffuseConfig(encoder_heads=3)
+    with pytest.raises(ValueError, match="Unknown model 'gru4rec'"):
+        build_model("gru4rec", {})
+
+
+def test_cli_reports_bad_input_as_one_line_errors(data_dir, smoke_builder, tmp_path, capsys):
+    cases = [
+        (["train", "--dataset", "imagenet", "--out", str(tmp_path)], "Unknown dataset 'imagenet'"),
+        (["train", "--dataset", SMOKE, "--data-dir", data_dir, "--model", "gru4rec", "--out", str(tmp_path)],
+         "Unknown model 'gru4rec'"),
+        (["train", "--dataset", SMOKE, "--data-dir", data_dir, "--set", "guidence=cfg", "--out", str(tmp_path)],
+         "Unknown config key 'guidence'"),
+        (["train", "--dataset", SMOKE, "--data-dir", data_dir, "--set", "max_long=7", "--out", str(tmp_path)],
+         "`max_long=7` does not match the dataset, which has max_long=12"),
+        (["prepare", "--dataset", "movielens_100k_ctr", "--data-dir", str(tmp_path),
+          "--manual-dir", str(tmp_path / "missing")], "does not exist"),
+        (["evaluate", "--dataset", SMOKE, "--data-dir", data_dir, "--model-dir", str(tmp_path)],
+         "No model.keras"),
+    ]
+    for argv, message in cases:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err, (argv, err)
+
+
+def test_killed_run_resumes_from_its_backup(smoke_builder, data_dir, tmp_path):
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise RuntimeError("killed")
+
+    args = dict(model_name="hierdiffuse", dataset=SMOKE, out_dir=str(tmp_path), data_dir=data_dir,
+                epochs=2, seed=1, overrides=TINY_SETS + ["batch_size=512"], verbose=0)
+    with pytest.raises(RuntimeError, match="killed"):
+        training.train(**args, extra_callbacks=[Interrupt()])
+    assert os.path.isdir(tmp_path / "backup")
+    metrics = training.train(**args)
+    assert metrics["epochs_run"] == 1  # Only the second epoch was left to run.
+    assert not os.path.exists(tmp_path / "backup")  # Cleaned up after a finished run.
+
+
+def test_lambda_and_dt_read_the_optimizer_step():
+    model = HierDiffuse(HierDiffuseConfig(**SMALL, schedule_steps=10))
+    x = random_features(model.config, 8)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(x, np.ones(8, "float32"), batch_size=8, epochs=10, verbose=0)
+    assert int(model.optimizer.iterations) == 10
+    out = model.forward(x, training=True)
+    assert float(out.logs["tr_weight"]) == pytest.approx(float(tcc.lambda_schedule(10, 10)))
+    assert float(out.logs["tr_weight"]) == pytest.approx(0.2)
+    assert float(out.logs["dt"]) >= 0.1 * 20  # Past the switch: medium spans.

@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from hierdiffuse_tf.config import ConfigError
 from hierdiffuse_tf.models.base import MODEL_FEATURES, CTRModel, Forward, feature_shapes  # noqa: F401
+from hierdiffuse_tf.models.avg_pool_dnn import AvgPoolDNN
+from hierdiffuse_tf.models.dien import DIEN
+from hierdiffuse_tf.models.din import DIN
 from hierdiffuse_tf.models.hierdiffuse import HierDiffuse
+from hierdiffuse_tf.models.target_diffusion import DiffuRec, DreamRec
 
 MODELS: dict[str, type[CTRModel]] = {
+    "avg_pool_dnn": AvgPoolDNN,
+    "din": DIN,
+    "dien": DIEN,
+    "diffurec": DiffuRec,
+    "dreamrec": DreamRec,
     "hierdiffuse": HierDiffuse,
 }
 

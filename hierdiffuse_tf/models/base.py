@@ -79,8 +79,12 @@ class CTRModel(keras.Model, abc.ABC):
         self.log_trackers = {name: keras.metrics.Mean(name=name) for name in self.log_names}
 
     @abc.abstractmethod
-    def forward(self, features: dict, training: bool = False) -> Forward:
-        """Computes the logit (and in training the auxiliary losses) of a batch."""
+    def forward(self, features: dict, training: bool = False, labels=None) -> Forward:
+        """Computes the logit (and in training the auxiliary losses) of a batch.
+
+        `labels` (`(B,)`, training only) is there for models whose auxiliary
+        loss learns from the clicked items alone (DiffuRec, DreamRec).
+        """
 
     def call(self, features, training=False):
         logit = self.forward(features, training=training).logit
@@ -107,7 +111,7 @@ class CTRModel(keras.Model, abc.ABC):
     def train_step(self, data):
         features, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
-            out = self.forward(features, training=True)
+            out = self.forward(features, training=True, labels=labels)
             bce = self.bce(labels, out.logit)
             loss = bce + out.aux_loss
         grads = tape.gradient(loss, self.trainable_variables)

@@ -65,6 +65,7 @@ class HierDiffuse(CTRModel):
                                      cfg_scale=c.cfg_scale, sgd_weights=c.sgd_weights,
                                      sgd_fixed_w=c.sgd_fixed_w, name="guided_denoiser")
         self.head = CTRHead(c.head_units, c.dropout, c.head_cross_layers, name="head")
+        self.x0_norm = keras.layers.LayerNormalization(name="x0_norm") if c.normalize_x0 else None
         self.noise_seed = keras.random.SeedGenerator(name="diffusion_noise_seed")
 
     # The parts of the paper, in order.
@@ -94,6 +95,8 @@ class HierDiffuse(CTRModel):
         """
         source, guide = self.config.direction.split("_to_")
         x0 = encoded[source][0]
+        if self.x0_norm is not None:
+            x0 = self.x0_norm(x0)
         if guide == "none":
             return x0, None, None, None
         pooled, tokens, mask, popular = encoded[guide]
@@ -154,7 +157,7 @@ class HierDiffuse(CTRModel):
                 "dt": ops.mean(ops.cast(dt, "float32"))}
         return h_fusion, aux, logs
 
-    def forward(self, features, training=False) -> Forward:
+    def forward(self, features, training=False, labels=None) -> Forward:
         encoded = self.encode(features, training=training)
         x0, conds, shares, present = self.diffusion_inputs(encoded)
         if training:

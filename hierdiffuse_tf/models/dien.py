@@ -1,0 +1,111 @@
+"""DIEN (Zhou et al., AAAI 2019): interest extraction and evolution (Table 1).
+
+* Interest extractor: a GRU over the behaviour sequence. Its auxiliary loss
+  asks each hidden state h_t to tell the next real behaviour e_{t+1} from a
+  negative one (the same position of another example in the batch).
+* Interest evolution: attention between each h_t and the target, then an
+  AUGRU, a GRU whose update gate is scaled by the attention score, so a
+  behaviour with zero attention leaves the interest state untouched.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from hierdiffuse_tf.models.base import Forward
+from hierdiffuse_tf.models.sequence_base import SequenceCTRModel
+from hierdiffuse_tf.utils import serializable
+
+
+@serializable
+class AUGRUCell(keras.layers.Layer):
+    """A GRU cell with an attentional update gate (AUGRU), for `keras.layers.RNN`.
+
+    The last feature of each input step is the attention score a_t; the rest is
+    the step's input x_t:
+
+        u_t = sigmoid(W_u x_t + U_u h + b_u),  r_t = sigmoid(W_r x_t + U_r h + b_r)
+        h~  = tanh(W_h x_t + r_t * (U_h h) + b_h)
+        u'  = a_t * u_t,  h_t = (1 - u') * h + u' * h~
+
+    Args:
+        units: int. Width of the hidden state.
+        **kwargs: base layer arguments.
+    """
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        if units < 1:
+            raise ValueError(f"`units` must be >= 1. Received: `units={units}`")
+        self.units = units
+        self.state_size = units
+        self.output_size = units
+
+    def build(self, input_shape):
+        x_dim = input_shape[-1] - 1
+        self.kernel = self.add_weight(shape=(x_dim, 3 * self.units), name="kernel",
+                                      initializer="glorot_uniform")
+        self.recurrent_kernel = self.add_weight(shape=(self.units, 3 * self.units),
+                                                name="recurrent_kernel", initializer="orthogonal")
+        self.bias = self.add_weight(shape=(3 * self.units,), name="bias", initializer="zeros")
+
+    def call(self, inputs, states, training=None):
+        h = states[0] if isinstance(states, (list, tuple)) else states
+        x, attention = inputs[:, :-1], inputs[:, -1:]  # (B, d_x), (B, 1)
+        x_u, x_r, x_h = ops.split(ops.matmul(x, self.kernel) + self.bias, 3, axis=-1)
+        h_u, h_r, h_h = ops.split(ops.matmul(h, self.recurrent_kernel), 3, axis=-1)
+        update = ops.sigmoid(x_u + h_u) * attention
+        reset = ops.sigmoid(x_r + h_r)
+        candidate = ops.tanh(x_h + reset * h_h)
+        h_new = (1.0 - update) * h + update * candidate
+        return h_new, [h_new]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+@serializable
+class DIEN(SequenceCTRModel):
+    """Deep Interest Evolution Network on the shared features and head."""
+
+    log_names = ("aux",)
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        d = config.embed_dim
+        self.extractor = keras.layers.GRU(d, return_sequences=True, name="interest_extractor")
+        self.attention = keras.layers.Dense(d, use_bias=False, name="attention")
+        self.evolution = keras.layers.RNN(AUGRUCell(d, name="augru_cell"), name="interest_evolution")
+        self.aux_net = [keras.layers.Dense(d, activation="sigmoid", name="aux_hidden"),
+                        keras.layers.Dense(1, name="aux_logit")]
+
+    def aux_logits(self, states, behaviours):
+        h = ops.concatenate([states, behaviours], axis=-1)
+        for layer in self.aux_net:
+            h = layer(h)
+        return ops.squeeze(h, -1)
+
+    def auxiliary_loss(self, states, seq, mask):
+        """BCE of telling e_{t+1} (label 1) from another example's e_{t+1} (label 0)."""
+        negatives = ops.roll(seq, 1, axis=0)
+        negative_mask = ops.roll(mask, 1, axis=0)
+        h, nxt, neg = states[:, :-1], seq[:, 1:], negatives[:, 1:]
+        valid = ops.cast(mask[:, :-1] & mask[:, 1:] & negative_mask[:, 1:], "float32")  # (B, L-1)
+        pos_loss = ops.binary_crossentropy(ops.ones_like(valid), self.aux_logits(h, nxt), from_logits=True)
+        neg_loss = ops.binary_crossentropy(ops.zeros_like(valid), self.aux_logits(h, neg), from_logits=True)
+        return ops.sum((pos_loss + neg_loss) * valid) / ops.maximum(ops.sum(valid), 1.0)
+
+    def forward(self, features, training=False, labels=None) -> Forward:
+        seq, mask, target = self.sequence(features)
+        states = self.extractor(seq, mask=mask, training=training)  # (B, L, d)
+        scores = ops.sum(self.attention(states) * ops.expand_dims(target, 1), axis=-1)  # (B, L)
+        scores = ops.where(mask, scores, -1e9)
+        attention = ops.softmax(scores, axis=-1) * ops.cast(mask, "float32")
+        evolved = self.evolution(ops.concatenate([states, ops.expand_dims(attention, -1)], axis=-1),
+                                 mask=mask, training=training)  # (B, d)
+        logit = self.head(evolved, target, training=training)
+        if not training:
+            return Forward(logit=logit)
+        aux = self.auxiliary_loss(states, seq, mask)
+        return Forward(logit=logit, aux_loss=self.config.aux_loss_weight * aux, logs={"aux": aux})

@@ -1,0 +1,135 @@
+"""DiffuRec and DreamRec adapted to CTR (Table 1): diffusion that generates the target side.
+
+Both papers generate the representation of the next item from the behaviour
+sequence and then rank candidates against it. For CTR we keep that generator
+and feed its output ŷ to the shared head with the real target:
+`head([ŷ, e_target, ŷ * e_target, h_seq])`.
+
+What is kept and what changed (also in the README):
+
+* The generator learns to reconstruct the embedding of *clicked* targets only
+  (`recon_weight * ||f(x_t, t, seq) - e_target||^2` over positives), as both
+  papers learn from observed next items. The target is a stop-gradient copy,
+  so the embeddings are not pulled towards easy-to-denoise vectors. It is
+  layer-normalised, so its scale matches the unit-variance noise; the head
+  receives the same normalised target beside ŷ.
+* Inference is multi-step, as in both papers: DDIM with `sampler_steps` steps
+  from x_T. We start from the mean of the noise (x_T = 0) instead of a random
+  draw, so scores are deterministic.
+* In training, the head sees a one-step generation from pure noise
+  (x_T ~ N(0, I)), because running the sampler inside every training step
+  would multiply its cost; this is the usual train/inference gap of these
+  models.
+* DiffuRec: the denoiser is a transformer over the behaviour sequence with the
+  noisy target representation and the step embedding added to every token
+  (DiffuRec adds the noised target to the sequence); the last token predicts x0.
+  DiffuRec's item-specific Gaussian embeddings and its rounding step are
+  dropped: there is no retrieval over the catalogue in CTR.
+* DreamRec: a sequence transformer gives the guidance h_seq; an MLP denoiser
+  with standard classifier-free guidance (condition dropout in training, scale
+  `cfg_scale` at inference) generates the "oracle" item embedding. DreamRec's
+  learning without negatives is kept for the generator; the head still learns
+  from the negatives through the BCE.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import keras
+from keras import ops
+
+from hierdiffuse_tf.diffusion import samplers
+from hierdiffuse_tf.diffusion.denoiser import MLPDenoiser, TimeEmbedding
+from hierdiffuse_tf.diffusion.schedule import CosineSchedule
+from hierdiffuse_tf.guidance.guidance import GuidedDenoiser
+from hierdiffuse_tf.layers import SequenceEncoder, masked_mean
+from hierdiffuse_tf.models.base import Forward
+from hierdiffuse_tf.models.sequence_base import SequenceCTRModel
+from hierdiffuse_tf.utils import serializable
+
+
+class TargetDiffusionModel(SequenceCTRModel, abc.ABC):
+    """Shared training and sampling; subclasses give `predict_x0(x_t, t, context)`."""
+
+    log_names = ("recon",)
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        c = config
+        self.schedule = CosineSchedule(c.diffusion_steps, name="schedule")
+        self.encoder = SequenceEncoder(self.sequence_length, c.encoder_layers, c.encoder_heads,
+                                       c.encoder_ffn_dim, c.dropout, name="sequence_encoder")
+        self.target_norm = keras.layers.LayerNormalization(name="target_norm")
+        self.noise_seed = keras.random.SeedGenerator(name="diffusion_noise_seed")
+
+    @abc.abstractmethod
+    def predict_x0(self, x_t, t, context: dict, training=False):
+        """The generator's x0 prediction; `context` holds tokens, mask and h_seq."""
+
+    def generate(self, context, batch, dim):
+        """Inference: DDIM from x_T = 0 in `sampler_steps` steps."""
+        T = self.config.diffusion_steps
+        x_start = ops.zeros((batch, dim))
+        return samplers.ddim_sample(lambda x, t: self.predict_x0(x, t, context), x_start, T,
+                                    self.config.sampler_steps, self.schedule)
+
+    def forward(self, features, training=False, labels=None) -> Forward:
+        seq, mask, target = self.sequence(features)
+        target = self.target_norm(target)  # (B, d), unit scale like the noise.
+        tokens = self.encoder(seq, mask, training=training)  # (B, L, d)
+        h_seq, _ = masked_mean(tokens, mask)  # (B, d)
+        context = {"tokens": tokens, "mask": mask, "h_seq": h_seq}
+        batch, dim = ops.shape(target)[0], self.config.embed_dim
+        if not training:
+            generated = self.generate(context, batch, dim)
+            return Forward(logit=self.head(generated, target, h_seq, training=False))
+        T = self.config.diffusion_steps
+        x_T = keras.random.normal((batch, dim), seed=self.noise_seed)
+        generated = self.predict_x0(x_T, ops.full((batch,), T, "int32"), context, training=True)
+        logit = self.head(generated, target, h_seq, training=True)
+        # Reconstruction of the clicked targets at a random step.
+        x0 = ops.stop_gradient(target)
+        t = ops.cast(ops.floor(keras.random.uniform((batch,), seed=self.noise_seed) * T) + 1, "int32")
+        x_t = self.schedule.q_sample(x0, t, keras.random.normal((batch, dim), seed=self.noise_seed))
+        error = ops.sum(ops.square(self.predict_x0(x_t, t, context, training=True) - x0), axis=-1)
+        clicked = ops.cast(ops.reshape(labels, (-1,)), error.dtype) if labels is not None else 1.0
+        recon = ops.sum(error * clicked) / ops.maximum(ops.sum(clicked * ops.ones_like(error)), 1.0)
+        return Forward(logit=logit, aux_loss=self.config.recon_weight * recon, logs={"recon": recon})
+
+
+@serializable
+class DiffuRec(TargetDiffusionModel):
+    """DiffuRec (Li et al., TOIS 2023) adapted to CTR; see the module docstring."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        c = config
+        self.time_embedding = TimeEmbedding(c.embed_dim, name="time_embedding")
+        self.noisy_projection = keras.layers.Dense(c.embed_dim, name="noisy_projection")
+        self.denoiser = SequenceEncoder(self.sequence_length, c.encoder_layers, c.encoder_heads,
+                                        c.encoder_ffn_dim, c.dropout, name="denoiser")
+        self.out = keras.layers.Dense(c.embed_dim, name="x0")
+
+    def predict_x0(self, x_t, t, context, training=False):
+        noisy = ops.expand_dims(self.noisy_projection(x_t) + self.time_embedding(t), 1)  # (B, 1, d)
+        tokens = self.denoiser(context["tokens"] + noisy, context["mask"], training=training)
+        return self.out(tokens[:, -1])  # The newest position predicts x0.
+
+
+@serializable
+class DreamRec(TargetDiffusionModel):
+    """DreamRec (Yang et al., NeurIPS 2023) adapted to CTR; see the module docstring."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        c = config
+        self.guided = GuidedDenoiser(
+            MLPDenoiser(c.denoiser_units, 2, c.time_embed_dim, name="denoiser"), mode="cfg",
+            cond_dropout=c.cond_dropout, cfg_scale=c.cfg_scale, name="guided_denoiser")
+
+    def predict_x0(self, x_t, t, context, training=False):
+        h_seq = context["h_seq"]
+        present = ops.any(context["mask"], axis=-1, keepdims=True)
+        return self.guided(x_t, t, ops.expand_dims(h_seq, 1), ops.ones_like(h_seq[:, :1]),
+                           present, training=training)

@@ -1,9 +1,12 @@
 """hierdiffuse-tf: HierDiffuse (EMNLP 2025) for Keras 3 / TensorFlow.
 
 Importing the package registers the TFDS builders (`movielens_100k_ctr`,
-`synthetic_interest_ctr`) and every custom Keras object for serialisation.
+`synthetic_interest_ctr`) and every custom Keras object, so
+`tfds.builder(...)` and `keras.saving.load_model(...)` work after
+`import hierdiffuse_tf`.
 """
 
 __version__ = "0.1.0"
 
 from hierdiffuse_tf import datasets  # noqa: E402,F401  (registers the TFDS builders)
+from hierdiffuse_tf import models  # noqa: E402,F401  (registers the Keras objects)

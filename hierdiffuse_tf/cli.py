@@ -41,6 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one config field (repeatable), e.g. --set guidance=cfg")
     p.add_argument("--out", required=True, help="run directory")
 
+    p = sub.add_parser("experiment", help="regenerate the paper's tables (resumable)")
+    p.add_argument("which", choices=["table1", "table2", "robustness", "readme"])
+    p.add_argument("--dataset", default="movielens_100k_ctr")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--out", default="results")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override applied to every run, e.g. --set batch_size=512")
+    p.add_argument("--models", default=None, help="comma-separated subset of the table's models")
+    p.add_argument("--batch-size", type=int, default=256, help="shared inference batch size for timing")
+    p.add_argument("--noise", default="0,0.1,0.2,0.3,0.5", help="noise-click rates (robustness)")
+    p.add_argument("--readme", default="README.md", help="README to splice results into (readme)")
+
     p = sub.add_parser("evaluate", help="evaluate a trained run on a split")
     _add_data_args(p)
     p.add_argument("--model-dir", required=True)
@@ -54,6 +68,28 @@ def _beam_options(text: str | None):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     return PipelineOptions(shlex.split(text))
+
+
+def run_experiment(args: argparse.Namespace):
+    from hierdiffuse_tf import experiments
+    from hierdiffuse_tf.data import pipeline
+
+    command = "hierdiffuse " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.which == "readme":
+        return {"spliced": experiments.splice_readme(args.readme, args.out)}
+    common = dict(seeds=args.seeds, epochs=args.epochs, data_dir=args.data_dir, common=args.set,
+                  command=command)
+    models = tuple(args.models.split(",")) if args.models else None
+    if args.which == "robustness":
+        noise = [float(v) for v in args.noise.split(",") if v]
+        return experiments.robustness(args.out, noise, models=models or experiments.ROBUSTNESS_MODELS,
+                                      **common)
+    pipeline.check_name(args.dataset)
+    pipeline.prepared_builder(args.dataset, args.data_dir)
+    if args.which == "table1":
+        return experiments.table1(args.dataset, args.out, batch_size=args.batch_size,
+                                  models=models or experiments.TABLE1_MODELS, **common)
+    return experiments.table2(args.dataset, args.out, batch_size=args.batch_size, **common)
 
 
 def run(args: argparse.Namespace) -> dict | None:
@@ -75,6 +111,8 @@ def run(args: argparse.Namespace) -> dict | None:
         print(f"test AUC {summary['auc']:.4f}  logloss {summary['logloss']:.4f}  "
               f"GAUC {summary['gauc']:.4f}  ({summary['examples']} examples, "
               f"{summary['seconds']:.0f} s training) -> {args.out}")
+    elif args.command == "experiment":
+        summary = run_experiment(args)
     else:
         pipeline.check_name(args.dataset)
         summary = training.evaluate_run(args.model_dir, args.dataset, args.split, args.data_dir)

@@ -1,0 +1,311 @@
+"""The paper's tables, regenerated: `hierdiffuse experiment table1 | table2 | robustness | readme`.
+
+Every run is a normal `training.train` run in `OUT/runs/<key>/seed<k>/`, so a
+finished run is skipped when the command is run again (and a killed one
+resumes from its `BackupAndRestore` checkpoint). Each row records its seeds,
+config and the git commit. Inference speed (batches/s) is timed for every row
+in the same process, with one shared batch size, interleaving the models so
+that machine noise hits them alike.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import re
+import statistics
+import time
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from hierdiffuse_tf import training
+from hierdiffuse_tf.config import ConfigError
+from hierdiffuse_tf.data import pipeline
+
+TABLE1_MODELS = ("avg_pool_dnn", "din", "dien", "diffurec", "dreamrec", "hierdiffuse")
+# The paper's Table 1 (AUC), for the side-by-side view in the README.
+PAPER_TABLE1 = {
+    "avg_pool_dnn": (0.7689, 0.8539, 0.7512), "din": (0.7862, 0.8995, 0.7564),
+    "dien": (0.8377, 0.9222, 0.7611), "diffurec": (0.8395, 0.9258, 0.7607),
+    "dreamrec": (0.8421, 0.9286, 0.7619), "hierdiffuse": (0.8472, 0.9327, 0.7680),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row of Table 2: a training config plus inference-only changes."""
+
+    group: str
+    variant: str
+    train: tuple = ()  # `--set` overrides that change the trained model.
+    infer: tuple = ()  # Inference-only changes of the same trained model (the sampler).
+    paper_auc: float | None = None
+    paper_infer: float | None = None
+
+
+FULL = "ours"
+TABLE2_ROWS = (
+    Row("a", "w/ CFG", ("guidance=cfg",), paper_auc=0.7663, paper_infer=16.9),
+    Row("a", "w/ SGD (ours)", paper_auc=0.7680, paper_infer=16.1),
+    Row("b", "w/ Transformer", ("backbone=transformer",), paper_auc=0.7684, paper_infer=14.8),
+    Row("b", "MLP (ours)", paper_auc=0.7680, paper_infer=16.1),
+    Row("c", "w/o L_recon", ("use_recon=false",), paper_auc=0.7629, paper_infer=16.2),
+    Row("c", "w/o L_TR", ("use_tr=false",), paper_auc=0.7669, paper_infer=16.4),
+    Row("c", "ours", paper_auc=0.7680, paper_infer=16.1),
+    Row("d", "w/ DDPM", infer=(("sampler", "ddpm"),), paper_auc=0.7682, paper_infer=9.98),
+    Row("d", "w/ DDIM", infer=(("sampler", "ddim"),), paper_auc=0.7681, paper_infer=13.01),
+    Row("d", "TCC (ours)", paper_auc=0.7680, paper_infer=16.1),
+    Row("e", "+Short->none", ("direction=short_to_none",), paper_auc=0.7640, paper_infer=15.7),
+    Row("e", "+Long->none", ("direction=long_to_none",), paper_auc=0.7644, paper_infer=15.5),
+    Row("e", "+Short->Long", ("direction=short_to_long",), paper_auc=0.7647, paper_infer=16.0),
+    Row("e", "+Long->Short (ours)", paper_auc=0.7680, paper_infer=16.1),
+)
+NOISE_CONFIGS = {0.0: "noise_0", 0.1: "noise_10", 0.2: "noise_20", 0.3: "noise_30", 0.5: "noise_50"}
+ROBUSTNESS_MODELS = ("hierdiffuse", "din", "avg_pool_dnn")
+
+
+def run_key(model: str, overrides: Sequence[str]) -> str:
+    """A folder name for a model and its training overrides."""
+    text = "__".join([model, *sorted(overrides)]) if overrides else model
+    return re.sub(r"[^A-Za-z0-9_.=,-]", "_", text)
+
+
+def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds: int,
+               epochs: int | None, data_dir: str | None, common: Sequence[str] = ()) -> dict:
+    """Trains each (model, overrides) with every seed, skipping finished runs."""
+    results, total, done = {}, len(jobs) * seeds, 0
+    for model, overrides in jobs:
+        key = run_key(model, overrides)
+        for seed in range(seeds):
+            done += 1
+            run_dir = os.path.join(out, "runs", key, f"seed{seed}")
+            metrics_path = os.path.join(run_dir, "metrics.json")
+            if os.path.exists(metrics_path):
+                print(f"[{done}/{total}] {key} seed {seed}: done already", flush=True)
+            else:
+                print(f"[{done}/{total}] training {key} seed {seed}", flush=True)
+                training.train(model, dataset, run_dir, data_dir=data_dir, epochs=epochs, seed=seed,
+                               overrides=[*common, *overrides], verbose=2)
+            with open(metrics_path) as f:
+                results.setdefault(key, []).append({**json.load(f), "run_dir": run_dir})
+    return results
+
+
+def with_inference_changes(model, changes: Sequence[tuple[str, object]]):
+    """The same weights under a config with inference-only changes (e.g. the sampler)."""
+    if not changes:
+        return model
+    clone = type(model)(model.config.replace(**dict(changes)))
+    clone(clone.example_inputs(), training=False)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def time_inference(models: dict, batches: list, repeats: int = 5) -> dict:
+    """Median batches/s of each model over the same batches, interleaved across models."""
+    fns = {name: tf.function(lambda x, m=m: m(x, training=False)["ctr"], reduce_retracing=True)
+           for name, m in models.items()}
+    for fn in fns.values():  # Warm-up: trace and run once.
+        fn(batches[0]).numpy()
+    timings = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for batch in batches:
+                fn(batch)
+            fn(batches[-1]).numpy()
+            timings[name].append((len(batches) + 1) / (time.perf_counter() - start))
+    return {name: statistics.median(v) for name, v in timings.items()}
+
+
+def timing_batches(dataset: str, data_dir: str | None, batch_size: int, count: int) -> list:
+    builder = pipeline.prepared_builder(dataset, data_dir, auto_prepare=False)
+    ds = pipeline.make_dataset(builder, "test", batch_size, drop_remainder=True).take(count)
+    batches = [features for features, _ in ds]
+    if not batches:
+        raise pipeline.DatasetError(f"The test split of {dataset} has fewer than {batch_size} examples")
+    return batches
+
+
+def auc_of(run_metrics: list, model=None, dataset=None, data_dir=None, changes=()) -> list[float]:
+    """Per-seed test AUCs; with inference changes, each seed's model is re-evaluated."""
+    if not changes:
+        return [m["auc"] for m in run_metrics]
+    builder = pipeline.prepared_builder(dataset, data_dir, auto_prepare=False)
+    aucs = []
+    for m in run_metrics:
+        base = training.load_run_model(m["run_dir"])
+        ds = pipeline.make_dataset(builder, "test", 1024)
+        aucs.append(training.evaluate(with_inference_changes(base, changes), ds, verbose=0)["auc"])
+    return aucs
+
+
+def summary(aucs: list[float], loglosses: list[float] | None = None) -> dict:
+    out = {"auc_mean": float(np.mean(aucs)), "auc_std": float(np.std(aucs)), "aucs": aucs}
+    if loglosses:
+        out["logloss_mean"] = float(np.mean(loglosses))
+    return out
+
+
+def write_table(rows: list[dict], columns: list[tuple[str, str, str]], out: str, name: str,
+                meta: dict) -> None:
+    """Writes `name.json` (rows and meta), `name.csv` and `name.md` (the columns only).
+
+    `columns` are `(key, title, format)`; the format is a `str.format` spec.
+    """
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=2, default=str)
+    with open(os.path.join(out, f"{name}.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([title for _, title, _ in columns])
+        writer.writerows([[_cell(r.get(k), f) for k, _, f in columns] for r in rows])
+    lines = ["| " + " | ".join(t for _, t, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(r.get(k), f) for k, _, f in columns) + " |" for r in rows]
+    caption = (f"\n_{meta['dataset']}, {meta['seeds']} seed(s), {meta['epochs']} epoch(s), "
+               f"inference batch size {meta['batch_size']}, commit {str(meta['git_commit'])[:10]}; "
+               f"made by `{meta['command']}`._\n")
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write("\n".join(lines) + "\n" + caption)
+
+
+def _cell(value, fmt: str) -> str:
+    return "" if value is None else fmt.format(value)
+
+
+def _meta(dataset, seeds, epochs, batch_size, command) -> dict:
+    return {"dataset": dataset, "seeds": seeds, "epochs": epochs, "batch_size": batch_size,
+            "git_commit": training.git_commit(), "command": command,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
+           data_dir: str | None = None, models: Sequence[str] = TABLE1_MODELS,
+           batch_size: int = 256, timing_batches_count: int = 20, common: Sequence[str] = (),
+           command: str = "") -> list[dict]:
+    """Trains every Table 1 model with `seeds` seeds; writes table1.{json,md,csv}."""
+    runs = train_runs(out, dataset, [(m, ()) for m in models], seeds, epochs, data_dir, common)
+    loaded = {m: training.load_run_model(runs[run_key(m, ())][0]["run_dir"]) for m in models}
+    speed = time_inference(loaded, timing_batches(dataset, data_dir, batch_size, timing_batches_count))
+    rows = []
+    for m in models:
+        metrics = runs[run_key(m, ())]
+        paper = PAPER_TABLE1.get(m, (None, None, None))
+        rows.append({"model": m, **summary([r["auc"] for r in metrics], [r["logloss"] for r in metrics]),
+                     "auc_pm": f"{np.mean([r['auc'] for r in metrics]):.4f} ± {np.std([r['auc'] for r in metrics]):.4f}",
+                     "gauc_mean": float(np.mean([r["gauc"] for r in metrics])),
+                     "batches_per_sec": speed[m], "paper_amazon": paper[0], "paper_taobao": paper[1],
+                     "seeds": list(range(seeds)), "config": json.load(open(os.path.join(
+                         metrics[0]["run_dir"], "config.json")))})
+    columns = [("model", "model", "{}"), ("auc_pm", "AUC (mean ± std)", "{}"),
+               ("logloss_mean", "log loss", "{:.4f}"), ("gauc_mean", "GAUC", "{:.4f}"),
+               ("batches_per_sec", "infer. batches/s", "{:.1f}"),
+               ("paper_amazon", "paper: Amazon", "{:.4f}"), ("paper_taobao", "paper: Taobao", "{:.4f}")]
+    write_table(rows, columns, out, "table1", _meta(dataset, seeds, epochs, batch_size, command))
+    return rows
+
+
+def table2(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
+           data_dir: str | None = None, rows_spec: Sequence[Row] = TABLE2_ROWS,
+           batch_size: int = 256, timing_batches_count: int = 20, common: Sequence[str] = (),
+           command: str = "") -> list[dict]:
+    """Trains every distinct Table 2 variant; inference-only rows reuse the full model."""
+    jobs = list(dict.fromkeys(("hierdiffuse", r.train) for r in rows_spec))
+    runs = train_runs(out, dataset, jobs, seeds, epochs, data_dir, common)
+    models, aucs = {}, {}
+    for r in rows_spec:
+        metrics = runs[run_key("hierdiffuse", r.train)]
+        base = training.load_run_model(metrics[0]["run_dir"])
+        models[r.variant] = with_inference_changes(base, r.infer)
+        aucs[r.variant] = auc_of(metrics, dataset=dataset, data_dir=data_dir, changes=r.infer)
+    speed = time_inference(models, timing_batches(dataset, data_dir, batch_size, timing_batches_count))
+    full = float(np.mean(aucs[next(r.variant for r in rows_spec if not r.train and not r.infer)]))
+    rows = []
+    for r in rows_spec:
+        stats = summary(aucs[r.variant])
+        rows.append({"group": r.group, "variant": r.variant, **stats,
+                     "auc_pm": f"{stats['auc_mean']:.4f} ± {stats['auc_std']:.4f}",
+                     "delta": stats["auc_mean"] - full, "batches_per_sec": speed[r.variant],
+                     "paper_auc": r.paper_auc, "paper_infer": r.paper_infer,
+                     "train_overrides": list(r.train), "inference_changes": dict(r.infer),
+                     "seeds": list(range(seeds))})
+    columns = [("group", "table", "2({})"), ("variant", "variant", "{}"),
+               ("auc_pm", "AUC (mean ± std)", "{}"), ("delta", "Δ vs ours", "{:+.4f}"),
+               ("batches_per_sec", "infer. batches/s", "{:.1f}"), ("paper_auc", "paper AUC", "{:.4f}"),
+               ("paper_infer", "paper infer.", "{:.2f}")]
+    write_table(rows, columns, out, "table2", _meta(dataset, seeds, epochs, batch_size, command))
+    return rows
+
+
+def robustness(out: str, noise: Sequence[float], seeds: int = 3, epochs: int | None = None,
+               data_dir: str | None = None, models: Sequence[str] = ROBUSTNESS_MODELS,
+               common: Sequence[str] = (), command: str = "") -> list[dict]:
+    """AUC against the noise-click rate on `synthetic_interest_ctr`; writes a table and a plot."""
+    unknown = [n for n in noise if n not in NOISE_CONFIGS]
+    if unknown:
+        raise ConfigError(f"--noise: no synthetic config for {unknown}; known rates: {sorted(NOISE_CONFIGS)}")
+    rows = []
+    for rate in noise:
+        dataset = f"synthetic_interest_ctr/{NOISE_CONFIGS[rate]}"
+        pipeline.prepared_builder(dataset, data_dir)
+        runs = train_runs(os.path.join(out, NOISE_CONFIGS[rate]), dataset,
+                          [(m, ()) for m in models], seeds, epochs, data_dir, common)
+        for m in models:
+            metrics = runs[run_key(m, ())]
+            stats = summary([r["auc"] for r in metrics], [r["logloss"] for r in metrics])
+            rows.append({"noise": rate, "model": m, **stats,
+                         "auc_pm": f"{stats['auc_mean']:.4f} ± {stats['auc_std']:.4f}",
+                         "seeds": list(range(seeds))})
+    columns = [("noise", "noise-click rate", "{:.1f}"), ("model", "model", "{}"),
+               ("auc_pm", "AUC (mean ± std)", "{}"), ("logloss_mean", "log loss", "{:.4f}")]
+    write_table(rows, columns, out, "robustness",
+                _meta("synthetic_interest_ctr", seeds, epochs, None, command))
+    plot_robustness(rows, os.path.join(out, "robustness.png"))
+    return rows
+
+
+def plot_robustness(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        ax.errorbar([r["noise"] for r in mine], [r["auc_mean"] for r in mine],
+                    yerr=[r["auc_std"] for r in mine], marker="o", capsize=3, label=model)
+    ax.set_xlabel("noise-click rate in the histories")
+    ax.set_ylabel("test AUC")
+    ax.set_title("Robustness to noisy interactions (synthetic_interest_ctr)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def splice_readme(readme: str, results: str) -> list[str]:
+    """Replaces each `<!-- results:NAME -->...<!-- /results:NAME -->` block with results/NAME.md."""
+    with open(readme) as f:
+        text = f.read()
+    replaced = []
+
+    def fill(match):
+        name = match.group(1)
+        path = os.path.join(results, f"{name}.md")
+        if not os.path.exists(path):
+            return match.group(0)
+        replaced.append(name)
+        with open(path) as f:
+            return f"<!-- results:{name} -->\n{f.read().strip()}\n<!-- /results:{name} -->"
+
+    text = re.sub(r"<!-- results:(\w+) -->.*?<!-- /results:\1 -->", fill, text, flags=re.S)
+    with open(readme, "w") as f:
+        f.write(text)
+    return replaced
+

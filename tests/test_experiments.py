@@ -1,0 +1,97 @@
+"""The table commands: resumable runs, per-row seeds and configs, timing, and honest switches."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import TINY_SETS, random_features
+from hierdiffuse_tf import cli, experiments
+from hierdiffuse_tf.config import HierDiffuseConfig
+from hierdiffuse_tf.models import HierDiffuse
+
+SMOKE = "synthetic_interest_ctr/smoke"
+FAST = TINY_SETS + ["batch_size=512"]
+
+
+def test_table1_writes_rows_with_seeds_and_resumes(smoke_builder, data_dir, tmp_path, capsys):
+    argv = ["experiment", "table1", "--dataset", SMOKE, "--data-dir", data_dir, "--seeds", "2",
+            "--epochs", "1", "--out", str(tmp_path), "--models", "avg_pool_dnn,din",
+            "--batch-size", "128", *sum((["--set", s] for s in FAST), [])]
+    assert cli.main(argv) == 0
+    table = json.load(open(tmp_path / "table1.json"))
+    rows = {r["model"]: r for r in table["rows"]}
+    assert set(rows) == {"avg_pool_dnn", "din"}
+    for row in rows.values():
+        assert len(row["aucs"]) == 2 and row["seeds"] == [0, 1]
+        assert row["auc_std"] == pytest.approx(np.std(row["aucs"]))
+        assert row["batches_per_sec"] > 0 and row["config"]["model_config"]["embed_dim"] == 16
+    assert table["meta"]["git_commit"] is not None or table["meta"]["git_commit"] is None
+    assert (tmp_path / "table1.md").read_text().startswith("| model |")
+    assert (tmp_path / "table1.csv").exists()
+    capsys.readouterr()
+    mtime = os.path.getmtime(tmp_path / "runs" / "din" / "seed1" / "metrics.json")
+    assert cli.main(argv) == 0  # A second run trains nothing.
+    assert "done already" in capsys.readouterr().out
+    assert os.path.getmtime(tmp_path / "runs" / "din" / "seed1" / "metrics.json") == mtime
+
+
+def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, tmp_path):
+    rows_spec = [r for r in experiments.TABLE2_ROWS
+                 if r.variant in ("w/ CFG", "w/ SGD (ours)", "w/ DDIM", "TCC (ours)")]
+    rows = experiments.table2(SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir,
+                              rows_spec=rows_spec, batch_size=128, common=FAST)
+    by = {r["variant"]: r for r in rows}
+    assert by["w/ SGD (ours)"]["delta"] == 0.0 and by["TCC (ours)"]["delta"] == 0.0
+    assert by["w/ DDIM"]["inference_changes"] == {"sampler": "ddim"}
+    assert sorted(os.listdir(tmp_path / "runs")) == ["hierdiffuse", "hierdiffuse__guidance=cfg"]
+    assert all(r["batches_per_sec"] > 0 for r in rows)
+    assert "| 2(a) | w/ CFG |" in (tmp_path / "table2.md").read_text()
+
+
+def test_robustness_writes_a_table_and_a_plot(smoke_builder, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "NOISE_CONFIGS", {0.0: "smoke"})
+    rows = experiments.robustness(str(tmp_path), [0.0], seeds=1, epochs=1, data_dir=data_dir,
+                                  models=("avg_pool_dnn",), common=FAST)
+    assert rows[0]["noise"] == 0.0 and rows[0]["model"] == "avg_pool_dnn"
+    assert (tmp_path / "robustness.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="no synthetic config for \\[0.7\\]"):
+        experiments.robustness(str(tmp_path), [0.7])
+
+
+def test_readme_tables_are_spliced_from_results(tmp_path):
+    (tmp_path / "table1.md").write_text("| model |\n|---|\n| din |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- results:table1 -->\nold\n<!-- /results:table1 -->\nb\n<!-- results:table2 -->x<!-- /results:table2 -->\n")
+    assert experiments.splice_readme(str(readme), str(tmp_path)) == ["table1"]
+    text = readme.read_text()
+    assert "| din |" in text and "old" not in text and "x<!--" in text
+
+
+@pytest.mark.parametrize("row", [r for r in experiments.TABLE2_ROWS if r.train], ids=lambda r: r.variant)
+def test_ablation_switches_change_only_what_they_name(row):
+    base_values = dict(num_items=30, num_cats=5, max_long=4, num_sessions=2, session_len=2,
+                       embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8)
+    changes = {k: v for k, v in (s.split("=") for s in row.train)}
+    base = HierDiffuseConfig(**base_values)
+    values = base.to_dict()
+    from hierdiffuse_tf.config import apply_overrides
+
+    apply_overrides(values, {}, HierDiffuseConfig, list(row.train))
+    switched = HierDiffuseConfig.from_dict(values)
+    differing = {k for k in values if getattr(base, k) != getattr(switched, k)}
+    assert differing == set(changes)  # The config differs in the named fields only.
+    shapes = {}
+    for config in (base, switched):
+        model = HierDiffuse(config)
+        model(random_features(config, 2))
+        shapes[config] = {w.path.split("/", 1)[1]: tuple(w.shape) for w in model.weights}
+    changed = {p for p in shapes[base].keys() | shapes[switched].keys()
+               if shapes[base].get(p) != shapes[switched].get(p)}
+    allowed = {"backbone": "guided_denoiser/", "guidance": "guided_denoiser/"}.get(next(iter(changes)))
+    if allowed is None:  # Losses and direction change no weights at all.
+        assert not changed or next(iter(changes)) == "direction" and all(
+            "guided_denoiser/g_" in p for p in changed), changed
+    else:
+        assert changed and all(p.startswith(allowed) for p in changed), changed

@@ -52,8 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override applied to every run, e.g. --set batch_size=512")
     p.add_argument("--models", default=None, help="comma-separated subset of the table's models")
     p.add_argument("--batch-size", type=int, default=256, help="shared inference batch size for timing")
+    p.add_argument("--timing-batches", type=int, default=20, help="test batches timed per repeat")
     p.add_argument("--noise", default="0,0.1,0.2,0.3,0.5", help="noise-click rates (robustness)")
     p.add_argument("--readme", default="README.md", help="README to splice results into (readme)")
+
+    p = sub.add_parser("export", help="write the serving SavedModel of a trained HierDiffuse run")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--out", required=True, help="BASE/NAME/VERSION, e.g. models/hierdiffuse/1")
+    p.add_argument("--signatures", default="ddim_10,user_vector,rank",
+                   help="extra signatures beside serving_default: ddim_<k>, user_vector, rank")
 
     p = sub.add_parser("evaluate", help="evaluate a trained run on a split")
     _add_data_args(p)
@@ -88,8 +95,10 @@ def run_experiment(args: argparse.Namespace):
     pipeline.prepared_builder(args.dataset, args.data_dir)
     if args.which == "table1":
         return experiments.table1(args.dataset, args.out, batch_size=args.batch_size,
+                                  timing_batches_count=args.timing_batches,
                                   models=models or experiments.TABLE1_MODELS, **common)
-    return experiments.table2(args.dataset, args.out, batch_size=args.batch_size, **common)
+    return experiments.table2(args.dataset, args.out, batch_size=args.batch_size,
+                              timing_batches_count=args.timing_batches, **common)
 
 
 def run(args: argparse.Namespace) -> dict | None:
@@ -111,6 +120,12 @@ def run(args: argparse.Namespace) -> dict | None:
         print(f"test AUC {summary['auc']:.4f}  logloss {summary['logloss']:.4f}  "
               f"GAUC {summary['gauc']:.4f}  ({summary['examples']} examples, "
               f"{summary['seconds']:.0f} s training) -> {args.out}")
+    elif args.command == "export":
+        from hierdiffuse_tf import export
+
+        path = export.export_saved_model(training.load_run_model(args.model_dir), args.out,
+                                         [s for s in args.signatures.split(",") if s])
+        summary = {"saved_model": path, "signatures": ["serving_default", *args.signatures.split(",")]}
     elif args.command == "experiment":
         summary = run_experiment(args)
     else:

@@ -18,7 +18,7 @@ FAST = TINY_SETS + ["batch_size=512"]
 def test_table1_writes_rows_with_seeds_and_resumes(smoke_builder, data_dir, tmp_path, capsys):
     argv = ["experiment", "table1", "--dataset", SMOKE, "--data-dir", data_dir, "--seeds", "2",
             "--epochs", "1", "--out", str(tmp_path), "--models", "avg_pool_dnn,din",
-            "--batch-size", "128", *sum((["--set", s] for s in FAST), [])]
+            "--batch-size", "128", "--timing-batches", "3", *sum((["--set", s] for s in FAST), [])]
     assert cli.main(argv) == 0
     table = json.load(open(tmp_path / "table1.json"))
     rows = {r["model"]: r for r in table["rows"]}
@@ -41,7 +41,8 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
     rows_spec = [r for r in experiments.TABLE2_ROWS
                  if r.variant in ("w/ CFG", "w/ SGD (ours)", "w/ DDIM", "TCC (ours)")]
     rows = experiments.table2(SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir,
-                              rows_spec=rows_spec, batch_size=128, common=FAST)
+                              rows_spec=rows_spec, batch_size=128, timing_batches_count=3,
+                              common=FAST + ["sampler_steps=2"])
     by = {r["variant"]: r for r in rows}
     assert by["w/ SGD (ours)"]["delta"] == 0.0 and by["TCC (ours)"]["delta"] == 0.0
     assert by["w/ DDIM"]["inference_changes"] == {"sampler": "ddim"}

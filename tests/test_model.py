@@ -6,6 +6,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import TINY_MODEL, TINY_SETS, random_features
 from hierdiffuse_tf import cli, training
@@ -166,7 +167,8 @@ def test_lambda_and_dt_read_the_optimizer_step():
     model = HierDiffuse(HierDiffuseConfig(**SMALL, schedule_steps=10))
     x = random_features(model.config, 8)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    model.fit(x, np.ones(8, "float32"), batch_size=8, epochs=10, verbose=0)
+    ds = tf.data.Dataset.from_tensors((x, np.ones(8, "float32"))).repeat(10)
+    model.fit(ds, epochs=1, verbose=0)
     assert int(model.optimizer.iterations) == 10
     out = model.forward(x, training=True)
     assert float(out.logs["tr_weight"]) == pytest.approx(float(tcc.lambda_schedule(10, 10)))

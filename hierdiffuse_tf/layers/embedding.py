@@ -17,12 +17,16 @@ def sanitize_ids(ids, vocab_size: int, num_hash_buckets: int = 0):
     (>= 2) is hashed into `2 + id mod num_hash_buckets`; otherwise ids at or past
     the vocabulary become OOV (1).
     """
-    ids = ops.cast(ids, "int32")
+    ids = ops.convert_to_tensor(ids)
+    if "int" not in str(ids.dtype):
+        raise TypeError(f"Ids must be integers. Received dtype {ids.dtype}")
+    # Compare in the input's own width: casting 10**12 to int32 first would wrap around.
     ids = ops.where(ids < 0, PAD_ID, ids)
     if num_hash_buckets:
-        hashed = 2 + ops.mod(ids, num_hash_buckets)
-        return ops.where(ids >= 2, hashed, ids)
-    return ops.where(ids >= vocab_size, OOV_ID, ids)
+        ids = ops.where(ids >= 2, 2 + ops.mod(ids, num_hash_buckets), ids)
+    else:
+        ids = ops.where(ids >= vocab_size, OOV_ID, ids)
+    return ops.cast(ids, "int32")
 
 
 @serializable

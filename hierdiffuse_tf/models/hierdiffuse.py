@@ -71,16 +71,15 @@ class HierDiffuse(CTRModel):
     # The parts of the paper, in order.
 
     def encode(self, features, training=False) -> dict:
-        """Embeddings and both encoders: h_L, h_S, their tokens and masks, e_target."""
-        long_mask = ops.cast(features["long_items"], "int32") > 0  # (B, M)
-        short_mask = ops.cast(features["short_items"], "int32") > 0  # (B, K, N)
+        """Embeddings and both encoders: h_L, h_S, their tokens, masks and popularity flags."""
+        long_mask = features["long_items"] > 0  # (B, M)
+        short_mask = features["short_items"] > 0  # (B, K, N)
         long_emb = self.embedding(features["long_items"], features["long_cats"])  # (B, M, d)
         short_emb = self.embedding(features["short_items"], features["short_cats"])  # (B, K, N, d)
         h_long, long_tokens = self.long_encoder(long_emb, long_mask, training=training)
         h_short, short_tokens = self.short_encoder(short_emb, short_mask, training=training)
         K, N = self.config.num_sessions, self.config.session_len
         return {
-            "target": self.embedding(features["target_item"], features["target_cat"]),  # (B, d)
             "long": (h_long, long_tokens, long_mask, features["long_popular"]),
             "short": (h_short, ops.reshape(short_tokens, (-1, K * N, self.config.embed_dim)),
                       ops.reshape(short_mask, (-1, K * N)),
@@ -157,12 +156,27 @@ class HierDiffuse(CTRModel):
                 "dt": ops.mean(ops.cast(dt, "float32"))}
         return h_fusion, aux, logs
 
+    def user_side(self, features, sampler=None, steps=None):
+        """Inference on the user side only: `(h_fusion, h_S)`, each `(B, d)`.
+
+        Nothing here depends on the target, so a ranking request computes it
+        once for all its candidates (`score_candidates`).
+        """
+        encoded = self.encode(features, training=False)
+        h_fusion = self.fuse(*self.diffusion_inputs(encoded), sampler=sampler, steps=steps)
+        return h_fusion, encoded["short"][0]
+
+    def score_candidates(self, h_fusion, h_short, items, cats):
+        """Logits `(B,)` of targets `(B,)` for user vectors `(B, d)` (rows aligned)."""
+        return self.head(h_fusion, self.embedding(items, cats), h_short, training=False)
+
     def forward(self, features, training=False, labels=None) -> Forward:
-        encoded = self.encode(features, training=training)
-        x0, conds, shares, present = self.diffusion_inputs(encoded)
-        if training:
-            h_fusion, aux, logs = self.fuse_and_train(x0, conds, shares, present)
-        else:
-            h_fusion, aux, logs = self.fuse(x0, conds, shares, present), 0.0, {}
-        logit = self.head(h_fusion, encoded["target"], encoded["short"][0], training=training)
+        if not training:
+            h_fusion, h_short = self.user_side(features)
+            return Forward(logit=self.score_candidates(h_fusion, h_short, features["target_item"],
+                                                       features["target_cat"]))
+        encoded = self.encode(features, training=True)
+        h_fusion, aux, logs = self.fuse_and_train(*self.diffusion_inputs(encoded))
+        target = self.embedding(features["target_item"], features["target_cat"])  # (B, d)
+        logit = self.head(h_fusion, target, encoded["short"][0], training=True)
         return Forward(logit=logit, aux_loss=aux, logs=logs)

@@ -18,7 +18,8 @@ def behaviour_sequence(features: dict, key: str):
     """`long_<key>` then the flattened `short_<key>`: `(B, M + K N)`, oldest first."""
     short = features[f"short_{key}"]
     flat = ops.reshape(short, (-1, short.shape[1] * short.shape[2]))
-    return ops.concatenate([ops.cast(features[f"long_{key}"], "int32"), ops.cast(flat, "int32")], axis=1)
+    long = features[f"long_{key}"]
+    return ops.concatenate([long, ops.cast(flat, long.dtype)], axis=1)
 
 
 class SequenceCTRModel(CTRModel):

@@ -1,0 +1,113 @@
+"""The serving SavedModel: signatures, determinism, OOV safety, `rank`, and a TF-only process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hierdiffuse_tf import cli, export
+from hierdiffuse_tf.config import ConfigError, HierDiffuseConfig
+from hierdiffuse_tf.models import DIN, HierDiffuse
+from hierdiffuse_tf.config import BaselineConfig
+
+CONFIG = HierDiffuseConfig(num_items=50, num_cats=6, max_long=6, num_sessions=2, session_len=3,
+                           embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8,
+                           diffusion_steps=20)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = HierDiffuse(CONFIG)
+    model(export.example_request(CONFIG, 2))
+    path = str(tmp_path_factory.mktemp("models") / "hierdiffuse" / "1")
+    export.export_saved_model(model, path, ["ddim_5", "user_vector", "rank"])
+    return model, path
+
+
+def call(signature, features):
+    return {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in features.items()}).items()}
+
+
+def test_serving_default_matches_keras_and_is_deterministic(exported):
+    model, path = exported
+    loaded = tf.saved_model.load(path)
+    assert set(loaded.signatures) == {"serving_default", "ddim_5", "user_vector", "rank"}
+    x = export.example_request(CONFIG, 7, seed=3)
+    features = {k: x[k] for k in export.MODEL_FEATURES}
+    first = call(loaded.signatures["serving_default"], features)
+    np.testing.assert_allclose(first["ctr"], model(x)["ctr"].numpy(), atol=1e-6)
+    np.testing.assert_array_equal(first["ctr"], call(loaded.signatures["serving_default"], features)["ctr"])
+    ddim = call(loaded.signatures["ddim_5"], features)
+    h, s = model.user_side(x, sampler="ddim", steps=5)
+    expected = tf.sigmoid(model.score_candidates(h, s, x["target_item"], x["target_cat"])).numpy()
+    np.testing.assert_allclose(ddim["ctr"], expected, atol=1e-6)
+
+
+def test_out_of_vocabulary_ids_are_safe(exported):
+    model, path = exported
+    x = export.example_request(CONFIG, 3)
+    x["target_item"][:] = 10**12
+    x["long_items"][0, :] = 999
+    out = call(tf.saved_model.load(path).signatures["serving_default"], {k: x[k] for k in export.MODEL_FEATURES})
+    assert np.all(np.isfinite(out["ctr"]))
+    oov = dict(x, target_item=np.ones(3, np.int64), long_items=np.where(x["long_items"] >= 50, 1, x["long_items"]))
+    np.testing.assert_allclose(out["ctr"], model(oov)["ctr"].numpy(), atol=1e-6)
+
+
+def test_rank_equals_serving_default_once_per_candidate(exported):
+    _, path = exported
+    loaded = tf.saved_model.load(path)
+    x = export.example_request(CONFIG, 1, seed=9)
+    candidates = np.arange(2, 42, dtype=np.int64)
+    cats = (candidates % 5 + 1).astype(np.int64)
+    ranked = call(loaded.signatures["rank"], {**{k: x[k] for k in export.USER_FEATURES},
+                                               "candidate_items": candidates, "candidate_cats": cats})
+    batch = {k: np.repeat(x[k], len(candidates), axis=0) for k in export.USER_FEATURES}
+    single = call(loaded.signatures["serving_default"], {**batch, "target_item": candidates, "target_cat": cats})
+    assert ranked["ctr"].shape == (40,)
+    np.testing.assert_allclose(ranked["ctr"], single["ctr"], atol=1e-6)
+    vector = call(loaded.signatures["user_vector"], {k: x[k] for k in export.USER_FEATURES})
+    assert vector["h_fusion"].shape == (1, 8)
+
+
+def test_saved_model_runs_in_a_process_that_imports_only_tensorflow(exported):
+    model, path = exported
+    x = export.example_request(CONFIG, 4, seed=1)
+    np.savez(os.path.join(os.path.dirname(path), "x.npz"), **x)
+    script = f"""
+import json, sys, numpy as np, tensorflow as tf
+x = dict(np.load({os.path.join(os.path.dirname(path), 'x.npz')!r}))
+sig = tf.saved_model.load({path!r}).signatures["serving_default"]
+out = sig(**{{k: tf.constant(v) for k, v in x.items()}})
+assert not any(m.startswith(("hierdiffuse_tf", "keras_hub", "keras_rs")) for m in sys.modules), "project code imported"
+print(json.dumps(out["ctr"].numpy().tolist()))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(scores, model(x)["ctr"].numpy(), atol=1e-6)
+
+
+def test_warmup_requests_are_prediction_logs(exported):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    _, path = exported
+    records = list(tf.data.TFRecordDataset(os.path.join(path, "assets.extra", "tf_serving_warmup_requests")))
+    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in records]
+    assert [log.predict_log.request.model_spec.signature_name for log in logs] == ["serving_default", "user_vector"]
+    assert set(logs[0].predict_log.request.inputs) == set(export.MODEL_FEATURES)
+
+
+def test_export_errors_are_clear(tmp_path):
+    din = DIN(BaselineConfig(num_items=50, num_cats=6, max_long=6, num_sessions=2, session_len=3))
+    with pytest.raises(ConfigError, match="Only HierDiffuse exports"):
+        export.export_saved_model(din, str(tmp_path / "x"))
+    model = HierDiffuse(CONFIG)
+    with pytest.raises(ConfigError, match="Unknown signature 'beam'"):
+        export.export_saved_model(model, str(tmp_path / "y"), ["beam"])
+    assert cli.main(["export", "--model-dir", str(tmp_path), "--out", str(tmp_path / "z")]) == 2

@@ -62,6 +62,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signatures", default="ddim_10,user_vector,rank",
                    help="extra signatures beside serving_default: ddim_<k>, user_vector, rank")
 
+    p = sub.add_parser("serve-dev", help="development stand-in for tensorflow_model_server (gRPC)")
+    p.add_argument("--model-base-path", required=True, help="BASE/NAME holding numbered versions")
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--port", type=int, default=8500)
+    p.add_argument("--host", default="127.0.0.1")
+
+    p = sub.add_parser("score", help="score a prepared split over gRPC; print AUC and latency")
+    _add_data_args(p)
+    p.add_argument("--server", required=True, help="HOST:PORT")
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=None, help="score at most this many examples")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--out", default=None, help="write labels, scores and users (.npz or .csv)")
+
+    p = sub.add_parser("loadtest", help="bounded gRPC load test against a loopback server")
+    p.add_argument("--server", required=True, help="HOST:PORT on this machine (loopback only)")
+    p.add_argument("--model-name", default="hierdiffuse")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--requests", type=int, default=3200)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-seconds", type=float, default=120.0)
+    p.add_argument("--json", default=None, help="write the results here")
+
     p = sub.add_parser("evaluate", help="evaluate a trained run on a split")
     _add_data_args(p)
     p.add_argument("--model-dir", required=True)
@@ -101,6 +125,49 @@ def run_experiment(args: argparse.Namespace):
                               timing_batches_count=args.timing_batches, **common)
 
 
+def run_serving(args: argparse.Namespace):
+    import numpy as np
+
+    from hierdiffuse_tf.serving import client as client_lib
+
+    if args.command == "serve-dev":
+        from hierdiffuse_tf.serving.server import DevServer
+
+        DevServer(args.model_base_path, args.model_name, args.host, args.port).serve_forever()
+        return {"stopped": True}
+    if args.command == "score":
+        from hierdiffuse_tf import training
+        from hierdiffuse_tf.data import pipeline
+
+        pipeline.check_name(args.dataset)
+        builder = pipeline.prepared_builder(args.dataset, args.data_dir, auto_prepare=False)
+        client = client_lib.Client(args.server, args.model_name)
+        scored = client.score_dataset(pipeline.make_dataset(builder, args.split, args.batch_size), args.limit)
+        summary = {**training.ctr_metrics(scored["labels"], scored["scores"], scored["users"]),
+                   **client_lib.latency_summary(scored["latencies"]), "requests": len(scored["latencies"]),
+                   "batch_size": args.batch_size, "server": args.server}
+        if args.out:
+            columns = {k: scored[k] for k in ("labels", "scores", "users")}
+            if args.out.endswith(".csv"):
+                np.savetxt(args.out, np.stack([columns["users"], columns["labels"], columns["scores"]], 1),
+                           delimiter=",", header="user_id,label,ctr", comments="", fmt=["%d", "%d", "%.7f"])
+            else:
+                np.savez(args.out, **columns)
+        return summary
+    client_lib.require_loopback(args.server)
+    client = client_lib.Client(args.server, args.model_name)
+    shapes = client.signatures()["serving_default"]["inputs"]
+    rng = np.random.default_rng(0)
+    features = {k: rng.integers(0, 2 if k.endswith("popular") else 20,
+                                size=[args.batch_size if d == -1 else d for d in shape]).astype(np.int64)
+                for k, shape in shapes.items()}
+    summary = client_lib.load_test(client, features, args.concurrency, args.requests, args.max_seconds)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(client_lib.dumps(summary))
+    return summary
+
+
 def run(args: argparse.Namespace) -> dict | None:
     from hierdiffuse_tf import training
     from hierdiffuse_tf.data import pipeline
@@ -128,6 +195,8 @@ def run(args: argparse.Namespace) -> dict | None:
         summary = {"saved_model": path, "signatures": ["serving_default", *args.signatures.split(",")]}
     elif args.command == "experiment":
         summary = run_experiment(args)
+    elif args.command in ("serve-dev", "score", "loadtest"):
+        summary = run_serving(args)
     else:
         pipeline.check_name(args.dataset)
         summary = training.evaluate_run(args.model_dir, args.dataset, args.split, args.data_dir)
@@ -145,6 +214,16 @@ def main(argv=None) -> int:
         run(args)
     except (ConfigError, DatasetError, RawDataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # Bad command-line values (e.g. a non-loopback load-test target).
+        if args.command not in ("loadtest", "score"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # A gRPC failure of score / loadtest, e.g. no server there.
+        if not hasattr(error, "code") or not type(error).__module__.startswith("grpc"):
+            raise
+        print(f"error: gRPC {error.code().name}: {error.details()}", file=sys.stderr)
         return 2
     return 0
 

@@ -1,0 +1,174 @@
+"""gRPC scoring against the stand-in server: equality with Keras, determinism, error codes, load test."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hierdiffuse_tf import cli, export
+from hierdiffuse_tf.config import HierDiffuseConfig
+from hierdiffuse_tf.models import HierDiffuse
+from hierdiffuse_tf.serving.client import Client, load_test, require_loopback
+from hierdiffuse_tf.serving.server import DevServer
+
+CONFIG = HierDiffuseConfig(num_items=50, num_cats=6, max_long=6, num_sessions=2, session_len=3,
+                           embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8,
+                           diffusion_steps=20)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A model exported to BASE/hierdiffuse/1 and served by the stand-in on a free port."""
+    model = HierDiffuse(CONFIG)
+    model(export.example_request(CONFIG, 2))
+    base = tmp_path_factory.mktemp("models") / "hierdiffuse"
+    export.export_saved_model(model, str(base / "1"), ["ddim_5", "rank"])
+    server = DevServer(str(base), "hierdiffuse", port=0)
+    port = server.start()
+    yield model, f"127.0.0.1:{port}", str(base)
+    server.stop()
+
+
+def features_of(batch, seed=0):
+    x = export.example_request(CONFIG, batch, seed)
+    return {k: x[k] for k in export.MODEL_FEATURES}
+
+
+def test_grpc_scores_equal_keras_and_repeat_exactly(served):
+    model, target, _ = served
+    client = Client(target, "hierdiffuse")
+    x = features_of(16, seed=4)
+    first = client.predict(x)
+    np.testing.assert_allclose(first["ctr"], model(x)["ctr"].numpy(), atol=1e-5)
+    np.testing.assert_array_equal(first["ctr"], client.predict(x)["ctr"])
+    assert client.status() == [(1, "AVAILABLE")]
+    signatures = client.signatures()
+    assert {"serving_default", "ddim_5", "rank"} <= set(signatures)
+    assert signatures["serving_default"]["inputs"]["short_items"] == [-1, 2, 3]
+
+
+def test_rank_over_grpc_equals_serving_default_per_candidate(served):
+    _, target, _ = served
+    client = Client(target, "hierdiffuse")
+    user = {k: v[:1] for k, v in features_of(1, seed=2).items() if not k.startswith("target_")}
+    items = np.arange(2, 30, dtype=np.int64)
+    cats = (items % 5 + 1).astype(np.int64)
+    ranked = client.predict({**user, "candidate_items": items, "candidate_cats": cats}, signature="rank")
+    repeated = {k: np.repeat(v, len(items), axis=0) for k, v in user.items()}
+    single = client.predict({**repeated, "target_item": items, "target_cat": cats})
+    np.testing.assert_allclose(ranked["ctr"], single["ctr"], atol=1e-6)
+
+
+def code_of(call):
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), info.value.details()
+
+
+def test_bad_requests_get_invalid_argument_naming_the_input(served):
+    _, target, _ = served
+    client = Client(target, "hierdiffuse")
+    x = features_of(4)
+    wrong_dtype = client.request(x)
+    wrong_dtype.inputs["target_item"].CopyFrom(tf.make_tensor_proto(x["target_item"].astype(np.float32)))
+    cases = {
+        "dtype": wrong_dtype,
+        "shape": client.request({**x, "short_items": np.zeros((4, 3, 3), np.int64)}),
+        "missing": client.request({k: v for k, v in x.items() if k != "long_cats"}),
+        "unknown": client.request({**x, "coupon": np.zeros(4, np.int64)}),
+        "signature": client.request(x, signature="beam_search"),
+    }
+    expected = {"dtype": "'target_item': expected dtype int64", "shape": "'short_items': expected shape",
+                "missing": "missing inputs ['long_cats']", "unknown": "unknown inputs ['coupon']",
+                "signature": "Unknown signature 'beam_search'"}
+    for name, request in cases.items():
+        code, details = code_of(lambda: client.predictions.Predict(request, timeout=10))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (name, code)
+        assert expected[name] in details, (name, details)
+    code, _ = code_of(lambda: Client(target, "other_model").predict(x))
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert np.all(np.isfinite(client.predict(x)["ctr"]))  # Still serving after all that.
+
+
+def test_load_test_has_no_errors(served):
+    _, target, _ = served
+    result = load_test(Client(target, "hierdiffuse"), features_of(8), concurrency=8, requests=80,
+                       max_seconds=60)
+    assert result["errors"] == 0 and result["ok"] == 80 and result["qps"] > 0
+    assert result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
+
+
+def test_load_test_refuses_non_loopback_targets(capsys):
+    require_loopback("127.0.0.1:8500")
+    require_loopback("localhost:8500")
+    with pytest.raises(ValueError, match="only runs against loopback"):
+        require_loopback("10.1.2.3:8500")
+    assert cli.main(["loadtest", "--server", "192.168.0.9:8500", "--requests", "1"]) == 2
+    assert "loopback" in capsys.readouterr().err
+
+
+def test_loadtest_and_score_commands(served, smoke_builder, data_dir, tmp_path, capsys):
+    _, target, _ = served
+    out = tmp_path / "load.json"
+    assert cli.main(["loadtest", "--server", target, "--concurrency", "4", "--requests", "20",
+                     "--batch-size", "4", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["errors"] == 0
+    # `score` needs a model of the dataset's shape: the smoke set has M=12, K=2, N=4.
+    capsys.readouterr()
+    assert cli.main(["score", "--server", target, "--model-name", "hierdiffuse", "--dataset",
+                     "synthetic_interest_ctr/smoke", "--data-dir", data_dir, "--limit", "10"]) == 2
+    assert "INVALID_ARGUMENT" in capsys.readouterr().err
+
+
+def test_serve_dev_stops_cleanly_on_sigterm(served):
+    _, _, base = served
+    proc = subprocess.Popen([sys.executable, "-m", "hierdiffuse_tf.cli", "serve-dev", "--model-base-path", base,
+                             "--model-name", "hierdiffuse", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        line = ""
+        deadline = time.time() + 120
+        while "development stand-in" not in line and time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+        assert "development stand-in" in line, proc.stderr.read()[-2000:]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert "stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_score_command_matches_keras_on_a_prepared_split(smoke_builder, data_dir, tmp_path, capsys):
+    from hierdiffuse_tf.data import pipeline
+
+    config = HierDiffuseConfig(**pipeline.vocabulary(smoke_builder), **pipeline.sequence_shape(smoke_builder),
+                               embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8)
+    model = HierDiffuse(config)
+    model(model.example_inputs())
+    export.export_saved_model(model, str(tmp_path / "smoke" / "3"), ["user_vector"])
+    server = DevServer(str(tmp_path / "smoke"), "smoke", port=0)
+    port = server.start()
+    try:
+        out = tmp_path / "scores.csv"
+        assert cli.main(["score", "--server", f"127.0.0.1:{port}", "--model-name", "smoke", "--dataset",
+                         "synthetic_interest_ctr/smoke", "--data-dir", data_dir, "--limit", "300",
+                         "--batch-size", "128", "--out", str(out)]) == 0
+    finally:
+        server.stop()
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[printed.rindex("\n{\n") + 1:] if "\n{\n" in printed else printed)
+    assert summary["examples"] == 300 and summary["p99_ms"] >= summary["p50_ms"] > 0
+    rows = np.loadtxt(out, delimiter=",", skiprows=1)
+    features, _ = next(iter(pipeline.make_dataset(smoke_builder, "test", 300)))
+    np.testing.assert_allclose(rows[:, 2], model(features)["ctr"].numpy(), atol=1e-5)

@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=120.0)
     p.add_argument("--json", default=None, help="write the results here")
 
+    p = sub.add_parser("bench", help="benchmarks; `inference` times every inference path in one run")
+    p.add_argument("which", choices=["inference"])
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--json", default=None, help="write the result (and a .md table beside it)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="model config override, e.g. --set embed_dim=64")
+
     p = sub.add_parser("evaluate", help="evaluate a trained run on a split")
     _add_data_args(p)
     p.add_argument("--model-dir", required=True)
@@ -195,6 +203,16 @@ def run(args: argparse.Namespace) -> dict | None:
         summary = {"saved_model": path, "signatures": ["serving_default", *args.signatures.split(",")]}
     elif args.command == "experiment":
         summary = run_experiment(args)
+    elif args.command == "bench":
+        from hierdiffuse_tf import bench
+        from hierdiffuse_tf.config import HierDiffuseConfig, apply_overrides
+
+        values = {}
+        apply_overrides(values, {}, HierDiffuseConfig, args.set)
+        summary = bench.bench_inference(args.batch_size, repeats=args.repeats, model_values=values)
+        bench.write(summary, args.json)
+        print(bench.markdown(summary))
+        summary = {"ratios": summary["ratios"], "batches_per_sec": summary["batches_per_sec"]}
     elif args.command in ("serve-dev", "score", "loadtest"):
         summary = run_serving(args)
     else:

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 DIRECTIONS = ("long_to_short", "short_to_long", "long_to_none", "short_to_none")
 GUIDANCES = ("sgd", "cfg", "none")
-SAMPLERS = ("tcc", "ddim", "ddpm")
+SAMPLERS = ("tcc", "ddim", "ddpm", "none")
 BACKBONES = ("mlp", "transformer")
 SGD_WEIGHTS = ("adaptive", "fixed")
 COMBINERS = ("sum", "concat")
@@ -175,7 +175,9 @@ class HierDiffuseConfig(ModelConfig):
             noised, so its per-dimension scale matches the unit-variance noise.
             Off by default: on `synthetic_interest_ctr/smoke` (seed 0, 6
             epochs) it lowered the test AUC from 0.774 to 0.692.
-        sampler: the inference path: "tcc" (one step), "ddim" or "ddpm" (Table 2d).
+        sampler: the inference path: "tcc" (one step), "ddim" or "ddpm" (Table 2d);
+            "none" skips the fusion stage (h_fusion = x0), the floor that the
+            benchmark compares against.
         sampler_steps: steps of the DDIM path.
     """
 

@@ -113,6 +113,8 @@ class HierDiffuse(CTRModel):
         def predict_x0(x_t, t):
             return self.guided(x_t, t, conds, shares, present, training=False)
 
+        if sampler == "none":  # No fusion stage at all (h_fusion = x0): the benchmark's floor.
+            return x0
         if sampler == "tcc":
             return samplers.tcc_sample(predict_x0, x_start, t_star)
         if sampler == "ddim":
@@ -120,7 +122,7 @@ class HierDiffuse(CTRModel):
                                         steps or self.config.sampler_steps, self.schedule)
         if sampler == "ddpm":
             return samplers.ddpm_sample(predict_x0, x_start, t_star, self.schedule)
-        raise ValueError(f"`sampler` must be one of 'tcc', 'ddim', 'ddpm'. Received: {sampler!r}")
+        raise ValueError(f"`sampler` must be one of 'tcc', 'ddim', 'ddpm', 'none'. Received: {sampler!r}")
 
     def fuse_and_train(self, x0, conds, shares, present):
         """Training: h_fusion from a noisy x_{t*}, plus the TCC losses, in one denoiser call."""

@@ -1,0 +1,145 @@
+"""`hierdiffuse bench inference`: the inference paths of one trained-shape model, timed in one run.
+
+Every path is a `tf.function` over the same batch, warmed up, then timed in
+interleaved repeats (each repeat runs every path once, so machine noise hits
+them alike); the result is the median batches/s per path and the ratios the
+performance targets are stated in. Weights are random: speed does not depend
+on them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from hierdiffuse_tf import export
+from hierdiffuse_tf.config import BaselineConfig, HierDiffuseConfig
+from hierdiffuse_tf.models import DIN, AvgPoolDNN, HierDiffuse
+
+# ml-100k's vocabulary with the default model size.
+DEFAULT_SHAPE = {"num_items": 1618, "num_cats": 21}
+
+
+def time_paths(paths: dict, repeats: int = 7, calls: int = 5) -> dict:
+    """Median calls/s of each zero-argument callable, interleaved across paths."""
+    for fn in paths.values():
+        for _ in range(2):
+            _block(fn())
+    samples = {name: [] for name in paths}
+    for _ in range(repeats):
+        for name, fn in paths.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                out = fn()
+            _block(out)
+            samples[name].append(calls / (time.perf_counter() - start))
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def _block(out):
+    for value in tf.nest.flatten(out):
+        value.numpy()
+
+
+def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int = 7,
+                    model_values: dict | None = None) -> dict:
+    values = {**DEFAULT_SHAPE, "diffusion_steps": 100, **(model_values or {})}
+    config = HierDiffuseConfig(**values)
+    model = HierDiffuse(config)
+    x = {k: tf.constant(v) for k, v in export.example_request(config, batch_size).items()}
+    model(x)
+    baseline_values = {k: v for k, v in values.items() if k in BaselineConfig.field_names()}
+
+    def scorer(m, **kw):
+        return tf.function(lambda: m(x, training=False)["ctr"], **kw)
+
+    def sampler_path(name, steps=None):
+        @tf.function
+        def run():
+            h, s = model.user_side(x, sampler=name, steps=steps)
+            return model.score_candidates(h, s, x["target_item"], x["target_cat"])
+        return run
+
+    encoded = model.encode(x)
+    inputs = model.diffusion_inputs(encoded)
+
+    def fusion_path(name, steps=None):
+        return tf.function(lambda: model.fuse(*inputs, sampler=name, steps=steps))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export.export_saved_model(model, os.path.join(tmp, "1"), ["rank"])
+        loaded = tf.saved_model.load(path)
+        serving = loaded.signatures["serving_default"]
+        rank = loaded.signatures["rank"]
+        features = {k: x[k] for k in export.MODEL_FEATURES}
+        user = {k: x[k][:1] for k in export.USER_FEATURES}
+        items = tf.constant(np.arange(2, 2 + candidates) % config.num_items, tf.int64)
+        cats = tf.constant(np.arange(candidates) % config.num_cats, tf.int64)
+        single_rows = {**{k: tf.repeat(v, candidates, axis=0) for k, v in user.items()},
+                       "target_item": items, "target_cat": cats}
+        paths = {
+            "tcc": sampler_path("tcc"),
+            "ddim_10": sampler_path("ddim", 10),
+            "ddpm_all": sampler_path("ddpm"),
+            "no_fusion": sampler_path("none"),
+            "fusion_tcc": fusion_path("tcc"),
+            "fusion_ddim_10": fusion_path("ddim", 10),
+            "fusion_ddpm_all": fusion_path("ddpm"),
+            "keras_call": scorer(model),
+            "savedmodel": lambda: serving(**features)["ctr"],
+            "avg_pool_dnn": scorer(_built(AvgPoolDNN(BaselineConfig(**baseline_values)), x)),
+            "din": scorer(_built(DIN(BaselineConfig(**baseline_values)), x)),
+            "rank_1x%d" % candidates: lambda: rank(**user, candidate_items=items, candidate_cats=cats)["ctr"],
+            "batch_%d_rows" % candidates: lambda: serving(**single_rows)["ctr"],
+        }
+        speed = time_paths(paths, repeats=repeats)
+    ratios = {
+        "tcc_over_ddpm": speed["tcc"] / speed["ddpm_all"],
+        "tcc_over_ddim": speed["tcc"] / speed["ddim_10"],
+        "tcc_over_no_fusion": speed["tcc"] / speed["no_fusion"],
+        "fusion_tcc_over_ddim": speed["fusion_tcc"] / speed["fusion_ddim_10"],
+        "fusion_tcc_over_ddpm": speed["fusion_tcc"] / speed["fusion_ddpm_all"],
+        "savedmodel_over_keras": speed["savedmodel"] / speed["keras_call"],
+        "rank_over_batch": speed["rank_1x%d" % candidates] / speed["batch_%d_rows" % candidates],
+    }
+    return {"batches_per_sec": speed, "ratios": ratios, "batch_size": batch_size,
+            "candidates": candidates, "ddpm_steps": config.start_step, "repeats": repeats,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}",
+            "tensorflow": tf.__version__, "model": config.to_dict(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def _built(model, x):
+    model(x)
+    return model
+
+
+TARGETS = {"tcc_over_ddim": 1.24, "tcc_over_ddpm": 1.61, "tcc_over_no_fusion": 0.9,
+           "fusion_tcc_over_ddim": 8.0, "fusion_tcc_over_ddpm": 60.0, "rank_over_batch": 3.0,
+           "savedmodel_over_keras": 1.0}
+
+
+def markdown(result: dict) -> str:
+    lines = ["| ratio | measured | target | met |", "|---|---|---|---|"]
+    for key, target in TARGETS.items():
+        value = result["ratios"][key]
+        lines.append(f"| `{key}` | {value:.2f}x | >= {target}x | {'yes' if value >= target else 'no'} |")
+    lines += ["", "| path | batches/s |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in result["batches_per_sec"].items()]
+    return "\n".join(lines) + f"\n\n_Batch {result['batch_size']}, {result['machine']}, TF {result['tensorflow']}._\n"
+
+
+def write(result: dict, path: str | None) -> None:
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+        with open(os.path.splitext(path)[0] + ".md", "w") as f:
+            f.write(markdown(result))

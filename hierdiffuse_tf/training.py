@@ -152,9 +152,11 @@ def train(model_name: str, dataset: str, out_dir: str, data_dir: str | None = No
         json.dump(run, f, indent=2)
 
     model = compile_model(model_cls(model_config), train_config)
-    make = lambda split, shuffle: pipeline.make_dataset(  # noqa: E731
-        builder, split, train_config.batch_size, shuffle=shuffle, seed=train_config.seed,
-        shuffle_buffer=train_config.shuffle_buffer)
+
+    def make(split: str, shuffle: bool):
+        return pipeline.make_dataset(builder, split, train_config.batch_size, shuffle=shuffle,
+                                     seed=train_config.seed, shuffle_buffer=train_config.shuffle_buffer)
+
     callbacks = [
         keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),

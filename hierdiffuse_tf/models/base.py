@@ -86,6 +86,10 @@ class CTRModel(keras.Model, abc.ABC):
         loss learns from the clicked items alone (DiffuRec, DreamRec).
         """
 
+    def build(self, features_shape=None):
+        # Sublayers build themselves on the first call, from the real shapes.
+        self.built = True
+
     def call(self, features, training=False):
         logit = self.forward(features, training=training).logit
         return {"ctr": ops.sigmoid(logit), "logit": logit}

@@ -223,7 +223,10 @@ def table2(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
         models[r.variant] = with_inference_changes(base, r.infer)
         aucs[r.variant] = auc_of(metrics, dataset=dataset, data_dir=data_dir, changes=r.infer)
     speed = time_inference(models, timing_batches(dataset, data_dir, batch_size, timing_batches_count))
-    full = float(np.mean(aucs[next(r.variant for r in rows_spec if not r.train and not r.infer)]))
+    full_rows = [r.variant for r in rows_spec if not r.train and not r.infer]
+    if not full_rows:
+        raise ConfigError("Table 2 needs at least one row of the full model to take deltas against")
+    full = float(np.mean(aucs[full_rows[0]]))
     rows = []
     for r in rows_spec:
         stats = summary(aucs[r.variant])

@@ -41,3 +41,23 @@ def smoke_builder(data_dir):
     from hierdiffuse_tf.data import pipeline
 
     return pipeline.prepare("synthetic_interest_ctr/smoke", data_dir)
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory):
+    """A tiny HierDiffuse exported once to `BASE/hierdiffuse/1` with every signature.
+
+    Returns `(model, base_path)`; the version folder is `base_path/1`.
+    """
+    from hierdiffuse_tf import export
+    from hierdiffuse_tf.config import HierDiffuseConfig
+    from hierdiffuse_tf.models import HierDiffuse
+
+    config = HierDiffuseConfig(num_items=50, num_cats=6, max_long=6, num_sessions=2, session_len=3,
+                               embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8,
+                               diffusion_steps=20)
+    model = HierDiffuse(config)
+    model(export.example_request(config, 2))
+    base = tmp_path_factory.mktemp("models") / "hierdiffuse"
+    export.export_saved_model(model, str(base / "1"), ["ddim_5", "user_vector", "rank"])
+    return model, str(base)

@@ -10,22 +10,14 @@ import pytest
 import tensorflow as tf
 
 from hierdiffuse_tf import cli, export
-from hierdiffuse_tf.config import ConfigError, HierDiffuseConfig
+from hierdiffuse_tf.config import BaselineConfig, ConfigError
 from hierdiffuse_tf.models import DIN, HierDiffuse
-from hierdiffuse_tf.config import BaselineConfig
-
-CONFIG = HierDiffuseConfig(num_items=50, num_cats=6, max_long=6, num_sessions=2, session_len=3,
-                           embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8,
-                           diffusion_steps=20)
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    model = HierDiffuse(CONFIG)
-    model(export.example_request(CONFIG, 2))
-    path = str(tmp_path_factory.mktemp("models") / "hierdiffuse" / "1")
-    export.export_saved_model(model, path, ["ddim_5", "user_vector", "rank"])
-    return model, path
+def exported(exported_model):
+    model, base = exported_model
+    return model, os.path.join(base, "1")
 
 
 def call(signature, features):
@@ -36,7 +28,7 @@ def test_serving_default_matches_keras_and_is_deterministic(exported):
     model, path = exported
     loaded = tf.saved_model.load(path)
     assert set(loaded.signatures) == {"serving_default", "ddim_5", "user_vector", "rank"}
-    x = export.example_request(CONFIG, 7, seed=3)
+    x = export.example_request(model.config, 7, seed=3)
     features = {k: x[k] for k in export.MODEL_FEATURES}
     first = call(loaded.signatures["serving_default"], features)
     np.testing.assert_allclose(first["ctr"], model(x)["ctr"].numpy(), atol=1e-6)
@@ -49,7 +41,7 @@ def test_serving_default_matches_keras_and_is_deterministic(exported):
 
 def test_out_of_vocabulary_ids_are_safe(exported):
     model, path = exported
-    x = export.example_request(CONFIG, 3)
+    x = export.example_request(model.config, 3)
     x["target_item"][:] = 10**12
     x["long_items"][0, :] = 999
     out = call(tf.saved_model.load(path).signatures["serving_default"], {k: x[k] for k in export.MODEL_FEATURES})
@@ -59,9 +51,9 @@ def test_out_of_vocabulary_ids_are_safe(exported):
 
 
 def test_rank_equals_serving_default_once_per_candidate(exported):
-    _, path = exported
+    model, path = exported
     loaded = tf.saved_model.load(path)
-    x = export.example_request(CONFIG, 1, seed=9)
+    x = export.example_request(model.config, 1, seed=9)
     candidates = np.arange(2, 42, dtype=np.int64)
     cats = (candidates % 5 + 1).astype(np.int64)
     ranked = call(loaded.signatures["rank"], {**{k: x[k] for k in export.USER_FEATURES},
@@ -76,7 +68,7 @@ def test_rank_equals_serving_default_once_per_candidate(exported):
 
 def test_saved_model_runs_in_a_process_that_imports_only_tensorflow(exported):
     model, path = exported
-    x = export.example_request(CONFIG, 4, seed=1)
+    x = export.example_request(model.config, 4, seed=1)
     np.savez(os.path.join(os.path.dirname(path), "x.npz"), **x)
     script = f"""
 import json, sys, numpy as np, tensorflow as tf
@@ -103,11 +95,11 @@ def test_warmup_requests_are_prediction_logs(exported):
     assert set(logs[0].predict_log.request.inputs) == set(export.MODEL_FEATURES)
 
 
-def test_export_errors_are_clear(tmp_path):
+def test_export_errors_are_clear(exported, tmp_path):
     din = DIN(BaselineConfig(num_items=50, num_cats=6, max_long=6, num_sessions=2, session_len=3))
     with pytest.raises(ConfigError, match="Only HierDiffuse exports"):
         export.export_saved_model(din, str(tmp_path / "x"))
-    model = HierDiffuse(CONFIG)
+    model = HierDiffuse(exported[0].config)
     with pytest.raises(ConfigError, match="Unknown signature 'beam'"):
         export.export_saved_model(model, str(tmp_path / "y"), ["beam"])
     assert cli.main(["export", "--model-dir", str(tmp_path), "--out", str(tmp_path / "z")]) == 2

@@ -18,26 +18,22 @@ from hierdiffuse_tf.models import HierDiffuse
 from hierdiffuse_tf.serving.client import Client, load_test, require_loopback
 from hierdiffuse_tf.serving.server import DevServer
 
-CONFIG = HierDiffuseConfig(num_items=50, num_cats=6, max_long=6, num_sessions=2, session_len=3,
-                           embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8,
-                           diffusion_steps=20)
-
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """A model exported to BASE/hierdiffuse/1 and served by the stand-in on a free port."""
-    model = HierDiffuse(CONFIG)
-    model(export.example_request(CONFIG, 2))
-    base = tmp_path_factory.mktemp("models") / "hierdiffuse"
-    export.export_saved_model(model, str(base / "1"), ["ddim_5", "rank"])
-    server = DevServer(str(base), "hierdiffuse", port=0)
+def served(exported_model):
+    """The tiny exported model, served by the stand-in on a free loopback port."""
+    model, base = exported_model
+    server = DevServer(base, "hierdiffuse", port=0)
     port = server.start()
-    yield model, f"127.0.0.1:{port}", str(base)
+    yield model, f"127.0.0.1:{port}", base
     server.stop()
 
 
+CONFIG = HierDiffuseConfig(num_items=50, num_cats=6, max_long=6, num_sessions=2, session_len=3)
+
+
 def features_of(batch, seed=0):
-    x = export.example_request(CONFIG, batch, seed)
+    x = export.example_request(CONFIG, batch, seed)  # Only the shapes and id ranges matter.
     return {k: x[k] for k in export.MODEL_FEATURES}
 
 

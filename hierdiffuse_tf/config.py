@@ -132,14 +132,53 @@ class ModelConfig(BaseConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class HierDiffuseConfig(ModelConfig):
-    """Every switch of HierDiffuse (SPEC 2), with the paper's defaults.
+class SequenceDiffusionConfig(ModelConfig):
+    """Fields shared by the models with transformer encoders and a diffusion stage.
 
     Args:
-        encoder_layers: transformer blocks in each of f_L and f_S.
+        encoder_layers: transformer blocks per encoder.
         encoder_heads: attention heads per block.
         encoder_ffn_dim: feed-forward width of each block.
         diffusion_steps: T of the cosine schedule (Eq. 10-11).
+        sampler_steps: steps of the DDIM path.
+        denoiser_units: hidden width of the denoiser.
+        time_embed_dim: width of the sinusoidal time embedding.
+        cfg_scale: w of classifier-free guidance, (1 + w) f(c) - w f(null).
+        cond_dropout: probability that each condition is replaced by the
+            learned null vector in training.
+    """
+
+    encoder_layers: int = 1
+    encoder_heads: int = 2
+    encoder_ffn_dim: int = 64
+    diffusion_steps: int = 100
+    sampler_steps: int = 10
+    denoiser_units: int = 128
+    time_embed_dim: int = 32
+    cfg_scale: float = 1.0
+    cond_dropout: float = 0.1
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("encoder_layers", "encoder_heads", "encoder_ffn_dim", "denoiser_units",
+                     "time_embed_dim", "sampler_steps"):
+            _check(getattr(self, name) >= 1, name, "must be >= 1", getattr(self, name))
+        _check(self.embed_dim % self.encoder_heads == 0, "encoder_heads",
+               f"must divide embed_dim={self.embed_dim}", self.encoder_heads)
+        _check(self.diffusion_steps >= 2, "diffusion_steps", "must be >= 2", self.diffusion_steps)
+        _check(self.cfg_scale >= 0.0, "cfg_scale", "must be >= 0", self.cfg_scale)
+        _check(0.0 <= self.cond_dropout < 1.0, "cond_dropout", "must be in [0, 1)",
+               self.cond_dropout)
+
+
+@dataclasses.dataclass(frozen=True)
+class HierDiffuseConfig(SequenceDiffusionConfig):
+    """Every switch of HierDiffuse (SPEC 2), with the paper's defaults.
+
+    Takes the `SequenceDiffusionConfig` fields (encoders, T, DDIM steps,
+    denoiser width, CFG scale, condition dropout) and these:
+
+    Args:
         schedule_s: the offset s of Eq. 10.
         max_beta: betas are clipped to at most this value.
         t_star: the start step of the fusion (Eq. 1). 0 means T // 2.
@@ -148,16 +187,11 @@ class HierDiffuseConfig(ModelConfig):
             "short_to_long", "long_to_none", "short_to_none".
         guidance: "sgd" (Eq. 6), "cfg" (standard classifier-free guidance) or
             "none" (the plain conditional denoiser) (Table 2a).
-        cond_dropout: probability that each condition is replaced by the
-            learned null vector in training.
-        cfg_scale: w of classifier-free guidance, (1 + w) f(c) - w f(null).
         sgd_weights: "adaptive" (w_i = softplus(g_i([y_i, share_i]))) or
             "fixed" (w_i = sgd_fixed_w[i]).
         sgd_fixed_w: the fixed SGD weights (w1, w2).
         backbone: the denoiser: "mlp" or "transformer" (Table 2b).
-        denoiser_units: hidden width of the denoiser.
         denoiser_layers: hidden layers (mlp) or blocks (transformer).
-        time_embed_dim: width of the sinusoidal time embedding.
         alpha: weight of the diffusion losses against the BCE.
         use_recon: keep L_recon (Table 2c).
         use_tr: keep L_TR (Table 2c).
@@ -178,26 +212,17 @@ class HierDiffuseConfig(ModelConfig):
         sampler: the inference path: "tcc" (one step), "ddim" or "ddpm" (Table 2d);
             "none" skips the fusion stage (h_fusion = x0), the floor that the
             benchmark compares against.
-        sampler_steps: steps of the DDIM path.
     """
 
-    encoder_layers: int = 1
-    encoder_heads: int = 2
-    encoder_ffn_dim: int = 64
-    diffusion_steps: int = 100
     schedule_s: float = 0.008
     max_beta: float = 0.999
     t_star: int = 0
     direction: str = "long_to_short"
     guidance: str = "sgd"
-    cond_dropout: float = 0.1
-    cfg_scale: float = 1.0
     sgd_weights: str = "adaptive"
     sgd_fixed_w: tuple[float, float] = (0.5, 0.5)
     backbone: str = "mlp"
-    denoiser_units: int = 128
     denoiser_layers: int = 2
-    time_embed_dim: int = 32
     alpha: float = 0.5
     use_recon: bool = True
     use_tr: bool = True
@@ -210,16 +235,11 @@ class HierDiffuseConfig(ModelConfig):
     stop_gradient_x0: bool = True
     normalize_x0: bool = False
     sampler: str = "tcc"
-    sampler_steps: int = 10
 
     def validate(self) -> None:
         super().validate()
-        for name in ("encoder_layers", "encoder_heads", "encoder_ffn_dim", "denoiser_units",
-                     "denoiser_layers", "time_embed_dim", "schedule_steps", "sampler_steps"):
+        for name in ("denoiser_layers", "schedule_steps"):
             _check(getattr(self, name) >= 1, name, "must be >= 1", getattr(self, name))
-        _check(self.embed_dim % self.encoder_heads == 0, "encoder_heads",
-               f"must divide embed_dim={self.embed_dim}", self.encoder_heads)
-        _check(self.diffusion_steps >= 2, "diffusion_steps", "must be >= 2", self.diffusion_steps)
         _check(0.0 <= self.schedule_s < 1.0, "schedule_s", "must be in [0, 1)", self.schedule_s)
         _check(0.0 < self.max_beta < 1.0, "max_beta", "must be in (0, 1)", self.max_beta)
         _check(0 <= self.t_star <= self.diffusion_steps, "t_star",
@@ -230,9 +250,6 @@ class HierDiffuseConfig(ModelConfig):
         _one_of("sgd_weights", self.sgd_weights, SGD_WEIGHTS)
         _one_of("backbone", self.backbone, BACKBONES)
         _one_of("sampler", self.sampler, SAMPLERS)
-        _check(0.0 <= self.cond_dropout < 1.0, "cond_dropout", "must be in [0, 1)",
-               self.cond_dropout)
-        _check(self.cfg_scale >= 0.0, "cfg_scale", "must be >= 0", self.cfg_scale)
         _check(len(self.sgd_fixed_w) == 2, "sgd_fixed_w", "must have two weights (w1, w2)",
                self.sgd_fixed_w)
         _check(self.alpha >= 0.0, "alpha", "must be >= 0", self.alpha)
@@ -260,57 +277,35 @@ class HierDiffuseConfig(ModelConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class BaselineConfig(ModelConfig):
+class BaselineConfig(SequenceDiffusionConfig):
     """The Table 1 baselines (SPEC 3): one config, each model reads its own fields.
 
     The baselines see the same features and embeddings as HierDiffuse. Their
     behaviour sequence is the long-term sequence followed by the K sessions,
     oldest first (length M + K N).
 
+    Takes the `SequenceDiffusionConfig` fields (encoders, T, DDIM steps, the
+    denoiser width, CFG scale and condition dropout: DiffuRec and DreamRec use
+    them) and these:
+
     Args:
         attention_units: hidden widths of DIN's activation unit.
         aux_loss_weight: weight of DIEN's auxiliary (next-behaviour) loss.
-        encoder_layers: transformer blocks (DiffuRec, DreamRec).
-        encoder_heads: attention heads (DiffuRec, DreamRec).
-        encoder_ffn_dim: transformer feed-forward width (DiffuRec, DreamRec).
-        diffusion_steps: T of the cosine schedule (DiffuRec, DreamRec).
-        sampler_steps: DDIM steps at inference (DiffuRec, DreamRec).
-        denoiser_units: hidden width of DreamRec's MLP denoiser.
-        time_embed_dim: width of the time embedding.
-        cfg_scale: DreamRec's classifier-free guidance scale w.
-        cond_dropout: DreamRec's condition dropout in training.
         recon_weight: weight of the diffusion reconstruction loss.
     """
 
     attention_units: tuple[int, ...] = (36,)
     aux_loss_weight: float = 1.0
-    encoder_layers: int = 1
-    encoder_heads: int = 2
-    encoder_ffn_dim: int = 64
-    diffusion_steps: int = 100
-    sampler_steps: int = 10
-    denoiser_units: int = 128
-    time_embed_dim: int = 32
-    cfg_scale: float = 1.0
-    cond_dropout: float = 0.1
     recon_weight: float = 0.5
 
     def validate(self) -> None:
         super().validate()
-        for name in ("encoder_layers", "encoder_heads", "encoder_ffn_dim", "denoiser_units",
-                     "time_embed_dim", "sampler_steps"):
-            _check(getattr(self, name) >= 1, name, "must be >= 1", getattr(self, name))
         _check(all(u >= 1 for u in self.attention_units), "attention_units",
                "must be positive widths", self.attention_units)
-        _check(self.embed_dim % self.encoder_heads == 0, "encoder_heads",
-               f"must divide embed_dim={self.embed_dim}", self.encoder_heads)
-        _check(self.diffusion_steps >= 2, "diffusion_steps", "must be >= 2", self.diffusion_steps)
         _check(self.sampler_steps <= self.diffusion_steps, "sampler_steps",
                f"must be <= diffusion_steps={self.diffusion_steps}", self.sampler_steps)
-        for name in ("aux_loss_weight", "cfg_scale", "recon_weight"):
+        for name in ("aux_loss_weight", "recon_weight"):
             _check(getattr(self, name) >= 0, name, "must be >= 0", getattr(self, name))
-        _check(0.0 <= self.cond_dropout < 1.0, "cond_dropout", "must be in [0, 1)",
-               self.cond_dropout)
 
 
 @dataclasses.dataclass(frozen=True)

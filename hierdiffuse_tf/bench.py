@@ -143,3 +143,86 @@ def write(result: dict, path: str | None) -> None:
             json.dump(result, f, indent=2)
         with open(os.path.splitext(path)[0] + ".md", "w") as f:
             f.write(markdown(result))
+
+
+# Training and input-pipeline throughput.
+
+def train_throughput(model_name: str, batch_size: int = 256, steps: int = 30,
+                     model_values: dict | None = None) -> dict:
+    """Training examples/s of one model on a fixed in-memory batch, and the process's peak RSS."""
+    import resource
+
+    import keras
+
+    from hierdiffuse_tf.models import get_model_class
+
+    cls = get_model_class(model_name)
+    values = {**DEFAULT_SHAPE, **(model_values or {})}
+    config = cls.config_cls(**{k: v for k, v in values.items() if k in cls.config_cls.field_names()})
+    model = cls(config)
+    x = {k: tf.constant(v) for k, v in export.example_request(config, batch_size).items()}
+    y = tf.cast(tf.random.uniform((batch_size,), 0, 2, tf.int32), tf.float32)
+    model(x)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
+    data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)  # Trace and warm up.
+    start = time.perf_counter()
+    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+    seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"model": model_name, "examples_per_sec": steps * batch_size / seconds,
+            "peak_rss_mb": peak_kb / 1024.0, "batch_size": batch_size, "steps": steps}
+
+
+def bench_train(models=("hierdiffuse", "din", "avg_pool_dnn"), batch_size: int = 256, steps: int = 30,
+                model_values: dict | None = None) -> dict:
+    """`train_throughput` of each model in its own process, so each peak memory is its own."""
+    import subprocess
+    import sys
+
+    rows = []
+    for name in models:
+        code = ("import json, sys; from hierdiffuse_tf import bench; "
+                f"print(json.dumps(bench.train_throughput({name!r}, {batch_size}, {steps}, {model_values!r})))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    by = {r["model"]: r for r in rows}
+    ratios = {f"{m}_over_hierdiffuse": by[m]["examples_per_sec"] / by["hierdiffuse"]["examples_per_sec"]
+              for m in by if m != "hierdiffuse" and "hierdiffuse" in by}
+    return {"rows": rows, "ratios": ratios, "machine": _machine(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def bench_data(dataset: str, data_dir: str | None = None, batch_size: int = 256, batches: int = 200,
+               steps: int = 20) -> dict:
+    """`tf.data` examples/s from a prepared split against HierDiffuse's training rate, in one run."""
+    from hierdiffuse_tf.data import pipeline
+
+    builder = pipeline.prepared_builder(dataset, data_dir, auto_prepare=False)
+    ds = pipeline.make_dataset(builder, "train", batch_size, shuffle=True).repeat().take(batches)
+    iterator = iter(ds)
+    next(iterator)  # Start the pipeline: open files, fill the shuffle buffer.
+    start = time.perf_counter()
+    count = 0
+    for features, _ in iterator:
+        count += int(features["target_item"].shape[0])
+    data_rate = count / (time.perf_counter() - start)
+    shape = {**pipeline.vocabulary(builder), **pipeline.sequence_shape(builder)}
+    train = train_throughput("hierdiffuse", batch_size, steps, shape)
+    return {"dataset": dataset, "data_examples_per_sec": data_rate,
+            "train_examples_per_sec": train["examples_per_sec"],
+            "ratios": {"data_over_train": data_rate / train["examples_per_sec"]},
+            "batch_size": batch_size, "machine": _machine(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, TF {tf.__version__}"
+
+
+def write_json(result: dict, path: str | None) -> None:
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)

@@ -88,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the results here")
 
     p = sub.add_parser("bench", help="benchmarks; `inference` times every inference path in one run")
-    p.add_argument("which", choices=["inference"])
+    p.add_argument("which", choices=["inference", "train", "data"])
+    p.add_argument("--dataset", default="movielens_100k_ctr", help="data: the prepared dataset to read")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--steps", type=int, default=30, help="train/data: timed training steps")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--json", default=None, help="write the result (and a .md table beside it)")
@@ -218,10 +221,20 @@ def run(args: argparse.Namespace) -> dict | None:
 
         values = {}
         apply_overrides(values, {}, HierDiffuseConfig, args.set)
-        summary = bench.bench_inference(args.batch_size, repeats=args.repeats, model_values=values)
-        bench.write(summary, args.json)
-        print(bench.markdown(summary))
-        summary = {"ratios": summary["ratios"], "batches_per_sec": summary["batches_per_sec"]}
+        if args.which == "inference":
+            summary = bench.bench_inference(args.batch_size, repeats=args.repeats, model_values=values)
+            bench.write(summary, args.json)
+            print(bench.markdown(summary))
+            summary = {"ratios": summary["ratios"], "batches_per_sec": summary["batches_per_sec"]}
+        elif args.which == "train":
+            summary = bench.bench_train(batch_size=args.batch_size, steps=args.steps, model_values=values)
+            bench.write_json(summary, args.json)
+        else:
+            from hierdiffuse_tf.data import pipeline
+
+            pipeline.check_name(args.dataset)
+            summary = bench.bench_data(args.dataset, args.data_dir, args.batch_size, steps=args.steps)
+            bench.write_json(summary, args.json)
     elif args.command in ("serve-dev", "score", "loadtest"):
         summary = run_serving(args)
     else:

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from hierdiffuse_tf import bench, cli
 
 
@@ -18,3 +20,26 @@ def test_bench_inference_reports_every_path_and_ratio(tmp_path, capsys):
     # 10 DDPM steps against one: even on a noisy machine the one-step fusion is faster.
     assert result["ratios"]["fusion_tcc_over_ddpm"] > 2
     assert (tmp_path / "bench.md").read_text().startswith("| ratio |")
+
+
+TINY = ["--set", "embed_dim=8", "--set", "encoder_ffn_dim=8", "--set", "denoiser_units=8",
+        "--set", "time_embed_dim=8", "--set", "max_long=8"]
+
+
+def test_bench_train_reports_each_model_with_peak_memory(tmp_path):
+    out = tmp_path / "train.json"
+    assert cli.main(["bench", "train", "--batch-size", "32", "--steps", "3", "--json", str(out), *TINY]) == 0
+    result = json.loads(out.read_text())
+    assert [r["model"] for r in result["rows"]] == ["hierdiffuse", "din", "avg_pool_dnn"]
+    assert all(r["examples_per_sec"] > 0 and r["peak_rss_mb"] > 100 for r in result["rows"])
+    assert set(result["ratios"]) == {"din_over_hierdiffuse", "avg_pool_dnn_over_hierdiffuse"}
+
+
+def test_bench_data_compares_the_pipeline_with_training(smoke_builder, data_dir, tmp_path):
+    out = tmp_path / "data.json"
+    assert cli.main(["bench", "data", "--dataset", "synthetic_interest_ctr/smoke", "--data-dir", data_dir,
+                     "--batch-size", "64", "--steps", "3", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["data_examples_per_sec"] > 0 and result["train_examples_per_sec"] > 0
+    assert result["ratios"]["data_over_train"] == pytest.approx(
+        result["data_examples_per_sec"] / result["train_examples_per_sec"])

@@ -221,8 +221,28 @@ def _machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPUs, TF {tf.__version__}"
 
 
+def markdown_throughput(result: dict) -> str:
+    """The table of a `bench train` or `bench data` result."""
+    if "rows" in result:
+        lines = ["| model | training examples/s | peak RSS (MB) |", "|---|---|---|"]
+        lines += [f"| {r['model']} | {r['examples_per_sec']:.0f} | {r['peak_rss_mb']:.0f} |"
+                  for r in result["rows"]]
+        batch = result["rows"][0]["batch_size"]
+    else:
+        ratio = result["ratios"]["data_over_train"]
+        lines = ["| input pipeline examples/s | HierDiffuse training examples/s | ratio | target |",
+                 "|---|---|---|---|",
+                 f"| {result['data_examples_per_sec']:.0f} | {result['train_examples_per_sec']:.0f} | "
+                 f"{ratio:.1f}x | >= 10x ({'met' if ratio >= 10 else 'missed'}) |"]
+        batch = result["batch_size"]
+    return "\n".join(lines) + f"\n\n_Batch {batch}, {result['machine']}, {result['date']}._\n"
+
+
 def write_json(result: dict, path: str | None) -> None:
+    """Writes the result as JSON and, beside it, its Markdown table."""
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:
             json.dump(result, f, indent=2)
+        with open(os.path.splitext(path)[0] + ".md", "w") as f:
+            f.write(markdown_throughput(result))

@@ -11,7 +11,7 @@ def test_bench_inference_reports_every_path_and_ratio(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert cli.main(["bench", "inference", "--batch-size", "16", "--repeats", "2", "--json", str(out),
                      "--set", "embed_dim=8", "--set", "encoder_ffn_dim=8", "--set", "denoiser_units=8",
-                     "--set", "time_embed_dim=8", "--set", "max_long=8", "--set", "diffusion_steps=8"]) == 0
+                     "--set", "time_embed_dim=8", "--set", "max_long=8", "--set", "diffusion_steps=20"]) == 0
     result = json.loads(out.read_text())
     assert set(bench.TARGETS) == set(result["ratios"])
     assert {"tcc", "ddim_10", "ddpm_all", "no_fusion", "fusion_tcc", "savedmodel", "din",

@@ -136,13 +136,14 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + f"\n\n_Batch {result['batch_size']}, {result['machine']}, TF {result['tensorflow']}._\n"
 
 
-def write(result: dict, path: str | None) -> None:
+def write(result: dict, path: str | None, render=markdown) -> None:
+    """Writes the result as JSON and, beside it, its Markdown table (`render(result)`)."""
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:
             json.dump(result, f, indent=2)
         with open(os.path.splitext(path)[0] + ".md", "w") as f:
-            f.write(markdown(result))
+            f.write(render(result))
 
 
 # Training and input-pipeline throughput.
@@ -236,13 +237,3 @@ def markdown_throughput(result: dict) -> str:
                  f"{ratio:.1f}x | >= 10x ({'met' if ratio >= 10 else 'missed'}) |"]
         batch = result["batch_size"]
     return "\n".join(lines) + f"\n\n_Batch {batch}, {result['machine']}, {result['date']}._\n"
-
-
-def write_json(result: dict, path: str | None) -> None:
-    """Writes the result as JSON and, beside it, its Markdown table."""
-    if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2)
-        with open(os.path.splitext(path)[0] + ".md", "w") as f:
-            f.write(markdown_throughput(result))

@@ -228,13 +228,13 @@ def run(args: argparse.Namespace) -> dict | None:
             summary = {"ratios": summary["ratios"], "batches_per_sec": summary["batches_per_sec"]}
         elif args.which == "train":
             summary = bench.bench_train(batch_size=args.batch_size, steps=args.steps, model_values=values)
-            bench.write_json(summary, args.json)
+            bench.write(summary, args.json, bench.markdown_throughput)
         else:
             from hierdiffuse_tf.data import pipeline
 
             pipeline.check_name(args.dataset)
             summary = bench.bench_data(args.dataset, args.data_dir, args.batch_size, steps=args.steps)
-            bench.write_json(summary, args.json)
+            bench.write(summary, args.json, bench.markdown_throughput)
     elif args.command in ("serve-dev", "score", "loadtest"):
         summary = run_serving(args)
     else:

@@ -145,7 +145,8 @@ def auc_of(run_metrics: list, model=None, dataset=None, data_dir=None, changes=(
 
 
 def summary(aucs: list[float], loglosses: list[float] | None = None) -> dict:
-    out = {"auc_mean": float(np.mean(aucs)), "auc_std": float(np.std(aucs)), "aucs": aucs}
+    out = {"auc_mean": float(np.mean(aucs)), "auc_std": float(np.std(aucs)), "aucs": aucs,
+           "auc_pm": f"{np.mean(aucs):.4f} ± {np.std(aucs):.4f}"}
     if loglosses:
         out["logloss_mean"] = float(np.mean(loglosses))
     return out
@@ -196,7 +197,6 @@ def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
         metrics = runs[run_key(m, ())]
         paper = PAPER_TABLE1.get(m, (None, None, None))
         rows.append({"model": m, **summary([r["auc"] for r in metrics], [r["logloss"] for r in metrics]),
-                     "auc_pm": f"{np.mean([r['auc'] for r in metrics]):.4f} ± {np.std([r['auc'] for r in metrics]):.4f}",
                      "gauc_mean": float(np.mean([r["gauc"] for r in metrics])),
                      "batches_per_sec": speed[m], "paper_amazon": paper[0], "paper_taobao": paper[1],
                      "seeds": list(range(seeds)), "config": json.load(open(os.path.join(
@@ -231,7 +231,6 @@ def table2(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
     for r in rows_spec:
         stats = summary(aucs[r.variant])
         rows.append({"group": r.group, "variant": r.variant, **stats,
-                     "auc_pm": f"{stats['auc_mean']:.4f} ± {stats['auc_std']:.4f}",
                      "delta": stats["auc_mean"] - full, "batches_per_sec": speed[r.variant],
                      "paper_auc": r.paper_auc, "paper_infer": r.paper_infer,
                      "train_overrides": list(r.train), "inference_changes": dict(r.infer),
@@ -261,7 +260,6 @@ def robustness(out: str, noise: Sequence[float], seeds: int = 3, epochs: int | N
             metrics = runs[run_key(m, ())]
             stats = summary([r["auc"] for r in metrics], [r["logloss"] for r in metrics])
             rows.append({"noise": rate, "model": m, **stats,
-                         "auc_pm": f"{stats['auc_mean']:.4f} ± {stats['auc_std']:.4f}",
                          "seeds": list(range(seeds))})
     columns = [("noise", "noise-click rate", "{:.1f}"), ("model", "model", "{}"),
                ("auc_pm", "AUC (mean ± std)", "{}"), ("logloss_mean", "log loss", "{:.4f}")]

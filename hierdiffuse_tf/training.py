@@ -101,6 +101,14 @@ def evaluate(model: CTRModel, dataset: tf.data.Dataset, verbose: int = 1) -> dic
 
 # Runs.
 
+def check_sequence_shape(model_values: dict, builder) -> None:
+    """The model's M, K, N must be the dataset's; the error names the field."""
+    for key, value in pipeline.sequence_shape(builder).items():
+        if model_values[key] != value:
+            raise config_lib.ConfigError(
+                f"`{key}={model_values[key]}` does not match the dataset, which has {key}={value}")
+
+
 def resolve_configs(model_name: str, builder, config_file: str | None = None,
                     overrides: Sequence[str] = (), epochs: int | None = None,
                     seed: int | None = None):
@@ -116,11 +124,7 @@ def resolve_configs(model_name: str, builder, config_file: str | None = None,
         train_values["seed"] = seed
     config_lib.apply_overrides(model_values, train_values, model_cls.config_cls, overrides)
     train_config = config_lib.TrainConfig.from_dict(train_values)
-    data_shape = pipeline.sequence_shape(builder)
-    for key, value in data_shape.items():
-        if model_values[key] != value:
-            raise config_lib.ConfigError(
-                f"`{key}={model_values[key]}` does not match the dataset, which has {key}={value}")
+    check_sequence_shape(model_values, builder)
     if "schedule_steps" in model_cls.config_cls.field_names() and "schedule_steps" not in (
             values.get("model", {}).keys() | {o.split("=")[0].strip() for o in overrides}):
         steps = math.ceil(builder.info.splits["train"].num_examples / train_config.batch_size)
@@ -190,11 +194,7 @@ def evaluate_run(model_dir: str, dataset: str, split: str = "test", data_dir: st
     """Evaluates a saved run's model on a split of a prepared dataset."""
     model = load_run_model(model_dir)
     builder = pipeline.prepared_builder(dataset, data_dir, auto_prepare=False)
-    data_shape = pipeline.sequence_shape(builder)
-    for key, value in data_shape.items():
-        if getattr(model.config, key) != value:
-            raise config_lib.ConfigError(
-                f"The model has {key}={getattr(model.config, key)} but {dataset} has {key}={value}")
+    check_sequence_shape(model.config.to_dict(), builder)
     metrics = evaluate(model, pipeline.make_dataset(builder, split, batch_size), verbose=verbose)
     metrics.update({"dataset": dataset, "split": split, "model_dir": model_dir})
     return metrics

@@ -6,7 +6,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 # Small enough to train in seconds on 2 CPU cores.
@@ -20,14 +19,9 @@ TINY_SETS = [f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
 
 def random_features(config, batch_size: int = 8, seed: int = 0) -> dict:
     """A batch of random features with the shapes a model config expects."""
-    from hierdiffuse_tf.models import feature_shapes
+    from hierdiffuse_tf.export import example_request
 
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, shape in feature_shapes(config).items():
-        high = 2 if name.endswith("popular") else (config.num_cats if "cat" in name else config.num_items)
-        out[name] = rng.integers(0, high, size=(batch_size,) + shape).astype("int64")
-    return out
+    return example_request(config, batch_size, seed)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ records vocabulary sizes, time cut-offs and counts in `info.metadata`, which
 from __future__ import annotations
 
 import abc
-import dataclasses
 import inspect
 import os
 
@@ -86,11 +85,6 @@ class BehaviourCtrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     def _generate_examples(self, rows):
         for key, example in rows:
             yield key, example
-
-
-def spec_from_metadata(metadata) -> behaviors.SequenceSpec:
-    fields = {f.name for f in dataclasses.fields(behaviors.SequenceSpec)}
-    return behaviors.SequenceSpec(**{k: v for k, v in metadata.items() if k in fields})
 
 
 def require_file(directory: str, name: str, instructions: str) -> str:

@@ -18,6 +18,7 @@ import tensorflow as tf
 from keras import ops
 
 from hierdiffuse_tf.config import ModelConfig
+from hierdiffuse_tf.data import behaviors
 
 MODEL_FEATURES = ("target_item", "target_cat", "long_items", "long_cats", "long_popular",
                   "short_items", "short_cats", "short_popular")
@@ -39,11 +40,9 @@ class Forward:
 
 
 def feature_shapes(config: ModelConfig) -> dict[str, tuple]:
-    """Per-example shapes of the model's input features."""
-    M, K, N = config.max_long, config.num_sessions, config.session_len
-    return {"target_item": (), "target_cat": (), "long_items": (M,), "long_cats": (M,),
-            "long_popular": (M,), "short_items": (K, N), "short_cats": (K, N),
-            "short_popular": (K, N)}
+    """Per-example shapes of the model's input features (the SPEC 1 table, minus the label)."""
+    shapes = behaviors.feature_shapes(config)
+    return {k: shapes[k] for k in MODEL_FEATURES}
 
 
 class CTRModel(keras.Model, abc.ABC):

@@ -12,6 +12,8 @@ import os
 import shlex
 import sys
 
+from hierdiffuse_tf import config as config_lib
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="JSON/YAML file with `model:` and `train:` blocks")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field (repeatable), e.g. --set guidance=cfg")
+    p.add_argument("--strategy", choices=config_lib.STRATEGIES, default=None,
+                   help="tf.distribute strategy; the batch size (--set batch_size=N) is global")
     p.add_argument("--out", required=True, help="run directory")
 
     p = sub.add_parser("experiment", help="regenerate the paper's tables (resumable)")
@@ -202,7 +206,7 @@ def run(args: argparse.Namespace) -> dict | None:
         pipeline.check_name(args.dataset)
         summary = training.train(args.model, args.dataset, args.out, data_dir=args.data_dir,
                                  epochs=args.epochs, seed=args.seed, config_file=args.config,
-                                 overrides=args.set)
+                                 overrides=args.set + ([f"strategy={args.strategy}"] * bool(args.strategy)))
         summary = {k: v for k, v in summary.items() if k != "history"}
         print(f"test AUC {summary['auc']:.4f}  logloss {summary['logloss']:.4f}  "
               f"GAUC {summary['gauc']:.4f}  ({summary['examples']} examples, "

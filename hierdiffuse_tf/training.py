@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from hierdiffuse_tf import config as config_lib
+from hierdiffuse_tf import distribute
 from hierdiffuse_tf.data import pipeline
 from hierdiffuse_tf.models import CTRModel, get_model_class
 
@@ -155,7 +156,9 @@ def train(model_name: str, dataset: str, out_dir: str, data_dir: str | None = No
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(run, f, indent=2)
 
-    model = compile_model(model_cls(model_config), train_config)
+    strategy = distribute.make_strategy(train_config.strategy)
+    with strategy.scope():  # Keras keeps the strategy for fit, evaluate and predict.
+        model = compile_model(model_cls(model_config), train_config)
 
     def make(split: str, shuffle: bool):
         return pipeline.make_dataset(builder, split, train_config.batch_size, shuffle=shuffle,

@@ -23,6 +23,8 @@ import math
 import keras
 from keras import ops
 
+from hierdiffuse_tf.distribute import batch_random
+
 
 def training_progress(step, schedule_steps: int):
     """`step / schedule_steps`, clipped to [0, 1], as float32."""
@@ -45,7 +47,7 @@ def curriculum_dt(step, batch_size, schedule_steps: int, num_steps: int, seed,
                   switch: float = 0.3, dt_small: float = 0.1, dt_large: float = 0.5):
     """Per-example spans `(B,)` int32 from the curriculum at training step `step`."""
     small, medium_lo, medium_hi = dt_bounds(num_steps, dt_small, dt_large)
-    u = keras.random.uniform((batch_size,), seed=seed)
+    u = batch_random(keras.random.uniform, (batch_size,), seed=seed)
     early = ops.floor(u * small) + 1.0  # U{1..small}
     late = ops.floor(u * (medium_hi - medium_lo + 1)) + medium_lo  # U{lo..hi}
     is_early = training_progress(step, schedule_steps) < switch

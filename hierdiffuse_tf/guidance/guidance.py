@@ -19,6 +19,7 @@ import keras
 from keras import ops
 
 from hierdiffuse_tf.diffusion.denoiser import Denoiser
+from hierdiffuse_tf.distribute import batch_random
 from hierdiffuse_tf.layers.encoders import masked_mean
 from hierdiffuse_tf.utils import serializable
 
@@ -125,11 +126,14 @@ class GuidedDenoiser(keras.layers.Layer):
                 g.build((None, width + 1))
                 self.weight_nets.append(g)
 
-    def _nullify(self, conds, present, training):
+    def _nullify(self, conds, present, training, copies=1):
         """Absent conditions, and dropped ones in training, become the null vector."""
         keep = present
         if training and self.cond_dropout > 0:
-            draw = keras.random.uniform(ops.shape(present), seed=self.seed_generator)
+            shape = ops.shape(present)
+            draw = batch_random(keras.random.uniform, (shape[0] // copies,) + tuple(shape[1:]),
+                                seed=self.seed_generator)
+            draw = ops.concatenate([draw] * copies, axis=0) if copies > 1 else draw
             keep = ops.logical_and(keep, draw >= self.cond_dropout)
         return ops.where(ops.expand_dims(keep, -1), conds, ops.cast(self.null, conds.dtype))
 
@@ -149,11 +153,13 @@ class GuidedDenoiser(keras.layers.Layer):
             ops.softplus(g(ops.concatenate([conds[:, i], shares[:, i:i + 1]], axis=-1)))
             for i, g in enumerate(self.weight_nets))
 
-    def call(self, x_t, t, conds=None, shares=None, present=None, training=None):
+    def call(self, x_t, t, conds=None, shares=None, present=None, training=None, copies=1):
+        """`copies` > 1: the batch is that many stacked copies of the same examples,
+        which share one condition-dropout draw (a TCC pair sees the same conditions)."""
         null = ops.broadcast_to(ops.cast(self.null, x_t.dtype), (ops.shape(x_t)[0], self.null.shape[0]))
         if conds is None:
             return self._batched(x_t, t, [null], training)[0]
-        conds = self._nullify(conds, present, training)
+        conds = self._nullify(conds, present, training, copies)
         if self.mode == "none":
             return self._batched(x_t, t, [conds[:, 0]], training)[0]
         if self.mode == "cfg":

@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from hierdiffuse_tf import distribute
 from hierdiffuse_tf.config import ModelConfig
 from hierdiffuse_tf.data import behaviors
 
@@ -116,8 +117,10 @@ class CTRModel(keras.Model, abc.ABC):
         with tf.GradientTape() as tape:
             out = self.forward(features, training=True, labels=labels)
             bce = self.bce(labels, out.logit)
-            loss = bce + out.aux_loss
-        grads = tape.gradient(loss, self.trainable_variables)
+            loss = bce + out.aux_loss  # This replica's mean over its rows.
+            # Replicas' gradients are summed: scale so the sum is the global mean's.
+            scaled = distribute.scale_for_replicas(loss)
+        grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         self._update_metrics(loss, bce, labels, out)
         return {m.name: m.result() for m in self.metrics}

@@ -79,6 +79,10 @@ class DIEN(SequenceCTRModel):
         self.evolution = keras.layers.RNN(AUGRUCell(d, name="augru_cell"), name="interest_evolution")
         self.aux_net = [keras.layers.Dense(d, activation="sigmoid", name="aux_hidden"),
                         keras.layers.Dense(1, name="aux_logit")]
+        # Built now: only training calls them, and Keras (under tf.distribute)
+        # needs every weight before the first step.
+        self.aux_net[0].build((None, 2 * d))
+        self.aux_net[1].build((None, d))
 
     def aux_logits(self, states, behaviours):
         h = ops.concatenate([states, behaviours], axis=-1)

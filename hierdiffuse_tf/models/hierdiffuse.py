@@ -21,6 +21,7 @@ from hierdiffuse_tf.config import HierDiffuseConfig
 from hierdiffuse_tf.diffusion import samplers, tcc
 from hierdiffuse_tf.diffusion.denoiser import make_denoiser
 from hierdiffuse_tf.diffusion.schedule import CosineSchedule
+from hierdiffuse_tf.distribute import batch_random
 from hierdiffuse_tf.guidance.guidance import GuidedDenoiser, semantic_groups
 from hierdiffuse_tf.layers import CTRHead, FeatureEmbedding, LongTermEncoder, ShortTermEncoder
 from hierdiffuse_tf.models.base import CTRModel, Forward
@@ -128,7 +129,7 @@ class HierDiffuse(CTRModel):
         """Training: h_fusion from a noisy x_{t*}, plus the TCC losses, in one denoiser call."""
         c = self.config
         batch = ops.shape(x0)[0]
-        eps = keras.random.normal(ops.shape(x0), seed=self.noise_seed, dtype=x0.dtype)
+        eps = batch_random(keras.random.normal, ops.shape(x0), seed=self.noise_seed, dtype=x0.dtype)
         t_star = ops.full((batch,), c.start_step, "int32")
         x_star = self.schedule.q_sample(x0, t_star, eps)
         if not (c.use_recon or c.use_tr):
@@ -136,11 +137,11 @@ class HierDiffuse(CTRModel):
         step = self.training_step()
         dt = tcc.curriculum_dt(step, batch, c.schedule_steps, c.diffusion_steps, self.noise_seed,
                                c.curriculum_switch, c.dt_small, c.dt_large)
-        t = ops.cast(ops.floor(keras.random.uniform((batch,), seed=self.noise_seed)
+        t = ops.cast(ops.floor(batch_random(keras.random.uniform, (batch,), seed=self.noise_seed)
                                * c.diffusion_steps) + 1, "int32")  # U{1..T}
         t_prev = ops.maximum(t - dt, 0)
         target = ops.stop_gradient(x0) if c.stop_gradient_x0 else x0
-        eps_tcc = keras.random.normal(ops.shape(x0), seed=self.noise_seed, dtype=x0.dtype)
+        eps_tcc = batch_random(keras.random.normal, ops.shape(x0), seed=self.noise_seed, dtype=x0.dtype)
         x_t = self.schedule.q_sample(target, t, eps_tcc)
         x_prev = self.schedule.q_sample(target, t_prev, eps_tcc)
 
@@ -149,7 +150,7 @@ class HierDiffuse(CTRModel):
 
         preds = self.guided(ops.concatenate([x_star, x_t, x_prev], axis=0),
                             ops.concatenate([t_star, t, t_prev], axis=0),
-                            tile(conds), tile(shares), tile(present), training=True)
+                            tile(conds), tile(shares), tile(present), training=True, copies=3)
         h_fusion, pred_t, pred_prev = ops.split(preds, 3, axis=0)
         recon, trajectory = tcc.tcc_losses(pred_t, pred_prev, target, t_prev)
         weight = tcc.lambda_schedule(step, c.schedule_steps, c.lambda_start, c.lambda_end)

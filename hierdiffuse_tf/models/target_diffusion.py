@@ -42,6 +42,7 @@ from keras import ops
 from hierdiffuse_tf.diffusion import samplers
 from hierdiffuse_tf.diffusion.denoiser import MLPDenoiser, TimeEmbedding
 from hierdiffuse_tf.diffusion.schedule import CosineSchedule
+from hierdiffuse_tf.distribute import batch_random
 from hierdiffuse_tf.guidance.guidance import GuidedDenoiser
 from hierdiffuse_tf.layers import SequenceEncoder, masked_mean
 from hierdiffuse_tf.models.base import Forward
@@ -85,13 +86,13 @@ class TargetDiffusionModel(SequenceCTRModel, abc.ABC):
             generated = self.generate(context, batch, dim)
             return Forward(logit=self.head(generated, target, h_seq, training=False))
         T = self.config.diffusion_steps
-        x_T = keras.random.normal((batch, dim), seed=self.noise_seed)
+        x_T = batch_random(keras.random.normal, (batch, dim), seed=self.noise_seed)
         generated = self.predict_x0(x_T, ops.full((batch,), T, "int32"), context, training=True)
         logit = self.head(generated, target, h_seq, training=True)
         # Reconstruction of the clicked targets at a random step.
         x0 = ops.stop_gradient(target)
-        t = ops.cast(ops.floor(keras.random.uniform((batch,), seed=self.noise_seed) * T) + 1, "int32")
-        x_t = self.schedule.q_sample(x0, t, keras.random.normal((batch, dim), seed=self.noise_seed))
+        t = ops.cast(ops.floor(batch_random(keras.random.uniform, (batch,), seed=self.noise_seed) * T) + 1, "int32")
+        x_t = self.schedule.q_sample(x0, t, batch_random(keras.random.normal, (batch, dim), seed=self.noise_seed))
         error = ops.sum(ops.square(self.predict_x0(x_t, t, context, training=True) - x0), axis=-1)
         clicked = ops.cast(ops.reshape(labels, (-1,)), error.dtype) if labels is not None else 1.0
         recon = ops.sum(error * clicked) / ops.maximum(ops.sum(clicked * ops.ones_like(error)), 1.0)

@@ -237,3 +237,55 @@ def markdown_throughput(result: dict) -> str:
                  f"{ratio:.1f}x | >= 10x ({'met' if ratio >= 10 else 'missed'}) |"]
         batch = result["batch_size"]
     return "\n".join(lines) + f"\n\n_Batch {batch}, {result['machine']}, {result['date']}._\n"
+
+
+# Beam builder throughput.
+
+def bench_beam(rows: int = 2_000_000, workers=(1, 2), workdir: str = "/tmp/hierdiffuse_beam_bench",
+               seed: int = 0) -> dict:
+    """Rows/s through the Taobao Beam builder on a generated `UserBehavior.csv`.
+
+    The file (`rows` lines, official format) is written to `workdir/manual`
+    once and reused; each worker count builds into a fresh data dir on the
+    DirectRunner in multi-processing mode, so the runs differ only in workers.
+    """
+    import shutil
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from hierdiffuse_tf.data import pipeline
+    from hierdiffuse_tf.datasets.taobao_user_behavior_ctr import (
+        taobao_user_behavior_ctr_dataset_builder as taobao)
+
+    manual = os.path.join(workdir, "manual")
+    path = os.path.join(manual, taobao.FILE)
+    os.makedirs(manual, exist_ok=True)
+    if not os.path.exists(path) or sum(1 for _ in open(path)) != rows:
+        taobao.write_sample(path, rows, seed=seed)
+    runs = []
+    for n in workers:
+        data_dir = os.path.join(workdir, f"data_{n}")
+        shutil.rmtree(data_dir, ignore_errors=True)
+        options = PipelineOptions(["--runner=DirectRunner", f"--direct_num_workers={n}",
+                                   "--direct_running_mode=multi_processing"])
+        start = time.perf_counter()
+        builder = pipeline.prepare("taobao_user_behavior_ctr", data_dir, manual, beam_options=options)
+        seconds = time.perf_counter() - start
+        examples = sum(s.num_examples for s in builder.info.splits.values())
+        runs.append({"workers": n, "seconds": seconds, "rows_per_sec": rows / seconds,
+                     "examples": examples, "examples_per_sec": examples / seconds})
+    result = {"rows": rows, "runs": runs, "seed": seed, "machine": _machine(),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "generated_by": f"taobao_user_behavior_ctr_dataset_builder.write_sample(rows={rows}, seed={seed})"}
+    if len(runs) > 1:
+        result["ratios"] = {f"workers_{r['workers']}_over_{runs[0]['workers']}":
+                            r["rows_per_sec"] / runs[0]["rows_per_sec"] for r in runs[1:]}
+    return result
+
+
+def markdown_beam(result: dict) -> str:
+    lines = ["| DirectRunner workers | seconds | raw rows/s | examples written/s |", "|---|---|---|---|"]
+    lines += [f"| {r['workers']} | {r['seconds']:.0f} | {r['rows_per_sec']:.0f} | {r['examples_per_sec']:.0f} |"
+              for r in result["runs"]]
+    return "\n".join(lines) + (f"\n\n_{result['rows']:,} rows of a generated `UserBehavior.csv`, "
+                               f"{result['machine']}, {result['date']}._\n")

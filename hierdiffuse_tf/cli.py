@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manual-dir", default=None, help="directory holding the raw files")
     p.add_argument("--beam-options", default=None,
                    help='Apache Beam pipeline options, e.g. "--runner=DirectRunner --direct_num_workers=2"')
+    p.add_argument("--max-bad-fraction", type=float, default=None,
+                   help="Beam builders: fail when more than this share of raw rows is malformed "
+                        "(default 0.01)")
 
     p = sub.add_parser("train", help="train a model with model.fit and evaluate it on test")
     _add_data_args(p)
@@ -92,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the results here")
 
     p = sub.add_parser("bench", help="benchmarks; `inference` times every inference path in one run")
-    p.add_argument("which", choices=["inference", "train", "data"])
+    p.add_argument("which", choices=["inference", "train", "data", "beam"])
     p.add_argument("--dataset", default="movielens_100k_ctr", help="data: the prepared dataset to read")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--steps", type=int, default=30, help="train/data: timed training steps")
@@ -101,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the result (and a .md table beside it)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="model config override, e.g. --set embed_dim=64")
+    p.add_argument("--rows", type=int, default=2_000_000, help="beam: rows of the generated UserBehavior.csv")
+    p.add_argument("--workers", default="1,2", help="beam: DirectRunner worker counts to time")
+    p.add_argument("--workdir", default="/tmp/hierdiffuse_beam_bench",
+                   help="beam: where the generated file and the builds go")
 
     p = sub.add_parser("evaluate", help="evaluate a trained run on a split")
     _add_data_args(p)
@@ -198,7 +205,8 @@ def run(args: argparse.Namespace) -> dict | None:
 
     if args.command == "prepare":
         builder = pipeline.prepare(args.dataset, args.data_dir, args.manual_dir,
-                                   beam_options=_beam_options(args.beam_options))
+                                   beam_options=_beam_options(args.beam_options),
+                                   max_bad_fraction=args.max_bad_fraction)
         summary = {"dataset": args.dataset, "data_dir": str(builder.data_dir),
                    "splits": {k: v.num_examples for k, v in builder.info.splits.items()},
                    "metadata": dict(builder.info.metadata or {})}
@@ -233,6 +241,10 @@ def run(args: argparse.Namespace) -> dict | None:
         elif args.which == "train":
             summary = bench.bench_train(batch_size=args.batch_size, steps=args.steps, model_values=values)
             bench.write(summary, args.json, bench.markdown_throughput)
+        elif args.which == "beam":
+            summary = bench.bench_beam(args.rows, [int(w) for w in args.workers.split(",")], args.workdir)
+            bench.write(summary, args.json, bench.markdown_beam)
+            print(bench.markdown_beam(summary))
         else:
             from hierdiffuse_tf.data import pipeline
 

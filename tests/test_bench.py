@@ -44,3 +44,12 @@ def test_bench_data_compares_the_pipeline_with_training(smoke_builder, data_dir,
     assert result["data_examples_per_sec"] > 0 and result["train_examples_per_sec"] > 0
     assert result["ratios"]["data_over_train"] == pytest.approx(
         result["data_examples_per_sec"] / result["train_examples_per_sec"])
+
+
+def test_bench_beam_times_the_taobao_builder_per_worker_count(tmp_path):
+    from hierdiffuse_tf import bench
+
+    result = bench.bench_beam(rows=600, workers=(1,), workdir=str(tmp_path))
+    (run,) = result["runs"]
+    assert run["workers"] == 1 and run["examples"] > 0 and run["rows_per_sec"] > 0
+    assert "| 1 |" in bench.markdown_beam(result)

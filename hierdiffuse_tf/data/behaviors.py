@@ -143,17 +143,31 @@ def compute_stats(b: Behaviours, spec: SequenceSpec) -> GlobalStats:
     train = b.timestamp <= val_cut
     order = np.argsort(b.timestamp[train], kind="stable")
     train_items, train_cats = b.item[train][order], b.cat[train][order]
-    item_ids = {v: i + 2 for i, v in enumerate(dict.fromkeys(train_items.tolist()))}
-    cat_ids = {v: i + 2 for i, v in enumerate(dict.fromkeys(train_cats.tolist()))}
     items, counts = np.unique(train_items, return_counts=True)
+    return stats_from_aggregates(
+        (val_cut, test_cut),
+        item_order=dict.fromkeys(train_items.tolist()),
+        cat_order=dict.fromkeys(train_cats.tolist()),
+        items=items, counts=counts,
+        item_cat=dict(zip(b.item.tolist(), b.cat.tolist())), spec=spec)
+
+
+def stats_from_aggregates(cutoffs: tuple[int, int], item_order, cat_order, items: np.ndarray,
+                          counts: np.ndarray, item_cat: dict, spec: SequenceSpec) -> GlobalStats:
+    """`GlobalStats` from per-item and per-category aggregates of the train split.
+
+    `item_order` / `cat_order` list the train items / categories in the order
+    their ids are given (first appearance); `items` (sorted) and `counts` are
+    the train click counts; `item_cat` maps at least every train item to its
+    category. The in-process builders and the Beam pipeline both end here.
+    """
     ranked = items[np.lexsort((items, -counts))]
     n_popular = int(np.ceil(spec.popular_fraction * len(ranked)))
-    item_cat = dict(zip(b.item.tolist(), b.cat.tolist()))
     return GlobalStats(
-        val_cutoff=val_cut,
-        test_cutoff=test_cut,
-        item_ids=item_ids,
-        cat_ids=cat_ids,
+        val_cutoff=int(cutoffs[0]),
+        test_cutoff=int(cutoffs[1]),
+        item_ids={v: i + 2 for i, v in enumerate(item_order)},
+        cat_ids={v: i + 2 for i, v in enumerate(cat_order)},
         popular=frozenset(ranked[:n_popular].tolist()),
         neg_items=items,
         neg_cdf=np.cumsum(counts) / counts.sum(),
@@ -242,10 +256,10 @@ def user_examples(
         }
         split = split_of(row[0], stats)
         negative = sample_negative(rng, stats, history_set)
-        for label, item in ((1, raw_items[i]), (0, negative)):
+        for label, item, cat in ((1, raw_items[i], row[2]), (0, negative, stats.item_cat.get(negative))):
             example = dict(features)
             example["target_item"] = stats.item_ids.get(item, OOV)
-            example["target_cat"] = stats.cat_ids.get(stats.item_cat.get(item), OOV)
+            example["target_cat"] = stats.cat_ids.get(cat, OOV)
             example["label"] = label
             yield split, f"{user_index}_{i}_{label}", example
 

@@ -8,6 +8,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import hierdiffuse_tf.datasets as project_datasets
+from hierdiffuse_tf.data.beam_base import BeamBehaviourCtrBuilder
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -30,11 +31,25 @@ def get_builder(name: str, data_dir: str | None = None, **kwargs) -> tfds.core.D
 
 
 def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None,
-            beam_options=None, builder_kwargs: dict | None = None) -> tfds.core.DatasetBuilder:
-    """Builds a dataset (once; later calls reuse it) and returns its builder."""
+            beam_options=None, builder_kwargs: dict | None = None,
+            max_bad_fraction: float | None = None) -> tfds.core.DatasetBuilder:
+    """Builds a dataset (once; later calls reuse it) and returns its builder.
+
+    `beam_options` (`PipelineOptions`) pick the Beam runner of the Beam
+    builders; `max_bad_fraction` overrides their malformed-row budget.
+    """
     if manual_dir is not None and not os.path.isdir(manual_dir):
         raise DatasetError(f"--manual-dir {manual_dir!r} does not exist or is not a directory")
-    builder = get_builder(name, data_dir=data_dir, **(builder_kwargs or {}))
+    builder_kwargs = dict(builder_kwargs or {})
+    if max_bad_fraction is not None:
+        check_name(name)
+        if not issubclass(tfds.builder_cls(name.split("/")[0]), BeamBehaviourCtrBuilder):
+            raise DatasetError(f"--max-bad-fraction applies to the Beam builders only, not {name!r}")
+        builder_kwargs["max_bad_fraction"] = max_bad_fraction
+    builder = get_builder(name, data_dir=data_dir, **builder_kwargs)
+    if beam_options is None and isinstance(builder, BeamBehaviourCtrBuilder):
+        # Without this Beam parses sys.argv (our own CLI flags) as its options.
+        beam_options = tfds.core.lazy_imports.apache_beam.options.pipeline_options.PipelineOptions([])
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir, beam_options=beam_options)
     builder.download_and_prepare(download_config=download_config)
     return builder

@@ -1,0 +1,1 @@
+"""amazon_books_ctr dataset."""

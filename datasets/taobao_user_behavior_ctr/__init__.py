@@ -1,0 +1,1 @@
+"""taobao_user_behavior_ctr dataset."""

@@ -130,6 +130,17 @@ def test_too_many_bad_rows_fail_with_file_and_line_and_leave_nothing(tmp_path):
     builder = pipeline.prepare("taobao_user_behavior_ctr", data, manual, max_bad_fraction=0.5)
     assert builder.is_prepared()
     assert builder.info.metadata["bad_rows"] == {"wrong number of fields (expected 5)": 20}
+    # Splits that hold fewer examples than the pipeline produced are caught and removed.
+    builder.info.metadata["num_train_examples"] += 1
+    with pytest.raises(RawDataError, match="do not hold what the pipeline produced"):
+        beam_base.check_complete(builder)
+    assert not tfds.builder("taobao_user_behavior_ctr", data_dir=data).is_prepared()
+
+
+def test_output_shards_follow_the_raw_input_size():
+    assert beam_base.shards_for(10_000) == 1
+    assert beam_base.shards_for(60 << 20) == 128  # The 2M-row benchmark file.
+    assert beam_base.shards_for(10 << 30) == 4096
 
 
 def test_amazon_builder_joins_categories_and_counts_bad_reviews(tmp_path):

@@ -16,8 +16,10 @@ def readme_commands():
     text = open(os.path.join(ROOT, "README.md")).read()
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        block = re.sub(r"\\\n\s*", " ", block)  # Join continued lines.
         for line in block.splitlines():
             line = line.split("  #")[0].strip().rstrip("&").strip()
+            line = re.sub(r"^(\w+=('[^']*'|\S+)\s+)+", "", line)  # Drop VAR=value prefixes.
             for part in line.split("&&"):
                 if part.strip().startswith("hierdiffuse "):
                     commands.append(shlex.split(part.strip())[1:])

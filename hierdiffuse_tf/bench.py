@@ -70,8 +70,15 @@ def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int =
     encoded = model.encode(x)
     inputs = model.diffusion_inputs(encoded)
 
-    def fusion_path(name, steps=None):
-        return tf.function(lambda: model.fuse(*inputs, sampler=name, steps=steps))
+    # (e) times DDPM-100: all T steps, from t = T (the same weights, an inference-only change).
+    from_t = _built(HierDiffuse(config.replace(t_star=config.diffusion_steps)), x)
+    from_t.set_weights(model.get_weights())
+
+    def fusion_path(name, steps=None, jit=False, m=model):
+        return tf.function(lambda: m.fuse(*inputs, sampler=name, steps=steps), jit_compile=jit)
+
+    fusion = {"fusion_tcc": ("tcc", None, model), "fusion_ddim_10": ("ddim", 10, model),
+              "fusion_ddpm_all": ("ddpm", None, model), "fusion_ddpm_100": ("ddpm", None, from_t)}
 
     with tempfile.TemporaryDirectory() as tmp:
         path = export.export_saved_model(model, os.path.join(tmp, "1"), ["rank"])
@@ -89,9 +96,9 @@ def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int =
             "ddim_10": sampler_path("ddim", 10),
             "ddpm_all": sampler_path("ddpm"),
             "no_fusion": sampler_path("none"),
-            "fusion_tcc": fusion_path("tcc"),
-            "fusion_ddim_10": fusion_path("ddim", 10),
-            "fusion_ddpm_all": fusion_path("ddpm"),
+            **{name: fusion_path(sampler, steps, m=m) for name, (sampler, steps, m) in fusion.items()},
+            **{f"{name}_xla": fusion_path(sampler, steps, jit=True, m=m)
+               for name, (sampler, steps, m) in fusion.items()},
             "keras_call": scorer(model),
             "savedmodel": lambda: serving(**features)["ctr"],
             "avg_pool_dnn": scorer(_built(AvgPoolDNN(BaselineConfig(**baseline_values)), x)),
@@ -100,17 +107,22 @@ def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int =
             "batch_%d_rows" % candidates: lambda: serving(**single_rows)["ctr"],
         }
         speed = time_paths(paths, repeats=repeats)
+    # The fusion stage runs with XLA where it helps: each path at its faster compile.
+    best = {name: max(speed[name], speed[f"{name}_xla"]) for name in fusion}
     ratios = {
         "tcc_over_ddpm": speed["tcc"] / speed["ddpm_all"],
         "tcc_over_ddim": speed["tcc"] / speed["ddim_10"],
         "tcc_over_no_fusion": speed["tcc"] / speed["no_fusion"],
-        "fusion_tcc_over_ddim": speed["fusion_tcc"] / speed["fusion_ddim_10"],
-        "fusion_tcc_over_ddpm": speed["fusion_tcc"] / speed["fusion_ddpm_all"],
+        "fusion_tcc_over_ddim": best["fusion_tcc"] / best["fusion_ddim_10"],
+        "fusion_tcc_over_ddpm": best["fusion_tcc"] / best["fusion_ddpm_100"],
+        "fusion_tcc_over_ddpm_from_t_star": best["fusion_tcc"] / best["fusion_ddpm_all"],
         "savedmodel_over_keras": speed["savedmodel"] / speed["keras_call"],
         "rank_over_batch": speed["rank_1x%d" % candidates] / speed["batch_%d_rows" % candidates],
     }
     return {"batches_per_sec": speed, "ratios": ratios, "batch_size": batch_size,
             "candidates": candidates, "ddpm_steps": config.start_step, "repeats": repeats,
+            "fusion_compile": {name: "xla" if speed[f"{name}_xla"] > speed[name] else "tf.function"
+                               for name in fusion},
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}",
             "tensorflow": tf.__version__, "model": config.to_dict(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -254,6 +266,7 @@ def bench_beam(rows: int = 2_000_000, workers=(1, 2), workdir: str = "/tmp/hierd
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from hierdiffuse_tf.data import pipeline
+    from hierdiffuse_tf.data.tfds_base import RawDataError
     from hierdiffuse_tf.datasets.taobao_user_behavior_ctr import (
         taobao_user_behavior_ctr_dataset_builder as taobao)
 
@@ -269,11 +282,16 @@ def bench_beam(rows: int = 2_000_000, workers=(1, 2), workdir: str = "/tmp/hierd
         options = PipelineOptions(["--runner=DirectRunner", f"--direct_num_workers={n}",
                                    "--direct_running_mode=multi_processing"])
         start = time.perf_counter()
-        builder = pipeline.prepare("taobao_user_behavior_ctr", data_dir, manual, beam_options=options)
+        try:
+            builder = pipeline.prepare("taobao_user_behavior_ctr", data_dir, manual, beam_options=options)
+            error = None
+        except RawDataError as e:  # E.g. the completeness check: recorded, not hidden.
+            builder, error = None, str(e)
         seconds = time.perf_counter() - start
-        examples = sum(s.num_examples for s in builder.info.splits.values())
+        examples = sum(s.num_examples for s in builder.info.splits.values()) if builder else 0
         runs.append({"workers": n, "seconds": seconds, "rows_per_sec": rows / seconds,
-                     "examples": examples, "examples_per_sec": examples / seconds})
+                     "examples": examples, "examples_per_sec": examples / seconds,
+                     "complete": error is None, "error": error})
     result = {"rows": rows, "runs": runs, "seed": seed, "machine": _machine(),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "generated_by": f"taobao_user_behavior_ctr_dataset_builder.write_sample(rows={rows}, seed={seed})"}
@@ -284,8 +302,10 @@ def bench_beam(rows: int = 2_000_000, workers=(1, 2), workdir: str = "/tmp/hierd
 
 
 def markdown_beam(result: dict) -> str:
-    lines = ["| DirectRunner workers | seconds | raw rows/s | examples written/s |", "|---|---|---|---|"]
-    lines += [f"| {r['workers']} | {r['seconds']:.0f} | {r['rows_per_sec']:.0f} | {r['examples_per_sec']:.0f} |"
+    lines = ["| DirectRunner workers | seconds | raw rows/s | examples written/s | build complete |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['workers']} | {r['seconds']:.0f} | {r['rows_per_sec']:.0f} | "
+              f"{r['examples_per_sec']:.0f} | {'yes' if r['complete'] else 'no: ' + r['error'][:80]} |"
               for r in result["runs"]]
     return "\n".join(lines) + (f"\n\n_{result['rows']:,} rows of a generated `UserBehavior.csv`, "
                                f"{result['machine']}, {result['date']}._\n")

@@ -13,7 +13,9 @@ def test_bench_inference_reports_every_path_and_ratio(tmp_path, capsys):
                      "--set", "embed_dim=8", "--set", "encoder_ffn_dim=8", "--set", "denoiser_units=8",
                      "--set", "time_embed_dim=8", "--set", "max_long=8", "--set", "diffusion_steps=20"]) == 0
     result = json.loads(out.read_text())
-    assert set(bench.TARGETS) == set(result["ratios"])
+    assert set(bench.TARGETS) | {"fusion_tcc_over_ddpm_from_t_star"} == set(result["ratios"])
+    assert {f"{p}_xla" for p in ("fusion_tcc", "fusion_ddim_10", "fusion_ddpm_100")} <= set(
+        result["batches_per_sec"])
     assert {"tcc", "ddim_10", "ddpm_all", "no_fusion", "fusion_tcc", "savedmodel", "din",
             "avg_pool_dnn", "rank_1x256", "batch_256_rows"} <= set(result["batches_per_sec"])
     assert all(v > 0 for v in result["batches_per_sec"].values())

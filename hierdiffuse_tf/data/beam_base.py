@@ -43,7 +43,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from hierdiffuse_tf.data import behaviors
-from hierdiffuse_tf.data.tfds_base import BehaviourCtrBuilder, RawDataError, features_dict
+from hierdiffuse_tf.data.tfds_base import BehaviourCtrBuilder, RawDataError
 
 OK, SKIP, BAD = "ok", "skip", "bad"
 
@@ -253,13 +253,8 @@ class BeamBehaviourCtrBuilder(BehaviourCtrBuilder, skip_registration=True):
     def read_behaviours(self, dl_manager):  # The in-process hook; unused here.
         raise NotImplementedError("Beam builders read through `read_clicks`.")
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            description=self.description(),
-            features=features_dict(self.sequence_spec()),
-            supervised_keys=None,
-            metadata=tfds.core.BeamMetadataDict(),
-        )
+    def metadata_dict(self) -> tfds.core.MetadataDict:
+        return tfds.core.BeamMetadataDict()  # Values may be one-element PCollections.
 
     def _split_generators(self, dl_manager, pipeline):
         beam = tfds.core.lazy_imports.apache_beam

@@ -66,12 +66,16 @@ class BehaviourCtrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     def description(self) -> str:
         return (self.__doc__ or "").strip()
 
+    def metadata_dict(self) -> tfds.core.MetadataDict:
+        """Where `info.metadata` lives (the Beam builders need a Beam-aware one)."""
+        return tfds.core.MetadataDict()
+
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             description=self.description(),
             features=features_dict(self.sequence_spec()),
             supervised_keys=None,
-            metadata=tfds.core.MetadataDict(),
+            metadata=self.metadata_dict(),
         )
 
     def _split_generators(self, dl_manager):

@@ -32,7 +32,7 @@ import os
 import tensorflow_datasets as tfds
 
 from hierdiffuse_tf.data import behaviors
-from hierdiffuse_tf.data.beam_base import BAD, OK, BeamBehaviourCtrBuilder, BeamCtrConfig, Row
+from hierdiffuse_tf.data.beam_base import BAD, OK, BeamBehaviourCtrBuilder, BeamCtrConfig, Row, ok_payloads
 from hierdiffuse_tf.data.tfds_base import require_file
 
 REVIEWS = "reviews_Books_5.json.gz"
@@ -121,14 +121,10 @@ class Builder(BeamBehaviourCtrBuilder):
                 | "ParseMeta" >> beam.Map(parse_meta))
         outcomes = (reviews, meta) | "AllOutcomes" >> beam.Flatten()
 
-        def ok(name, pcoll, key):
-            return (pcoll
-                    | f"Ok{name}" >> beam.Filter(lambda o: o[0] == OK)
-                    | f"Key{name}" >> beam.Map(key))
-
         clicks = (
-            {"reviews": ok("Reviews", reviews, lambda o: (o[1][0], (o[1][1], o[1][2]))),
-             "meta": ok("Meta", meta, lambda o: o[1])}
+            {"reviews": ok_payloads(reviews, "Reviews")
+                        | "KeyReviews" >> beam.Map(lambda r: (r[0], (r[1], r[2]))),
+             "meta": ok_payloads(meta, "Meta")}
             | "JoinByAsin" >> beam.CoGroupByKey()
             | "Rows" >> beam.FlatMap(_join))
         self.info.metadata["reviews_without_category"] = (

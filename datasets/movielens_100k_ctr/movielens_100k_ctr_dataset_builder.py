@@ -26,7 +26,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from hierdiffuse_tf.data import behaviors
-from hierdiffuse_tf.data.tfds_base import BehaviourCtrBuilder, RawDataError, parse_int, require_file
+from hierdiffuse_tf.data.tfds_base import (BehaviourCtrBuilder, RawDataError, parse_int, read_lines,
+                                            require_file)
 
 # The genre order of u.item's flag columns (and the names recbole uses).
 GENRES = (
@@ -53,11 +54,8 @@ def recbole_files() -> tuple[str, str] | None:
 
 
 def _read_lines(path: str, encoding: str = "utf-8"):
-    with tf.io.gfile.GFile(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            line = raw.decode(encoding, errors="replace").rstrip("\r\n")
-            if line.strip():
-                yield line_no, line
+    """The non-blank lines of a raw file, numbered."""
+    return ((n, line) for n, line in read_lines(path, encoding) if line.strip())
 
 
 def read_grouplens_items(path: str) -> dict:

@@ -31,7 +31,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from hierdiffuse_tf.data.beam_base import BAD, OK, SKIP, BeamBehaviourCtrBuilder, BeamCtrConfig, Row
+from hierdiffuse_tf.data.beam_base import (BAD, OK, SKIP, BeamBehaviourCtrBuilder, BeamCtrConfig, Row,
+                                            ok_payloads)
 from hierdiffuse_tf.data.tfds_base import require_file
 
 FILE = "UserBehavior.csv"
@@ -95,10 +96,7 @@ class Builder(BeamBehaviourCtrBuilder):
         outcomes = (pipeline
                     | "ReadUserBehavior" >> beam.io.ReadFromText(self._path(dl_manager))
                     | "Parse" >> beam.Map(parse_line))
-        clicks = (outcomes
-                  | "KeepClicks" >> beam.Filter(lambda o: o[0] == OK)
-                  | "Rows" >> beam.Map(lambda o: o[1]))
-        return outcomes, clicks
+        return outcomes, ok_payloads(outcomes, "Clicks")
 
     def cutoffs(self, clicks):
         beam = tfds.core.lazy_imports.apache_beam

@@ -31,19 +31,18 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import gzip
 import hashlib
 import logging
 import math
 import os
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from hierdiffuse_tf.data import behaviors
-from hierdiffuse_tf.data.tfds_base import BehaviourCtrBuilder, RawDataError
+from hierdiffuse_tf.data.tfds_base import BehaviourCtrBuilder, RawDataError, read_lines
 
 OK, SKIP, BAD = "ok", "skip", "bad"
 
@@ -122,17 +121,17 @@ def stats_from_beam(item_aggs, cat_aggs, cutoffs, spec) -> behaviors.GlobalStats
         spec=spec)
 
 
+def ok_payloads(outcomes, label: str):
+    """The payloads of the `("ok", payload)` outcomes of a PCollection."""
+    beam = tfds.core.lazy_imports.apache_beam
+    return (outcomes
+            | f"Keep{label}" >> beam.Filter(lambda o: o[0] == OK)
+            | f"Payload{label}" >> beam.Map(lambda o: o[1]))
+
+
 def outcome_key(outcome: tuple) -> str:
     kind, payload = outcome
     return OK if kind == OK else f"{kind}: {payload}"
-
-
-def read_lines(path: str) -> Iterator[tuple[int, str]]:
-    """`(line_no, text)` of a text file, gzip or not (any `tf.io.gfile` path)."""
-    with tf.io.gfile.GFile(path, "rb") as raw:
-        stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
-        for line_no, line in enumerate(stream, start=1):
-            yield line_no, line.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
 def first_bad_line(parsers: dict[str, Callable]) -> tuple[str, int, str] | None:

@@ -10,6 +10,7 @@ records vocabulary sizes, time cut-offs and counts in `info.metadata`, which
 from __future__ import annotations
 
 import abc
+import gzip
 import inspect
 import os
 
@@ -89,6 +90,14 @@ class BehaviourCtrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     def _generate_examples(self, rows):
         for key, example in rows:
             yield key, example
+
+
+def read_lines(path: str, encoding: str = "utf-8"):
+    """`(line_no, text)` of every line of a text file, gzip or not (any `tf.io.gfile` path)."""
+    with tf.io.gfile.GFile(path, "rb") as raw:
+        stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+        for line_no, line in enumerate(stream, start=1):
+            yield line_no, line.decode(encoding, errors="replace").rstrip("\r\n")
 
 
 def require_file(directory: str, name: str, instructions: str) -> str:

@@ -74,24 +74,88 @@ def run_key(model: str, overrides: Sequence[str]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=,-]", "_", text)
 
 
+def claim_run(run_dir: str) -> bool:
+    """Takes `run_dir` for this process; False while a live process holds it.
+
+    Two experiment processes may share one `--out` (say, `table1` and `table2`,
+    which both train the full model): each run is trained by whichever process
+    claims it first, and the other waits for its `metrics.json`. A lock left by
+    a killed process (its pid is gone) is taken over.
+    """
+    os.makedirs(run_dir, exist_ok=True)
+    lock = os.path.join(run_dir, "train.lock")
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                with open(lock) as f:
+                    pid = int(f.read().strip() or 0)
+                if pid:
+                    os.kill(pid, 0)
+                    return False
+            except (ProcessLookupError, ValueError, FileNotFoundError):
+                pass
+            except PermissionError:  # Alive, owned by another user.
+                return False
+            try:
+                os.remove(lock)  # Stale: its process is gone.
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+
+
+def release_run(run_dir: str) -> None:
+    try:
+        os.remove(os.path.join(run_dir, "train.lock"))
+    except FileNotFoundError:
+        pass
+
+
 def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds: int,
-               epochs: int | None, data_dir: str | None, common: Sequence[str] = ()) -> dict:
-    """Trains each (model, overrides) with every seed, skipping finished runs."""
-    results, total, done = {}, len(jobs) * seeds, 0
-    for model, overrides in jobs:
-        key = run_key(model, overrides)
-        for seed in range(seeds):
-            done += 1
+               epochs: int | None, data_dir: str | None, common: Sequence[str] = (),
+               poll_seconds: float = 30.0) -> dict:
+    """Trains each (model, overrides) with every seed, skipping finished runs.
+
+    Runs held by another process (see `claim_run`) are left for last and
+    waited for, so parallel experiment processes never train the same run.
+    """
+    pending = [(model, overrides, seed) for model, overrides in jobs for seed in range(seeds)]
+    finished, total = {}, len(pending)
+    while pending:
+        waiting = []
+        for model, overrides, seed in pending:
+            key = run_key(model, overrides)
             run_dir = os.path.join(out, "runs", key, f"seed{seed}")
             metrics_path = os.path.join(run_dir, "metrics.json")
-            if os.path.exists(metrics_path):
-                print(f"[{done}/{total}] {key} seed {seed}: done already", flush=True)
+            step = f"[{len(finished) + 1}/{total}]"
+            if not os.path.exists(metrics_path):
+                if not claim_run(run_dir):
+                    waiting.append((model, overrides, seed))
+                    continue
+                try:
+                    if not os.path.exists(metrics_path):  # Finished while we looked elsewhere.
+                        print(f"{step} training {key} seed {seed}", flush=True)
+                        training.train(model, dataset, run_dir, data_dir=data_dir, epochs=epochs,
+                                       seed=seed, overrides=[*common, *overrides], verbose=2)
+                finally:
+                    release_run(run_dir)
             else:
-                print(f"[{done}/{total}] training {key} seed {seed}", flush=True)
-                training.train(model, dataset, run_dir, data_dir=data_dir, epochs=epochs, seed=seed,
-                               overrides=[*common, *overrides], verbose=2)
+                print(f"{step} {key} seed {seed}: done already", flush=True)
             with open(metrics_path) as f:
-                results.setdefault(key, []).append({**json.load(f), "run_dir": run_dir})
+                finished[(key, seed)] = {**json.load(f), "run_dir": run_dir}
+        if waiting and len(waiting) == len(pending):
+            names = ", ".join(f"{run_key(m, o)} seed {s}" for m, o, s in waiting)
+            print(f"waiting for another process to finish: {names}", flush=True)
+            time.sleep(poll_seconds)
+        pending = waiting
+    results = {}
+    for model, overrides in jobs:
+        key = run_key(model, overrides)
+        results[key] = [finished[(key, seed)] for seed in range(seeds)]
     return results
 
 

@@ -96,3 +96,34 @@ def test_ablation_switches_change_only_what_they_name(row):
             "guided_denoiser/g_" in p for p in changed), changed
     else:
         assert changed and all(p.startswith(allowed) for p in changed), changed
+
+
+def test_train_runs_waits_for_a_run_held_by_another_process(tmp_path, monkeypatch):
+    trained = []
+
+    def fake_train(model, dataset, run_dir, **kwargs):
+        trained.append(run_dir)
+        json.dump({"auc": 0.5}, open(os.path.join(run_dir, "metrics.json"), "w"))
+
+    monkeypatch.setattr(experiments.training, "train", fake_train)
+    held = tmp_path / "runs" / "din" / "seed0"
+    assert experiments.claim_run(str(held))  # "Another process" (a live pid: ours) holds it.
+    assert not experiments.claim_run(str(held))
+
+    def finish_elsewhere(seconds):  # The other process finishes while we wait.
+        json.dump({"auc": 0.7}, open(held / "metrics.json", "w"))
+        experiments.release_run(str(held))
+
+    monkeypatch.setattr(experiments.time, "sleep", finish_elsewhere)
+    runs = experiments.train_runs(str(tmp_path), SMOKE, [("din", ()), ("avg_pool_dnn", ())],
+                                  seeds=1, epochs=1, data_dir=None)
+    assert trained == [str(tmp_path / "runs" / "avg_pool_dnn" / "seed0")]
+    assert runs["din"][0]["auc"] == 0.7 and not (held / "train.lock").exists()
+
+
+def test_claim_run_takes_over_a_lock_left_by_a_dead_process(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "train.lock").write_text("999999999")  # No such pid.
+    assert experiments.claim_run(str(run_dir))
+    assert (run_dir / "train.lock").read_text() == str(os.getpid())

@@ -23,6 +23,9 @@ def test_bench_inference_reports_every_path_and_ratio(tmp_path, capsys):
     # shared machine; here every ratio must just be a real measurement.
     assert all(0 < v < float("inf") for v in result["ratios"].values())
     assert (tmp_path / "bench.md").read_text().startswith("| ratio |")
+    diag = result["diagnostics"]
+    assert diag["call_floor_ms"] > 0 and diag["fusion_tcc_over_ddim_net_of_call"] > 0
+    assert "Diagnostic:" in (tmp_path / "bench.md").read_text()
 
 
 TINY = ["--set", "embed_dim=8", "--set", "encoder_ffn_dim=8", "--set", "denoiser_units=8",

@@ -4,6 +4,7 @@ in the official formats, written here."""
 import gzip
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -137,10 +138,28 @@ def test_too_many_bad_rows_fail_with_file_and_line_and_leave_nothing(tmp_path):
     assert not tfds.builder("taobao_user_behavior_ctr", data_dir=data).is_prepared()
 
 
-def test_output_shards_follow_the_raw_input_size():
-    assert beam_base.shards_for(10_000) == 1
-    assert beam_base.shards_for(60 << 20) == 128  # The 2M-row benchmark file.
-    assert beam_base.shards_for(10 << 30) == 4096
+def test_timed_data_plane_streams_lose_no_bytes_written_during_a_flush():
+    """Beam's timer flush clears what was written while it sent; the patch keeps every byte."""
+    from apache_beam.runners.worker import data_plane
+
+    assert beam_base.fix_beam_flush_race() and beam_base.fix_beam_flush_race()  # Idempotent.
+    received = []
+
+    def slow_send(data):  # Like a large gRPC send: the writer thread runs meanwhile.
+        received.append(len(data))
+        time.sleep(0.02)
+
+    out = data_plane.TimeBasedBufferingClosableOutputStream(
+        close_callback=lambda data: received.append(len(data)), flush_callback=slow_send,
+        time_flush_threshold_ms=5)
+    chunk = b"x" * 4096
+    for i in range(3000):  # 12 MB over about 0.3 s: many timer flushes land mid-write.
+        out.write(chunk)
+        if i % 10 == 0:
+            time.sleep(0.001)
+    out.close()
+    written = 3000 * len(chunk)
+    assert len(received) > 2 and sum(received) == written
 
 
 def test_amazon_builder_joins_categories_and_counts_bad_reviews(tmp_path):

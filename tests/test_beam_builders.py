@@ -92,6 +92,7 @@ def test_taobao_builder_features_counts_and_day_split(tmp_path):
                                 "non-integer id or timestamp": 1, "unknown behavior_type": 1}
     assert meta["skip_rows"]["outside 2017-11-25..2017-12-03"] == 1
     assert meta["raw_rows"] == len(lines)
+    assert "val_fraction" not in meta and meta["split_rule"].startswith("by day")
     clicks = sum(1 for line in lines[:-len(BAD_TAOBAO)] if ",pv," in line)
     total = sum(meta[f"num_{s}_examples"] for s in ("train", "validation", "test"))
     # Every click but each user's first is an impression, with one negative.
@@ -151,7 +152,7 @@ def test_timed_data_plane_streams_lose_no_bytes_written_during_a_flush():
 
     out = data_plane.TimeBasedBufferingClosableOutputStream(
         close_callback=lambda data: received.append(len(data)), flush_callback=slow_send,
-        time_flush_threshold_ms=5)
+        size_flush_threshold=64 << 10, time_flush_threshold_ms=5)
     chunk = b"x" * 4096
     for i in range(3000):  # 12 MB over about 0.3 s: many timer flushes land mid-write.
         out.write(chunk)
@@ -160,6 +161,7 @@ def test_timed_data_plane_streams_lose_no_bytes_written_during_a_flush():
     out.close()
     written = 3000 * len(chunk)
     assert len(received) > 2 and sum(received) == written
+    assert max(received) <= (64 << 10) + len(chunk)  # Flushed at the size threshold, not held.
 
 
 def test_amazon_builder_joins_categories_and_counts_bad_reviews(tmp_path):
@@ -171,6 +173,7 @@ def test_amazon_builder_joins_categories_and_counts_bad_reviews(tmp_path):
     assert meta["reviews_without_category"] > 0  # The two items without categories.
     # Categories are `categories[0][-1]`: Sub0..Sub6, plus "unknown".
     assert meta["num_cats"] == 2 + 7 + 1
+    assert meta["val_fraction"] == 0.1  # Amazon splits at timestamp quantiles.
     assert meta["num_items"] <= 2 + len(asins)
     assert meta["session_gap_seconds"] == 86_400
     train = load(builder, "train")

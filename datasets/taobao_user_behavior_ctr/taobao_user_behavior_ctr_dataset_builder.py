@@ -98,6 +98,12 @@ class Builder(BeamBehaviourCtrBuilder):
                     | "Parse" >> beam.Map(parse_line))
         return outcomes, ok_payloads(outcomes, "Clicks")
 
+    def rule_metadata(self, spec) -> dict:
+        """The split is by fixed days here, so the spec's quantile fractions do not apply."""
+        meta = {k: v for k, v in super().rule_metadata(spec).items()
+                if k not in ("val_fraction", "test_fraction")}
+        return {**meta, "split_rule": "by day (UTC+8): train to 2017-12-01, validation 12-02, test 12-03"}
+
     def cutoffs(self, clicks):
         beam = tfds.core.lazy_imports.apache_beam
         return clicks.pipeline | "FixedCutoffs" >> beam.Create([(VAL_CUTOFF, TEST_CUTOFF)])

@@ -198,8 +198,11 @@ def fix_beam_flush_race() -> bool:
     unsent. With a GB-sized PCollection (the train split of a 2M-row Taobao
     file) a quarter of the examples vanished without an error. Taking the
     stream's own flush lock in `write` closes the race (the runner's only
-    writer, `fn_runner._send_input_to_worker`, calls `write`). Idempotent;
-    returns True when the patch is in place.
+    writer, `fn_runner._send_input_to_worker`, calls `write`). `write` then
+    also flushes once the buffer passes the stream's size threshold (10 MB),
+    between two writes as the timer does, so no buffer nears gRPC's 2 GiB
+    message limit (a 2M-row build buffered 2.1 GB between two ticks).
+    Idempotent; returns True when the patch is in place.
     """
     try:
         from apache_beam.runners.worker import data_plane
@@ -215,6 +218,7 @@ def fix_beam_flush_race() -> bool:
     def write(self, b, nested=False):
         with self._flush_lock:
             base_write(self, b, nested)
+        self.maybe_flush()
 
     stream.write = write
     stream._hierdiffuse_write_locked = True
@@ -250,6 +254,10 @@ class BeamBehaviourCtrBuilder(BehaviourCtrBuilder, skip_registration=True):
     @abc.abstractmethod
     def read_clicks(self, pipeline, dl_manager):
         """Returns `(outcomes, clicks)`: every raw line's outcome, and the `Row`s."""
+
+    def rule_metadata(self, spec) -> dict:
+        """The build's rules, recorded in `info.metadata`: the sequence spec by default."""
+        return dataclasses.asdict(spec)
 
     def cutoffs(self, clicks):
         """A one-element PCollection `(val_cutoff, test_cutoff)`; quantiles by default."""
@@ -302,7 +310,7 @@ class BeamBehaviourCtrBuilder(BehaviourCtrBuilder, skip_registration=True):
         for key in ("num_items", "num_cats", "val_cutoff_timestamp", "test_cutoff_timestamp",
                     "num_popular_items"):
             meta[key] = vocab | f"Meta_{key}" >> beam.Map(lambda m, k: m[k], key)
-        meta.update(dataclasses.asdict(spec))
+        meta.update(self.rule_metadata(spec))
         meta["max_bad_fraction"] = self.max_bad_fraction
 
         impressions = (clicks

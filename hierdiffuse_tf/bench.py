@@ -304,7 +304,9 @@ def bench_beam(rows: int = 2_000_000, workers=(1, 2), workdir: str = "/tmp/hierd
         runs.append({"workers": n, "seconds": seconds, "rows_per_sec": rows / seconds,
                      "examples": examples, "examples_per_sec": examples / seconds,
                      "complete": error is None, "error": error})
-    result = {"rows": rows, "runs": runs, "seed": seed, "machine": _machine(),
+    from hierdiffuse_tf.training import git_commit
+
+    result = {"rows": rows, "runs": runs, "seed": seed, "machine": _machine(), "git_commit": git_commit(),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "generated_by": f"taobao_user_behavior_ctr_dataset_builder.write_sample(rows={rows}, seed={seed})"}
     if len(runs) > 1:

@@ -198,11 +198,14 @@ def fix_beam_flush_race() -> bool:
     unsent. With a GB-sized PCollection (the train split of a 2M-row Taobao
     file) a quarter of the examples vanished without an error. Taking the
     stream's own flush lock in `write` closes the race (the runner's only
-    writer, `fn_runner._send_input_to_worker`, calls `write`). `write` then
-    also flushes once the buffer passes the stream's size threshold (10 MB),
-    between two writes as the timer does, so no buffer nears gRPC's 2 GiB
-    message limit (a 2M-row build buffered 2.1 GB between two ticks).
-    Idempotent; returns True when the patch is in place.
+    writer, `fn_runner._send_input_to_worker`, calls `write`). Idempotent;
+    returns True when the patch is in place.
+
+    Buffers stay as large as the timer lets them grow (2.1 GB between two
+    ticks in a 2M-row build, near gRPC's 2 GiB message limit, and the runner
+    then holds several copies). Flushing at the 10 MB size threshold inside
+    `write` was tried and hung the 2M-row build (the runner blocked on a
+    full send queue while the worker waited for input), so it is not done.
     """
     try:
         from apache_beam.runners.worker import data_plane
@@ -218,7 +221,6 @@ def fix_beam_flush_race() -> bool:
     def write(self, b, nested=False):
         with self._flush_lock:
             base_write(self, b, nested)
-        self.maybe_flush()
 
     stream.write = write
     stream._hierdiffuse_write_locked = True

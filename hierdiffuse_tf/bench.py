@@ -266,12 +266,15 @@ def markdown_throughput(result: dict) -> str:
 # Beam builder throughput.
 
 def bench_beam(rows: int = 2_000_000, workers=(1, 2), workdir: str = "/tmp/hierdiffuse_beam_bench",
-               seed: int = 0) -> dict:
+               seed: int = 0, on_run=None) -> dict:
     """Rows/s through the Taobao Beam builder on a generated `UserBehavior.csv`.
 
     The file (`rows` lines, official format) is written to `workdir/manual`
     once and reused; each worker count builds into a fresh data dir on the
     DirectRunner in multi-processing mode, so the runs differ only in workers.
+    `on_run(result)` is called after every build with the result so far (the
+    CLI writes the JSON there), so a build that kills the process (out of
+    memory) does not take the finished ones with it.
     """
     import shutil
 
@@ -281,6 +284,7 @@ def bench_beam(rows: int = 2_000_000, workers=(1, 2), workdir: str = "/tmp/hierd
     from hierdiffuse_tf.data.tfds_base import RawDataError
     from hierdiffuse_tf.datasets.taobao_user_behavior_ctr import (
         taobao_user_behavior_ctr_dataset_builder as taobao)
+    from hierdiffuse_tf.training import git_commit
 
     manual = os.path.join(workdir, "manual")
     path = os.path.join(manual, taobao.FILE)
@@ -288,6 +292,8 @@ def bench_beam(rows: int = 2_000_000, workers=(1, 2), workdir: str = "/tmp/hierd
     if not os.path.exists(path) or sum(1 for _ in open(path)) != rows:
         taobao.write_sample(path, rows, seed=seed)
     runs = []
+    result = {"rows": rows, "runs": runs, "seed": seed, "machine": _machine(), "git_commit": git_commit(),
+              "generated_by": f"taobao_user_behavior_ctr_dataset_builder.write_sample(rows={rows}, seed={seed})"}
     for n in workers:
         data_dir = os.path.join(workdir, f"data_{n}")
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -304,14 +310,12 @@ def bench_beam(rows: int = 2_000_000, workers=(1, 2), workdir: str = "/tmp/hierd
         runs.append({"workers": n, "seconds": seconds, "rows_per_sec": rows / seconds,
                      "examples": examples, "examples_per_sec": examples / seconds,
                      "complete": error is None, "error": error})
-    from hierdiffuse_tf.training import git_commit
-
-    result = {"rows": rows, "runs": runs, "seed": seed, "machine": _machine(), "git_commit": git_commit(),
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "generated_by": f"taobao_user_behavior_ctr_dataset_builder.write_sample(rows={rows}, seed={seed})"}
-    if len(runs) > 1:
-        result["ratios"] = {f"workers_{r['workers']}_over_{runs[0]['workers']}":
-                            r["rows_per_sec"] / runs[0]["rows_per_sec"] for r in runs[1:]}
+        result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        if len(runs) > 1:
+            result["ratios"] = {f"workers_{r['workers']}_over_{runs[0]['workers']}":
+                                r["rows_per_sec"] / runs[0]["rows_per_sec"] for r in runs[1:]}
+        if on_run:
+            on_run(result)
     return result
 
 

@@ -242,8 +242,8 @@ def run(args: argparse.Namespace) -> dict | None:
             summary = bench.bench_train(batch_size=args.batch_size, steps=args.steps, model_values=values)
             bench.write(summary, args.json, bench.markdown_throughput)
         elif args.which == "beam":
-            summary = bench.bench_beam(args.rows, [int(w) for w in args.workers.split(",")], args.workdir)
-            bench.write(summary, args.json, bench.markdown_beam)
+            summary = bench.bench_beam(args.rows, [int(w) for w in args.workers.split(",")], args.workdir,
+                                       on_run=lambda r: bench.write(r, args.json, bench.markdown_beam))
             print(bench.markdown_beam(summary))
         else:
             from hierdiffuse_tf.data import pipeline

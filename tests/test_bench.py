@@ -54,7 +54,10 @@ def test_bench_data_compares_the_pipeline_with_training(smoke_builder, data_dir,
 def test_bench_beam_times_the_taobao_builder_per_worker_count(tmp_path):
     from hierdiffuse_tf import bench
 
-    result = bench.bench_beam(rows=600, workers=(1,), workdir=str(tmp_path))
+    written = []  # After every build, so an out-of-memory kill keeps the finished ones.
+    result = bench.bench_beam(rows=600, workers=(1,), workdir=str(tmp_path), on_run=written.append)
     (run,) = result["runs"]
+    assert written == [result]
+    assert result["git_commit"] is None or len(result["git_commit"]) == 40
     assert run["workers"] == 1 and run["examples"] > 0 and run["rows_per_sec"] > 0
     assert "| 1 |" in bench.markdown_beam(result)

@@ -124,7 +124,10 @@ def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int =
     # Diagnostic only (not a target): the fusion ratio once the per-call floor is taken out.
     floor_ms = 1000.0 / speed["call_floor"]
     net_ms = {name: max(1000.0 / best[name] - floor_ms, 1e-6) for name in fusion}
+    graph_ops = {name: len(paths[name].get_concrete_function().graph.as_graph_def().node)
+                 for name in fusion}  # Traced ops per fusion path (before Grappler).
     diagnostics = {"call_floor_ms": floor_ms, "fusion_net_of_call_ms": net_ms,
+                   "fusion_graph_ops": graph_ops,
                    "fusion_tcc_over_ddim_net_of_call": net_ms["fusion_ddim_10"] / net_ms["fusion_tcc"]}
     return {"batches_per_sec": speed, "ratios": ratios, "diagnostics": diagnostics,
             "batch_size": batch_size,
@@ -156,7 +159,8 @@ def markdown(result: dict) -> str:
     diag = result.get("diagnostics")
     if diag:
         lines += ["", f"Diagnostic: one `tf.function` call costs {diag['call_floor_ms']:.3f} ms here; net of "
-                  f"it, fusion TCC over DDIM-10 is {diag['fusion_tcc_over_ddim_net_of_call']:.2f}x."]
+                  f"it, fusion TCC over DDIM-10 is {diag['fusion_tcc_over_ddim_net_of_call']:.2f}x. Traced ops: "
+                  + ", ".join(f"{k} {v}" for k, v in diag.get("fusion_graph_ops", {}).items()) + "."]
     return "\n".join(lines) + f"\n\n_Batch {result['batch_size']}, {result['machine']}, TF {result['tensorflow']}._\n"
 
 

@@ -25,6 +25,8 @@ def test_bench_inference_reports_every_path_and_ratio(tmp_path, capsys):
     assert (tmp_path / "bench.md").read_text().startswith("| ratio |")
     diag = result["diagnostics"]
     assert diag["call_floor_ms"] > 0 and diag["fusion_tcc_over_ddim_net_of_call"] > 0
+    ops = diag["fusion_graph_ops"]
+    assert ops["fusion_tcc"] < ops["fusion_ddim_10"] < ops["fusion_ddpm_100"]
     assert "Diagnostic:" in (tmp_path / "bench.md").read_text()
 
 

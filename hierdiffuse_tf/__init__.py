@@ -4,9 +4,16 @@ Importing the package registers the TFDS builders (`movielens_100k_ctr`,
 `synthetic_interest_ctr`) and every custom Keras object, so
 `tfds.builder(...)` and `keras.saving.load_model(...)` work after
 `import hierdiffuse_tf`.
+
+The model math is plain `keras.ops`: where TensorFlow Datasets is not
+installed (a JAX or torch machine running `hierdiffuse_tf.bench_portable`),
+the package imports without the builders.
 """
 
 __version__ = "0.1.0"
 
-from hierdiffuse_tf import datasets  # noqa: E402,F401  (registers the TFDS builders)
+import importlib.util  # noqa: E402
+
+if importlib.util.find_spec("tensorflow_datasets") is not None:
+    from hierdiffuse_tf import datasets  # noqa: F401  (registers the TFDS builders)
 from hierdiffuse_tf import models  # noqa: E402,F401  (registers the Keras objects)

@@ -20,33 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from hierdiffuse_tf import export
+from hierdiffuse_tf.bench_portable import DEFAULT_SHAPE, time_paths, write  # noqa: F401  (shared)
 from hierdiffuse_tf.config import BaselineConfig, HierDiffuseConfig
 from hierdiffuse_tf.models import DIN, AvgPoolDNN, HierDiffuse
-
-# ml-100k's vocabulary with the default model size.
-DEFAULT_SHAPE = {"num_items": 1618, "num_cats": 21}
-
-
-def time_paths(paths: dict, repeats: int = 7, calls: int = 5) -> dict:
-    """Median calls/s of each zero-argument callable, interleaved across paths."""
-    for fn in paths.values():
-        for _ in range(2):
-            _block(fn())
-    samples = {name: [] for name in paths}
-    for _ in range(repeats):
-        for name, fn in paths.items():
-            start = time.perf_counter()
-            for _ in range(calls):
-                out = fn()
-            _block(out)
-            samples[name].append(calls / (time.perf_counter() - start))
-    return {name: statistics.median(v) for name, v in samples.items()}
-
-
-def _block(out):
-    for value in tf.nest.flatten(out):
-        value.numpy()
-
 
 def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int = 7,
                     model_values: dict | None = None) -> dict:
@@ -162,16 +138,6 @@ def markdown(result: dict) -> str:
                   f"it, fusion TCC over DDIM-10 is {diag['fusion_tcc_over_ddim_net_of_call']:.2f}x. Traced ops: "
                   + ", ".join(f"{k} {v}" for k, v in diag.get("fusion_graph_ops", {}).items()) + "."]
     return "\n".join(lines) + f"\n\n_Batch {result['batch_size']}, {result['machine']}, TF {result['tensorflow']}._\n"
-
-
-def write(result: dict, path: str | None, render=markdown) -> None:
-    """Writes the result as JSON and, beside it, its Markdown table (`render(result)`)."""
-    if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2)
-        with open(os.path.splitext(path)[0] + ".md", "w") as f:
-            f.write(render(result))
 
 
 # Training and input-pipeline throughput.

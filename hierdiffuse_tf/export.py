@@ -20,12 +20,12 @@ from __future__ import annotations
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from hierdiffuse_tf.config import ConfigError
 from hierdiffuse_tf.models import HierDiffuse
 from hierdiffuse_tf.models.base import MODEL_FEATURES, feature_shapes
+from hierdiffuse_tf.models.base import example_features as example_request  # noqa: F401  (public name)
 
 USER_FEATURES = tuple(k for k in MODEL_FEATURES if not k.startswith("target_"))
 
@@ -96,16 +96,6 @@ def export_saved_model(model: HierDiffuse, path: str, signatures=DEFAULT_SIGNATU
     archive.write_out(path, verbose=False)
     write_warmup_requests(path, config, warmup_batch, with_user_vector="user_vector" in signatures)
     return path
-
-
-def example_request(config, batch: int, seed: int = 0) -> dict:
-    """Plausible int64 features for warm-up and smoke tests."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, shape in feature_shapes(config).items():
-        high = 2 if name.endswith("popular") else (config.num_cats if "cat" in name else config.item_vocab)
-        out[name] = rng.integers(0, max(high, 2), size=(batch,) + shape).astype(np.int64)
-    return out
 
 
 def write_warmup_requests(path: str, config, batch: int, model_name: str = "hierdiffuse",

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from hierdiffuse_tf import bench, cli
+from hierdiffuse_tf import bench, bench_portable, cli
 
 
 def test_bench_inference_reports_every_path_and_ratio(tmp_path, capsys):
@@ -63,3 +63,36 @@ def test_bench_beam_times_the_taobao_builder_per_worker_count(tmp_path):
     assert result["git_commit"] is None or len(result["git_commit"]) == 40
     assert run["workers"] == 1 and run["examples"] > 0 and run["rows_per_sec"] > 0
     assert "| 1 |" in bench.markdown_beam(result)
+
+
+# Runs in a fresh interpreter where TensorFlow cannot be imported, as on a JAX-only GPU machine.
+WITHOUT_TENSORFLOW = """
+import importlib.util, json, sys
+for name in ("tensorflow", "tensorflow_datasets"):
+    sys.modules[name] = None
+find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name in ("tensorflow", "tensorflow_datasets") else find_spec(name, *a)
+from hierdiffuse_tf import bench_portable
+tiny = dict(embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8, max_long=8, diffusion_steps=20)
+result = bench_portable.bench_portable((4, 8), repeats=1, model_values=tiny)
+bench_portable.write(result, sys.argv[1])
+"""
+
+
+def test_bench_portable_times_the_model_math_without_tensorflow(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "portable.json"
+    env = {**os.environ, "KERAS_BACKEND": "numpy"}
+    subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, str(out)], check=True, env=env, timeout=300)
+    result = json.loads(out.read_text())
+    assert result["backend"] == "numpy" and set(result["results"]) == {"4", "8"}
+    for row in result["results"].values():
+        assert set(row["ratios"]) == set(bench_portable.TARGETS)
+        assert all(0 < v < float("inf") for v in row["ratios"].values())
+        assert {"tcc", "ddim_10", "ddpm_all", "no_fusion", "fusion_tcc", "fusion_ddim_10", "fusion_ddpm_100",
+                "din", "avg_pool_dnn", "call_floor"} == set(row["batches_per_sec"])
+        assert row["diagnostics"]["call_floor_ms"] > 0
+    assert "batch 8" in (tmp_path / "portable.md").read_text()

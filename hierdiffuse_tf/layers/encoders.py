@@ -49,7 +49,8 @@ class MaskedPooling(keras.layers.Layer):
 
     def call(self, x, padding_mask):
         mean, count = masked_mean(x, padding_mask)
-        return ops.where(ops.expand_dims(count > 0, -1), mean, self.empty)
+        # `convert_to_tensor`: JAX no longer takes a Keras variable in `jnp.where`.
+        return ops.where(ops.expand_dims(count > 0, -1), mean, ops.convert_to_tensor(self.empty))
 
     def compute_output_shape(self, x_shape, padding_mask_shape=None):
         return tuple(x_shape[:-2]) + (x_shape[-1],)

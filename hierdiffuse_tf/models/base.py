@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any
 
 import keras
-import tensorflow as tf
+import numpy as np
 from keras import ops
 
 from hierdiffuse_tf import distribute
@@ -44,6 +44,16 @@ def feature_shapes(config: ModelConfig) -> dict[str, tuple]:
     """Per-example shapes of the model's input features (the SPEC 1 table, minus the label)."""
     shapes = behaviors.feature_shapes(config)
     return {k: shapes[k] for k in MODEL_FEATURES}
+
+
+def example_features(config: ModelConfig, batch: int, seed: int = 0) -> dict:
+    """Plausible int64 features (numpy) for warm-up, benchmarks and smoke tests."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in feature_shapes(config).items():
+        high = 2 if name.endswith("popular") else (config.num_cats if "cat" in name else config.item_vocab)
+        out[name] = rng.integers(0, max(high, 2), size=(batch,) + shape).astype(np.int64)
+    return out
 
 
 class CTRModel(keras.Model, abc.ABC):
@@ -113,6 +123,8 @@ class CTRModel(keras.Model, abc.ABC):
         return self.optimizer.iterations
 
     def train_step(self, data):
+        import tensorflow as tf  # The TensorFlow edge: the model math above is backend-neutral.
+
         features, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             out = self.forward(features, training=True, labels=labels)

@@ -1,0 +1,221 @@
+"""`hierdiffuse bench portable`: the model's inference paths on any Keras backend.
+
+`bench inference` times the TensorFlow serving stack (`tf.function`, XLA, the
+SavedModel, `rank`). This bench times only the model math, which is written
+once in `keras.ops`, under whichever backend `KERAS_BACKEND` selects, so it
+runs where TensorFlow is not installed: the GPU figures in the README were
+taken with it, with JAX on an H100. Each path is one compiled function of the
+model's variables and the batch (`jax.jit` on JAX, `tf.function` with XLA on
+TensorFlow; eager under `no_grad` on torch, eager on numpy), warmed up, then timed in
+interleaved repeats. Weights are random: speed does not depend on them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+
+import keras
+from keras import ops
+
+from hierdiffuse_tf.config import BaselineConfig, HierDiffuseConfig
+from hierdiffuse_tf.models import DIN, AvgPoolDNN, HierDiffuse
+from hierdiffuse_tf.models.base import example_features
+
+# ml-100k's vocabulary with the default model size.
+DEFAULT_SHAPE = {"num_items": 1618, "num_cats": 21}
+# The ratios this bench can measure, with the targets of `bench inference` (issue 7).
+TARGETS = {"tcc_over_ddim": 1.24, "tcc_over_ddpm": 1.61, "tcc_over_no_fusion": 0.9,
+           "fusion_tcc_over_ddim": 8.0, "fusion_tcc_over_ddpm": 60.0}
+
+
+def block(out):
+    """Waits for `out` (any nest of tensors) to be computed."""
+    for value in keras.tree.flatten(out):
+        if hasattr(value, "block_until_ready"):
+            value.block_until_ready()  # JAX: no copy to the host.
+        else:
+            ops.convert_to_numpy(value)
+
+
+def time_paths(paths: dict, repeats: int = 7, calls: int = 5) -> dict:
+    """Median calls/s of each zero-argument callable, interleaved across paths."""
+    for fn in paths.values():
+        for _ in range(2):
+            block(fn())
+    samples = {name: [] for name in paths}
+    for _ in range(repeats):
+        for name, fn in paths.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                out = fn()
+            block(out)
+            samples[name].append(calls / (time.perf_counter() - start))
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def compile_path(fn, model, *args):
+    """`fn(*args)` compiled for the active backend, as a zero-argument callable.
+
+    On JAX the model's variables are arguments of the jitted function (as in
+    serving, where weights are inputs, not constants folded into the program).
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        variables = model.variables
+
+        def pure(values, inputs):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return fn(*inputs)
+
+        jitted, values = jax.jit(pure), [v.value for v in variables]
+        return lambda: jitted(values, args)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        compiled = tf.function(fn, jit_compile=True)
+        return lambda: compiled(*args)
+    if backend == "torch":
+        import torch
+
+        def eager():
+            with torch.no_grad():
+                return fn(*args)
+        return eager
+    return lambda: fn(*args)  # numpy: eager (inference only, as this bench is).
+
+
+def bench_portable(batch_sizes=(256,), repeats: int = 7, model_values: dict | None = None) -> dict:
+    """Batches/s of every model-math path at each batch size, plus the issue-7 ratios."""
+    values = {**DEFAULT_SHAPE, "diffusion_steps": 100, **(model_values or {})}
+    config = HierDiffuseConfig(**values)
+    baseline_values = {k: v for k, v in values.items() if k in BaselineConfig.field_names()}
+    features = {k: ops.convert_to_tensor(v) for k, v in example_features(config, 8).items()}
+    model = _built(HierDiffuse(config), features)
+    # DDPM-100 for the fusion stage: all T steps from t = T, the same weights.
+    from_t = _built(HierDiffuse(config.replace(t_star=config.diffusion_steps)), features)
+    from_t.set_weights(model.get_weights())
+    baselines = {"avg_pool_dnn": _built(AvgPoolDNN(BaselineConfig(**baseline_values)), features),
+                 "din": _built(DIN(BaselineConfig(**baseline_values)), features)}
+
+    def whole(sampler, steps=None):
+        def run(x):
+            h, s = model.user_side(x, sampler=sampler, steps=steps)
+            return model.score_candidates(h, s, x["target_item"], x["target_cat"])
+        return run
+
+    def fusion(m, sampler, steps=None):
+        return lambda *inputs: m.fuse(*inputs, sampler=sampler, steps=steps)
+
+    results = {}
+    for batch in batch_sizes:
+        x = {k: ops.convert_to_tensor(v) for k, v in example_features(config, batch).items()}
+        inputs = model.diffusion_inputs(model.encode(x))
+        paths = {
+            "tcc": compile_path(whole("tcc"), model, x),
+            "ddim_10": compile_path(whole("ddim", 10), model, x),
+            "ddpm_all": compile_path(whole("ddpm"), model, x),
+            "no_fusion": compile_path(whole("none"), model, x),
+            "fusion_tcc": compile_path(fusion(model, "tcc"), model, *inputs),
+            "fusion_ddim_10": compile_path(fusion(model, "ddim", 10), model, *inputs),
+            "fusion_ddpm_100": compile_path(fusion(from_t, "ddpm"), from_t, *inputs),
+            **{name: compile_path(lambda f, m=m: m(f, training=False)["ctr"], m, x)
+               for name, m in baselines.items()},
+            # The cost of one compiled call at all (one op on h_L): what every path pays once.
+            "call_floor": compile_path(lambda h: h * 2.0, model, inputs[0]),
+        }
+        speed = time_paths(paths, repeats=repeats)
+        ratios = {
+            "tcc_over_ddim": speed["tcc"] / speed["ddim_10"],
+            "tcc_over_ddpm": speed["tcc"] / speed["ddpm_all"],
+            "tcc_over_no_fusion": speed["tcc"] / speed["no_fusion"],
+            "fusion_tcc_over_ddim": speed["fusion_tcc"] / speed["fusion_ddim_10"],
+            "fusion_tcc_over_ddpm": speed["fusion_tcc"] / speed["fusion_ddpm_100"],
+        }
+        # Diagnostic only (not a target): the fusion ratios once the per-call floor is taken out.
+        floor_ms = 1000.0 / speed["call_floor"]
+        net_ms = {name: max(1000.0 / speed[name] - floor_ms, 1e-6)
+                  for name in ("fusion_tcc", "fusion_ddim_10", "fusion_ddpm_100")}
+        diagnostics = {"call_floor_ms": floor_ms, "fusion_net_of_call_ms": net_ms,
+                       "fusion_tcc_over_ddim_net_of_call": net_ms["fusion_ddim_10"] / net_ms["fusion_tcc"],
+                       "fusion_tcc_over_ddpm_net_of_call": net_ms["fusion_ddpm_100"] / net_ms["fusion_tcc"]}
+        results[str(batch)] = {"batches_per_sec": speed, "ratios": ratios, "diagnostics": diagnostics}
+    return {"backend": keras.backend.backend(), "device": _device(), "results": results,
+            "ddpm_steps": config.start_step, "repeats": repeats, "model": config.to_dict(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "keras": keras.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def _built(model, x):
+    model(x, training=False)
+    return model
+
+
+def _device() -> str:
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return ", ".join(sorted({d.device_kind for d in jax.devices()}))
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    return "cpu"
+
+
+def markdown(result: dict) -> str:
+    sizes = list(result["results"])
+    lines = ["| ratio | target | " + " | ".join(f"batch {b}" for b in sizes) + " |",
+             "|---|---|" + "---|" * len(sizes)]
+    for key, target in TARGETS.items():
+        cells = []
+        for b in sizes:
+            value = result["results"][b]["ratios"][key]
+            cells.append(f"{value:.2f}x{'' if value >= target else ' (missed)'}")
+        lines.append(f"| `{key}` | >= {target}x | " + " | ".join(cells) + " |")
+    lines += ["", "| path | " + " | ".join(f"batches/s at {b}" for b in sizes) + " |",
+              "|---|" + "---|" * len(sizes)]
+    for name in result["results"][sizes[0]]["batches_per_sec"]:
+        lines.append(f"| {name} | " + " | ".join(
+            f"{result['results'][b]['batches_per_sec'][name]:.1f}" for b in sizes) + " |")
+    for b in sizes:
+        diag = result["results"][b].get("diagnostics")
+        if diag:
+            lines += ["", f"Diagnostic, batch {b}: one compiled call costs {diag['call_floor_ms']:.3f} ms; net of "
+                      f"it, fusion TCC is {diag['fusion_tcc_over_ddim_net_of_call']:.2f}x DDIM-10 and "
+                      f"{diag['fusion_tcc_over_ddpm_net_of_call']:.1f}x DDPM-100."]
+    return "\n".join(lines) + (f"\n\n_Keras {result['keras']} on {result['backend']}, "
+                               f"{result['device']}; {result['date']}._\n")
+
+
+def write(result: dict, path: str | None, render=markdown) -> None:
+    """Writes the result as JSON and, beside it, its Markdown table (`render(result)`)."""
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+        with open(os.path.splitext(path)[0] + ".md", "w") as f:
+            f.write(render(result))
+
+
+def main(argv=None) -> None:
+    """`python -m hierdiffuse_tf.bench_portable`: runs where the CLI's TensorFlow stack is absent."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch-sizes", default="256", help="comma-separated, e.g. 256,4096")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--json", help="write the result here, and its Markdown beside it")
+    args = p.parse_args(argv)
+    result = bench_portable([int(b) for b in args.batch_sizes.split(",")], repeats=args.repeats)
+    write(result, args.json)
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

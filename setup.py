@@ -34,8 +34,9 @@ setup(
     ],
     extras_require={
         "beam": ["apache-beam==2.77.*"],
-        "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"],
-        "all": ["apache-beam==2.77.*", "pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"],
+        "test": ["pytest>=8", "pytest-xdist>=3.6", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"],
+        "all": ["apache-beam==2.77.*", "pytest>=8", "pytest-xdist>=3.6", "nbclient>=0.10", "nbformat>=5.10",
+                "ipykernel>=6"],
     },
     entry_points={"console_scripts": ["hierdiffuse=hierdiffuse_tf.cli:main"]},
 )

@@ -169,19 +169,39 @@ def train_throughput(model_name: str, batch_size: int = 256, steps: int = 30,
             "peak_rss_mb": peak_kb / 1024.0, "batch_size": batch_size, "steps": steps}
 
 
-def bench_train(models=("hierdiffuse", "din", "avg_pool_dnn"), batch_size: int = 256, steps: int = 30,
-                model_values: dict | None = None) -> dict:
-    """`train_throughput` of each model in its own process, so each peak memory is its own."""
+class IsolatedRunError(RuntimeError):
+    """A benchmark subprocess failed; `returncode` < 0 is the signal that killed it."""
+
+    def __init__(self, returncode: int, stderr: str):
+        how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with {returncode}"
+        hint = " (the kernel's OOM killer sends 9)" if returncode == -9 else ""
+        super().__init__(f"The benchmark process {how}{hint}. Its last output:\n{stderr[-2000:]}")
+        self.returncode = returncode
+
+
+def run_isolated(call: str, show_progress: bool = False) -> dict:
+    """`bench.<call>` in a fresh Python process, so its time and peak memory are its own.
+
+    The call's JSON result is the process's last stdout line. With
+    `show_progress`, its stderr (logs, progress bars) goes to ours as it runs.
+    """
     import subprocess
     import sys
 
-    rows = []
-    for name in models:
-        code = ("import json, sys; from hierdiffuse_tf import bench; "
-                f"print(json.dumps(bench.train_throughput({name!r}, {batch_size}, {steps}, {model_values!r})))")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    code = f"import json; from hierdiffuse_tf import bench; print(json.dumps(bench.{call}))"
+    out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         stderr=None if show_progress else subprocess.PIPE, text=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if out.returncode != 0:
+        raise IsolatedRunError(out.returncode, out.stderr or "(shown above)")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_train(models=("hierdiffuse", "din", "avg_pool_dnn"), batch_size: int = 256, steps: int = 30,
+                model_values: dict | None = None) -> dict:
+    """`train_throughput` of each model in its own process, so each peak memory is its own."""
+    rows = [run_isolated(f"train_throughput({name!r}, {batch_size}, {steps}, {model_values!r})")
+            for name in models]
     by = {r["model"]: r for r in rows}
     ratios = {f"{m}_over_hierdiffuse": by[m]["examples_per_sec"] / by["hierdiffuse"]["examples_per_sec"]
               for m in by if m != "hierdiffuse" and "hierdiffuse" in by}
@@ -244,14 +264,9 @@ def bench_beam(rows: int = 2_000_000, workers=(1, 2), workdir: str = "/tmp/hierd
     DirectRunner in multi-processing mode, so the runs differ only in workers.
     `on_run(result)` is called after every build with the result so far (the
     CLI writes the JSON there), so a build that kills the process (out of
-    memory) does not take the finished ones with it.
+    memory) does not take the finished ones with it. Each build runs in its own
+    process (`beam_build`), so neither inherits the other's memory.
     """
-    import shutil
-
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from hierdiffuse_tf.data import pipeline
-    from hierdiffuse_tf.data.tfds_base import RawDataError
     from hierdiffuse_tf.datasets.taobao_user_behavior_ctr import (
         taobao_user_behavior_ctr_dataset_builder as taobao)
     from hierdiffuse_tf.training import git_commit
@@ -265,35 +280,69 @@ def bench_beam(rows: int = 2_000_000, workers=(1, 2), workdir: str = "/tmp/hierd
     result = {"rows": rows, "runs": runs, "seed": seed, "machine": _machine(), "git_commit": git_commit(),
               "generated_by": f"taobao_user_behavior_ctr_dataset_builder.write_sample(rows={rows}, seed={seed})"}
     for n in workers:
-        data_dir = os.path.join(workdir, f"data_{n}")
-        shutil.rmtree(data_dir, ignore_errors=True)
-        options = PipelineOptions(["--runner=DirectRunner", f"--direct_num_workers={n}",
-                                   "--direct_running_mode=multi_processing"])
-        start = time.perf_counter()
         try:
-            builder = pipeline.prepare("taobao_user_behavior_ctr", data_dir, manual, beam_options=options)
-            error = None
-        except RawDataError as e:  # E.g. the completeness check: recorded, not hidden.
-            builder, error = None, str(e)
-        seconds = time.perf_counter() - start
-        examples = sum(s.num_examples for s in builder.info.splits.values()) if builder else 0
-        runs.append({"workers": n, "seconds": seconds, "rows_per_sec": rows / seconds,
-                     "examples": examples, "examples_per_sec": examples / seconds,
-                     "complete": error is None, "error": error})
+            run = run_isolated(f"beam_build({rows}, {n}, {workdir!r})", show_progress=True)
+        except IsolatedRunError as e:  # An out-of-memory kill is a result too: recorded, not hidden.
+            run = {"workers": n, "seconds": None, "rows_per_sec": None, "examples": 0,
+                   "complete": False, "error": str(e).splitlines()[0]}
+        runs.append(run)
         result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         if len(runs) > 1:
             result["ratios"] = {f"workers_{r['workers']}_over_{runs[0]['workers']}":
-                                r["rows_per_sec"] / runs[0]["rows_per_sec"] for r in runs[1:]}
+                                r["rows_per_sec"] / runs[0]["rows_per_sec"] for r in runs[1:]
+                                if r["complete"] and runs[0]["complete"]}
         if on_run:
             on_run(result)
     return result
 
 
+def beam_build(rows: int, workers: int, workdir: str) -> dict:
+    """One Taobao build of `workdir/manual` on the DirectRunner with `workers` processes.
+
+    Peak memory is the largest single process: this one (the runner) and its
+    largest worker, as `getrusage` reports them.
+    """
+    import resource
+    import shutil
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from hierdiffuse_tf.data import pipeline
+    from hierdiffuse_tf.data.tfds_base import RawDataError
+
+    data_dir = os.path.join(workdir, f"data_{workers}")
+    shutil.rmtree(data_dir, ignore_errors=True)
+    options = PipelineOptions(["--runner=DirectRunner", f"--direct_num_workers={workers}",
+                               "--direct_running_mode=multi_processing"])
+    start = time.perf_counter()
+    try:
+        builder = pipeline.prepare("taobao_user_behavior_ctr", data_dir, os.path.join(workdir, "manual"),
+                                   beam_options=options)
+        error = None
+    except RawDataError as e:  # E.g. the completeness check: recorded, not hidden.
+        builder, error = None, str(e)
+    seconds = time.perf_counter() - start
+    examples = sum(s.num_examples for s in builder.info.splits.values()) if builder else 0
+    peak_mb = {who: resource.getrusage(what).ru_maxrss / 1024.0
+               for who, what in (("runner", resource.RUSAGE_SELF), ("largest_worker", resource.RUSAGE_CHILDREN))}
+    return {"workers": workers, "seconds": seconds, "rows_per_sec": rows / seconds, "examples": examples,
+            "examples_per_sec": examples / seconds, "peak_rss_mb": peak_mb, "complete": error is None,
+            "error": error}
+
+
 def markdown_beam(result: dict) -> str:
-    lines = ["| DirectRunner workers | seconds | raw rows/s | examples written/s | build complete |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r['workers']} | {r['seconds']:.0f} | {r['rows_per_sec']:.0f} | "
-              f"{r['examples_per_sec']:.0f} | {'yes' if r['complete'] else 'no: ' + r['error'][:80]} |"
-              for r in result["runs"]]
+    lines = ["| DirectRunner workers | seconds | raw rows/s | examples written/s | peak RSS, runner / "
+             "largest worker (MB) | build complete |", "|---|---|---|---|---|---|"]
+    for r in result["runs"]:
+        if r["seconds"] is None:
+            lines.append(f"| {r['workers']} | - | - | - | - | no: {r['error'][:100]} |")
+            continue
+        peak = r.get("peak_rss_mb")
+        lines.append(f"| {r['workers']} | {r['seconds']:.0f} | {r['rows_per_sec']:.0f} | "
+                     f"{r['examples_per_sec']:.0f} | "
+                     + (f"{peak['runner']:.0f} / {peak['largest_worker']:.0f}" if peak else "-")
+                     + f" | {'yes' if r['complete'] else 'no: ' + r['error'][:80]} |")
+    for key, value in result.get("ratios", {}).items():
+        lines.append(f"\n`{key}`: {value:.2f}x.")
     return "\n".join(lines) + (f"\n\n_{result['rows']:,} rows of a generated `UserBehavior.csv`, "
                                f"{result['machine']}, {result['date']}._\n")

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory")
 
     p = sub.add_parser("experiment", help="regenerate the paper's tables (resumable)")
-    p.add_argument("which", choices=["table1", "table2", "robustness", "readme"])
+    p.add_argument("which", choices=["tune", "table1", "table2", "robustness", "readme"])
     p.add_argument("--dataset", default="movielens_100k_ctr")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seeds", type=int, default=3)
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-batches", type=int, default=20, help="test batches timed per repeat")
     p.add_argument("--noise", default="0,0.1,0.2,0.3,0.5", help="noise-click rates (robustness)")
     p.add_argument("--readme", default="README.md", help="README to splice results into (readme)")
+    p.add_argument("--trials", type=int, default=4, help="tune: trials per model (the same for every model)")
+    p.add_argument("--tuned", default=None,
+                   help="table1/table2: a tuning.json from `experiment tune`; adds each model's best overrides")
 
     p = sub.add_parser("export", help="write the serving SavedModel of a trained HierDiffuse run")
     p.add_argument("--model-dir", required=True)
@@ -141,6 +144,11 @@ def run_experiment(args: argparse.Namespace):
                                       **common)
     pipeline.check_name(args.dataset)
     pipeline.prepared_builder(args.dataset, args.data_dir)
+    if args.which == "tune":
+        return experiments.tune(args.dataset, args.out, models=models or experiments.TABLE1_MODELS,
+                                trials=args.trials, epochs=args.epochs, data_dir=args.data_dir,
+                                common=args.set, command=command)
+    common["tuned"] = experiments.load_tuned(args.tuned) if args.tuned else None
     if args.which == "table1":
         return experiments.table1(args.dataset, args.out, batch_size=args.batch_size,
                                   timing_batches_count=args.timing_batches,
@@ -235,7 +243,7 @@ def run(args: argparse.Namespace) -> dict | None:
         apply_overrides(values, {}, HierDiffuseConfig, args.set)
         if args.which == "inference":
             summary = bench.bench_inference(args.batch_size, repeats=args.repeats, model_values=values)
-            bench.write(summary, args.json)
+            bench.write(summary, args.json, bench.markdown)
             print(bench.markdown(summary))
             summary = {"ratios": summary["ratios"], "batches_per_sec": summary["batches_per_sec"]}
         elif args.which == "train":

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import os
+import random
 import re
 import statistics
 import time
@@ -64,6 +66,10 @@ TABLE2_ROWS = (
     Row("e", "+Short->Long", ("direction=short_to_long",), paper_auc=0.7647, paper_infer=16.0),
     Row("e", "+Long->Short (ours)", paper_auc=0.7680, paper_infer=16.1),
 )
+# The tuning budget (`experiment tune`): every model gets the same search space and
+# the same number of trials, one seed each, compared on the validation split only.
+# Each field's default comes first; the defaults are trial 0.
+TUNING_SPACE = (("learning_rate", (1e-3, 3e-3, 3e-4)), ("dropout", (0.1, 0.0, 0.2)))
 NOISE_CONFIGS = {0.0: "noise_0", 0.1: "noise_10", 0.2: "noise_20", 0.3: "noise_30", 0.5: "noise_50"}
 ROBUSTNESS_MODELS = ("hierdiffuse", "din", "avg_pool_dnn")
 
@@ -117,7 +123,7 @@ def release_run(run_dir: str) -> None:
 
 def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds: int,
                epochs: int | None, data_dir: str | None, common: Sequence[str] = (),
-               poll_seconds: float = 30.0) -> dict:
+               poll_seconds: float = 30.0, eval_split: str = "test") -> dict:
     """Trains each (model, overrides) with every seed, skipping finished runs.
 
     Runs held by another process (see `claim_run`) are left for last and
@@ -140,7 +146,8 @@ def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds:
                     if not os.path.exists(metrics_path):  # Finished while we looked elsewhere.
                         print(f"{step} training {key} seed {seed}", flush=True)
                         training.train(model, dataset, run_dir, data_dir=data_dir, epochs=epochs,
-                                       seed=seed, overrides=[*common, *overrides], verbose=2)
+                                       seed=seed, overrides=[*common, *overrides], verbose=2,
+                                       eval_split=eval_split)
                 finally:
                     release_run(run_dir)
             else:
@@ -231,8 +238,9 @@ def write_table(rows: list[dict], columns: list[tuple[str, str, str]], out: str,
         writer.writerows([[_cell(r.get(k), f) for k, _, f in columns] for r in rows])
     lines = ["| " + " | ".join(t for _, t, _ in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(r.get(k), f) for k, _, f in columns) + " |" for r in rows]
+    batch = f"inference batch size {meta['batch_size']}, " if meta.get("batch_size") else ""
     caption = (f"\n_{meta['dataset']}, {meta['seeds']} seed(s), {meta['epochs']} epoch(s), "
-               f"inference batch size {meta['batch_size']}, commit {str(meta['git_commit'])[:10]}; "
+               f"{batch}commit {str(meta['git_commit'])[:10]}; "
                f"made by `{meta['command']}`._\n")
     with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n" + caption)
@@ -248,22 +256,82 @@ def _meta(dataset, seeds, epochs, batch_size, command) -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+def tuning_trials(trials: int, seed: int = 0) -> list[tuple[str, ...]]:
+    """`trials` override sets from `TUNING_SPACE`: the defaults (no overrides) first,
+    then a seeded shuffle of the other combinations, the same for every model."""
+    names = [name for name, _ in TUNING_SPACE]
+    combos = list(itertools.product(*(values for _, values in TUNING_SPACE)))
+    rest = combos[1:]
+    random.Random(seed).shuffle(rest)
+    if not 1 <= trials <= len(combos):
+        raise ConfigError(f"--trials must be in [1, {len(combos)}] (the size of TUNING_SPACE). "
+                          f"Received: {trials}")
+    defaults = combos[0]
+    return [tuple(f"{n}={v}" for n, v, d in zip(names, combo, defaults) if v != d)
+            for combo in [defaults, *rest][:trials]]
+
+
+def tune(dataset: str, out: str, models: Sequence[str] = TABLE1_MODELS, trials: int = 4,
+         epochs: int | None = None, data_dir: str | None = None,
+         common: Sequence[str] = (), command: str = "") -> dict:
+    """The same tuning budget for every model, on the validation split; writes tuning.{json,md,csv}.
+
+    Each model trains once (seed 0) per trial of `tuning_trials`, under
+    `out/tuning/runs/`, and is evaluated on validation only. `tuning.json`'s
+    `best` maps each model to its winning overrides, which `table1`/`table2`
+    take with `tuned=load_tuned(path)`.
+    """
+    candidates = tuning_trials(trials)
+    runs = train_runs(os.path.join(out, "tuning"), dataset, [(m, t) for m in models for t in candidates],
+                      1, epochs, data_dir, common, eval_split="validation")
+    rows, best = [], {}
+    for m in models:
+        aucs = [runs[run_key(m, t)][0]["auc"] for t in candidates]
+        winner = int(np.argmax(aucs))
+        best[m] = list(candidates[winner])
+        rows += [{"model": m, "trial": i, "overrides": " ".join(t) or "(defaults)", "val_auc": auc,
+                  "chosen": "yes" if i == winner else ""} for i, (t, auc) in enumerate(zip(candidates, aucs))]
+    columns = [("model", "model", "{}"), ("trial", "trial", "{}"), ("overrides", "overrides", "{}"),
+               ("val_auc", "validation AUC", "{:.4f}"), ("chosen", "chosen", "{}")]
+    meta = {**_meta(dataset, 1, epochs, None, command), "trials": trials,
+            "space": {name: list(values) for name, values in TUNING_SPACE}, "best": best,
+            "selected_on": "validation"}
+    write_table(rows, columns, out, "tuning", meta)
+    return best
+
+
+def load_tuned(path: str) -> dict[str, tuple[str, ...]]:
+    """Each model's winning overrides from a `tuning.json` written by `tune`."""
+    with open(path) as f:
+        data = json.load(f)
+    best = data.get("meta", {}).get("best") if isinstance(data, dict) else None
+    if best is None:
+        raise ConfigError(f"--tuned: {path} has no `meta.best`; write it with `hierdiffuse experiment tune`")
+    return {model: tuple(overrides) for model, overrides in best.items()}
+
+
 def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
            data_dir: str | None = None, models: Sequence[str] = TABLE1_MODELS,
            batch_size: int = 256, timing_batches_count: int = 20, common: Sequence[str] = (),
-           command: str = "") -> list[dict]:
-    """Trains every Table 1 model with `seeds` seeds; writes table1.{json,md,csv}."""
-    runs = train_runs(out, dataset, [(m, ()) for m in models], seeds, epochs, data_dir, common)
-    loaded = {m: training.load_run_model(runs[run_key(m, ())][0]["run_dir"]) for m in models}
+           command: str = "", tuned: dict | None = None) -> list[dict]:
+    """Trains every Table 1 model with `seeds` seeds; writes table1.{json,md,csv}.
+
+    `tuned` (from `load_tuned`) adds each model's tuned overrides to its runs.
+    """
+    tuned = tuned or {}
+    keys = {m: run_key(m, tuned.get(m, ())) for m in models}
+    runs = train_runs(out, dataset, [(m, tuned.get(m, ())) for m in models], seeds, epochs, data_dir, common)
+    loaded = {m: training.load_run_model(runs[keys[m]][0]["run_dir"]) for m in models}
     speed = time_inference(loaded, timing_batches(dataset, data_dir, batch_size, timing_batches_count))
     rows = []
     for m in models:
-        metrics = runs[run_key(m, ())]
+        metrics = runs[keys[m]]
         paper = PAPER_TABLE1.get(m, (None, None, None))
         rows.append({"model": m, **summary([r["auc"] for r in metrics], [r["logloss"] for r in metrics]),
                      "gauc_mean": float(np.mean([r["gauc"] for r in metrics])),
                      "batches_per_sec": speed[m], "paper_amazon": paper[0], "paper_taobao": paper[1],
-                     "seeds": list(range(seeds)), "config": json.load(open(os.path.join(
+                     "seeds": list(range(seeds)), "tuned_overrides": list(tuned.get(m, ())),
+                     "config": json.load(open(os.path.join(
                          metrics[0]["run_dir"], "config.json")))})
     columns = [("model", "model", "{}"), ("auc_pm", "AUC (mean ± std)", "{}"),
                ("logloss_mean", "log loss", "{:.4f}"), ("gauc_mean", "GAUC", "{:.4f}"),
@@ -276,13 +344,17 @@ def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
 def table2(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
            data_dir: str | None = None, rows_spec: Sequence[Row] = TABLE2_ROWS,
            batch_size: int = 256, timing_batches_count: int = 20, common: Sequence[str] = (),
-           command: str = "") -> list[dict]:
-    """Trains every distinct Table 2 variant; inference-only rows reuse the full model."""
-    jobs = list(dict.fromkeys(("hierdiffuse", r.train) for r in rows_spec))
+           command: str = "", tuned: dict | None = None) -> list[dict]:
+    """Trains every distinct Table 2 variant; inference-only rows reuse the full model.
+
+    `tuned` (from `load_tuned`) adds HierDiffuse's tuned overrides to every row.
+    """
+    base_overrides = tuple((tuned or {}).get("hierdiffuse", ()))
+    jobs = list(dict.fromkeys(("hierdiffuse", base_overrides + r.train) for r in rows_spec))
     runs = train_runs(out, dataset, jobs, seeds, epochs, data_dir, common)
     models, aucs = {}, {}
     for r in rows_spec:
-        metrics = runs[run_key("hierdiffuse", r.train)]
+        metrics = runs[run_key("hierdiffuse", base_overrides + r.train)]
         base = training.load_run_model(metrics[0]["run_dir"])
         models[r.variant] = with_inference_changes(base, r.infer)
         aucs[r.variant] = auc_of(metrics, dataset=dataset, data_dir=data_dir, changes=r.infer)

@@ -144,8 +144,11 @@ def compile_model(model: CTRModel, train_config: config_lib.TrainConfig) -> CTRM
 def train(model_name: str, dataset: str, out_dir: str, data_dir: str | None = None,
           epochs: int | None = None, seed: int | None = None, config_file: str | None = None,
           overrides: Sequence[str] = (), verbose: int = 1,
-          extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
-    """Trains, evaluates on test, and writes the run directory. Returns the metrics."""
+          extra_callbacks: Sequence[keras.callbacks.Callback] = (), eval_split: str = "test") -> dict:
+    """Trains, evaluates on `eval_split`, and writes the run directory. Returns the metrics.
+
+    Tuning runs pass `eval_split="validation"`, so the test split is never read.
+    """
     builder = pipeline.prepared_builder(dataset, data_dir)
     model_cls, model_config, train_config = resolve_configs(
         model_name, builder, config_file, overrides, epochs, seed)
@@ -176,9 +179,9 @@ def train(model_name: str, dataset: str, out_dir: str, data_dir: str | None = No
                         shuffle=False)  # The tf.data pipeline shuffles.
     seconds = time.perf_counter() - start
     model.save(os.path.join(out_dir, "model.keras"))
-    metrics = evaluate(model, make("test", False), verbose=verbose)
+    metrics = evaluate(model, make(eval_split, False), verbose=verbose)
     metrics.update({"seconds": seconds, "seed": train_config.seed, "model": model_name,
-                    "dataset": dataset, "split": "test", "epochs_run": len(history.epoch),
+                    "dataset": dataset, "split": eval_split, "epochs_run": len(history.epoch),
                     "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}})
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)

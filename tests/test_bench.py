@@ -62,7 +62,22 @@ def test_bench_beam_times_the_taobao_builder_per_worker_count(tmp_path):
     assert written == [result]
     assert result["git_commit"] is None or len(result["git_commit"]) == 40
     assert run["workers"] == 1 and run["examples"] > 0 and run["rows_per_sec"] > 0
+    # Each build runs in its own process, so its peak memory is its own.
+    assert run["peak_rss_mb"]["runner"] > 0 and run["peak_rss_mb"]["largest_worker"] > 0
     assert "| 1 |" in bench.markdown_beam(result)
+
+
+def test_bench_beam_records_a_killed_build_instead_of_dying(tmp_path, monkeypatch):
+    from hierdiffuse_tf import bench
+
+    def oom(call, show_progress=False):
+        raise bench.IsolatedRunError(-9, "")
+
+    monkeypatch.setattr(bench, "run_isolated", oom)
+    result = bench.bench_beam(rows=50, workers=(1, 2), workdir=str(tmp_path))
+    assert [r["complete"] for r in result["runs"]] == [False, False]
+    assert "signal 9" in result["runs"][0]["error"] and result["ratios"] == {}
+    assert "no: The benchmark process was killed by signal 9" in bench.markdown_beam(result)
 
 
 # Runs in a fresh interpreter where TensorFlow cannot be imported, as on a JAX-only GPU machine.

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import TINY_SETS, random_features
 from hierdiffuse_tf import cli, experiments
-from hierdiffuse_tf.config import HierDiffuseConfig
+from hierdiffuse_tf.config import ConfigError, HierDiffuseConfig
 from hierdiffuse_tf.models import HierDiffuse
 
 SMOKE = "synthetic_interest_ctr/smoke"
@@ -127,3 +127,45 @@ def test_claim_run_takes_over_a_lock_left_by_a_dead_process(tmp_path):
     (run_dir / "train.lock").write_text("999999999")  # No such pid.
     assert experiments.claim_run(str(run_dir))
     assert (run_dir / "train.lock").read_text() == str(os.getpid())
+
+
+def test_tuning_trials_start_from_the_defaults_and_never_repeat():
+    trials = experiments.tuning_trials(5)
+    assert trials[0] == () and len(set(trials)) == 5
+    assert trials == experiments.tuning_trials(5)  # The same candidates for every model.
+    with pytest.raises(ConfigError, match="--trials"):
+        experiments.tuning_trials(100)
+
+
+def test_tune_selects_on_validation_and_table1_trains_the_winner(smoke_builder, data_dir, tmp_path):
+    argv = ["experiment", "tune", "--dataset", SMOKE, "--data-dir", data_dir, "--trials", "2",
+            "--epochs", "1", "--out", str(tmp_path), "--models", "avg_pool_dnn",
+            *sum((["--set", s] for s in FAST), [])]
+    assert cli.main(argv) == 0
+    tuning = json.load(open(tmp_path / "tuning.json"))
+    trials = [r for r in tuning["rows"] if r["model"] == "avg_pool_dnn"]
+    assert len(trials) == 2 and sum(r["chosen"] == "yes" for r in trials) == 1
+    chosen = max(trials, key=lambda r: r["val_auc"])
+    assert chosen["chosen"] == "yes" and tuning["meta"]["selected_on"] == "validation"
+    for overrides in experiments.tuning_trials(2):  # Tuning never evaluates the test split.
+        key = experiments.run_key("avg_pool_dnn", overrides)
+        metrics = json.load(open(tmp_path / "tuning" / "runs" / key / "seed0" / "metrics.json"))
+        assert metrics["split"] == "validation"
+    best = experiments.load_tuned(str(tmp_path / "tuning.json"))["avg_pool_dnn"]
+    rows = experiments.table1(SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir,
+                              models=("avg_pool_dnn",), batch_size=128, timing_batches_count=2,
+                              common=FAST, tuned={"avg_pool_dnn": best})
+    assert rows[0]["tuned_overrides"] == list(best)
+    assert os.path.isdir(tmp_path / "runs" / experiments.run_key("avg_pool_dnn", best) / "seed0")
+    train_config = rows[0]["config"]["train_config"]
+    for override in best:
+        name, value = override.split("=")
+        source = train_config if name in train_config else rows[0]["config"]["model_config"]
+        assert source[name] == pytest.approx(float(value))
+
+
+def test_load_tuned_names_a_file_without_results(tmp_path):
+    path = tmp_path / "table1.json"
+    path.write_text(json.dumps({"meta": {}, "rows": []}))
+    with pytest.raises(ConfigError, match="experiment tune"):
+        experiments.load_tuned(str(path))

@@ -8,7 +8,7 @@ and feed its output ŷ to the shared head with the real target:
 What is kept and what changed (also in the README):
 
 * The generator learns to reconstruct the embedding of *clicked* targets only
-  (`recon_weight * ||f(x_t, t, seq) - e_target||^2` over positives), as both
+  (`recon_weight * mean_d (f(x_t, t, seq) - e_target)^2` over positives), as both
   papers learn from observed next items. The target is a stop-gradient copy,
   so the embeddings are not pulled towards easy-to-denoise vectors. It is
   layer-normalised, so its scale matches the unit-variance noise; the head
@@ -93,7 +93,9 @@ class TargetDiffusionModel(SequenceCTRModel, abc.ABC):
         x0 = ops.stop_gradient(target)
         t = ops.cast(ops.floor(batch_random(keras.random.uniform, (batch,), seed=self.noise_seed) * T) + 1, "int32")
         x_t = self.schedule.q_sample(x0, t, batch_random(keras.random.normal, (batch, dim), seed=self.noise_seed))
-        error = ops.sum(ops.square(self.predict_x0(x_t, t, context, training=True) - x0), axis=-1)
+        # Mean over the d dimensions, not the sum: summed, the error (about d at the
+        # start) swamped the BCE under global-norm clipping and the head learned nothing.
+        error = ops.mean(ops.square(self.predict_x0(x_t, t, context, training=True) - x0), axis=-1)
         clicked = ops.cast(ops.reshape(labels, (-1,)), error.dtype) if labels is not None else 1.0
         recon = ops.sum(error * clicked) / ops.maximum(ops.sum(clicked * ops.ones_like(error)), 1.0)
         return Forward(logit=logit, aux_loss=self.config.recon_weight * recon, logs={"recon": recon})

@@ -146,6 +146,7 @@ def bench_portable(batch_sizes=(256,), repeats: int = 7, model_values: dict | No
                        "fusion_tcc_over_ddpm_net_of_call": net_ms["fusion_ddpm_100"] / net_ms["fusion_tcc"]}
         results[str(batch)] = {"batches_per_sec": speed, "ratios": ratios, "diagnostics": diagnostics}
     return {"backend": keras.backend.backend(), "device": _device(), "results": results,
+            "dtype_policy": keras.config.dtype_policy().name,
             "ddpm_steps": config.start_step, "repeats": repeats, "model": config.to_dict(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "keras": keras.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -190,6 +191,7 @@ def markdown(result: dict) -> str:
                       f"it, fusion TCC is {diag['fusion_tcc_over_ddim_net_of_call']:.2f}x DDIM-10 and "
                       f"{diag['fusion_tcc_over_ddpm_net_of_call']:.1f}x DDPM-100."]
     return "\n".join(lines) + (f"\n\n_Keras {result['keras']} on {result['backend']}, "
+                               f"dtype policy {result.get('dtype_policy', 'float32')}, "
                                f"{result['device']}; {result['date']}._\n")
 
 
@@ -211,7 +213,10 @@ def main(argv=None) -> None:
     p.add_argument("--batch-sizes", default="256", help="comma-separated, e.g. 256,4096")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--json", help="write the result here, and its Markdown beside it")
+    p.add_argument("--dtype-policy", default="float32",
+                   help="Keras dtype policy for every layer, e.g. mixed_bfloat16 on a GPU")
     args = p.parse_args(argv)
+    keras.config.set_dtype_policy(args.dtype_policy)
     result = bench_portable([int(b) for b in args.batch_sizes.split(",")], repeats=args.repeats)
     write(result, args.json)
     print(markdown(result))

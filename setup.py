@@ -8,6 +8,9 @@ DATASET_PACKAGES = ["datasets"] + [
     f"datasets.{p}" for p in find_packages("datasets")
 ]
 
+BEAM = ["apache-beam==2.77.*"]
+TEST = ["pytest>=8", "pytest-xdist>=3.6", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"]
+
 setup(
     name="hierdiffuse-tf",
     version="0.1.0",
@@ -32,11 +35,6 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.66",
     ],
-    extras_require={
-        "beam": ["apache-beam==2.77.*"],
-        "test": ["pytest>=8", "pytest-xdist>=3.6", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"],
-        "all": ["apache-beam==2.77.*", "pytest>=8", "pytest-xdist>=3.6", "nbclient>=0.10", "nbformat>=5.10",
-                "ipykernel>=6"],
-    },
+    extras_require={"beam": BEAM, "test": TEST, "all": BEAM + TEST},
     entry_points={"console_scripts": ["hierdiffuse=hierdiffuse_tf.cli:main"]},
 )

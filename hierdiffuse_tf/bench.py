@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from hierdiffuse_tf import export
+from hierdiffuse_tf import bench_portable, export
 from hierdiffuse_tf.bench_portable import DEFAULT_SHAPE, time_paths, write  # noqa: F401  (shared)
 from hierdiffuse_tf.config import BaselineConfig, HierDiffuseConfig
 from hierdiffuse_tf.models import DIN, AvgPoolDNN, HierDiffuse
@@ -120,9 +119,7 @@ def _built(model, x):
     return model
 
 
-TARGETS = {"tcc_over_ddim": 1.24, "tcc_over_ddpm": 1.61, "tcc_over_no_fusion": 0.9,
-           "fusion_tcc_over_ddim": 8.0, "fusion_tcc_over_ddpm": 60.0, "rank_over_batch": 3.0,
-           "savedmodel_over_keras": 1.0}
+TARGETS = {**bench_portable.TARGETS, "rank_over_batch": 3.0, "savedmodel_over_keras": 1.0}
 
 
 def markdown(result: dict) -> str:
@@ -173,7 +170,8 @@ class IsolatedRunError(RuntimeError):
     """A benchmark subprocess failed; `returncode` < 0 is the signal that killed it."""
 
     def __init__(self, returncode: int, stderr: str):
-        how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with {returncode}"
+        how = (f"was killed by signal {-returncode}" if returncode < 0 else
+               f"exited with {returncode}" if returncode else "printed no result")
         hint = " (the kernel's OOM killer sends 9)" if returncode == -9 else ""
         super().__init__(f"The benchmark process {how}{hint}. Its last output:\n{stderr[-2000:]}")
         self.returncode = returncode
@@ -192,9 +190,10 @@ def run_isolated(call: str, show_progress: bool = False) -> dict:
     out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
                          stderr=None if show_progress else subprocess.PIPE, text=True,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    if out.returncode != 0:
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
         raise IsolatedRunError(out.returncode, out.stderr or "(shown above)")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(lines[-1])
 
 
 def bench_train(models=("hierdiffuse", "din", "avg_pool_dnn"), batch_size: int = 256, steps: int = 30,

@@ -1,4 +1,4 @@
-"""`hierdiffuse bench portable`: the model's inference paths on any Keras backend.
+"""`python -m hierdiffuse_tf.bench_portable`: the model's inference paths on any Keras backend.
 
 `bench inference` times the TensorFlow serving stack (`tf.function`, XLA, the
 SavedModel, `rank`). This bench times only the model math, which is written
@@ -195,7 +195,7 @@ def markdown(result: dict) -> str:
                                f"{result['device']}; {result['date']}._\n")
 
 
-def write(result: dict, path: str | None, render=markdown) -> None:
+def write(result: dict, path: str | None, render) -> None:
     """Writes the result as JSON and, beside it, its Markdown table (`render(result)`)."""
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -218,7 +218,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     keras.config.set_dtype_policy(args.dtype_policy)
     result = bench_portable([int(b) for b in args.batch_sizes.split(",")], repeats=args.repeats)
-    write(result, args.json)
+    write(result, args.json, markdown)
     print(markdown(result))
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from hierdiffuse_tf import training
-from hierdiffuse_tf.config import ConfigError
+from hierdiffuse_tf.config import ConfigError, ModelConfig, TrainConfig
 from hierdiffuse_tf.data import pipeline
 
 TABLE1_MODELS = ("avg_pool_dnn", "din", "dien", "diffurec", "dreamrec", "hierdiffuse")
@@ -69,7 +69,8 @@ TABLE2_ROWS = (
 # The tuning budget (`experiment tune`): every model gets the same search space and
 # the same number of trials, one seed each, compared on the validation split only.
 # Each field's default comes first; the defaults are trial 0.
-TUNING_SPACE = (("learning_rate", (1e-3, 3e-3, 3e-4)), ("dropout", (0.1, 0.0, 0.2)))
+TUNING_SPACE = (("learning_rate", (TrainConfig.learning_rate, 3e-3, 3e-4)),
+                ("dropout", (ModelConfig.dropout, 0.0, 0.2)))
 NOISE_CONFIGS = {0.0: "noise_0", 0.1: "noise_10", 0.2: "noise_20", 0.3: "noise_30", 0.5: "noise_50"}
 ROBUSTNESS_MODELS = ("hierdiffuse", "din", "avg_pool_dnn")
 
@@ -153,7 +154,11 @@ def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds:
             else:
                 print(f"{step} {key} seed {seed}: done already", flush=True)
             with open(metrics_path) as f:
-                finished[(key, seed)] = {**json.load(f), "run_dir": run_dir}
+                metrics = json.load(f)
+            if metrics.get("split", "test") != eval_split:  # E.g. a tuning run in a table's folder.
+                raise ConfigError(f"{metrics_path} was evaluated on {metrics.get('split')!r}, not "
+                                  f"{eval_split!r}: keep tuning runs (`experiment tune`) and table runs apart")
+            finished[(key, seed)] = {**metrics, "run_dir": run_dir}
         if waiting and len(waiting) == len(pending):
             names = ", ".join(f"{run_key(m, o)} seed {s}" for m, o, s in waiting)
             print(f"waiting for another process to finish: {names}", flush=True)
@@ -281,13 +286,14 @@ def tune(dataset: str, out: str, models: Sequence[str] = TABLE1_MODELS, trials: 
     `best` maps each model to its winning overrides, which `table1`/`table2`
     take with `tuned=load_tuned(path)`.
     """
+    _check_untuned_keys(common, "--set")
     candidates = tuning_trials(trials)
     runs = train_runs(os.path.join(out, "tuning"), dataset, [(m, t) for m in models for t in candidates],
                       1, epochs, data_dir, common, eval_split="validation")
     rows, best = [], {}
     for m in models:
         aucs = [runs[run_key(m, t)][0]["auc"] for t in candidates]
-        winner = int(np.argmax(aucs))
+        winner = int(np.nanargmax(np.where(np.isfinite(aucs), aucs, np.nan)))  # A diverged trial never wins.
         best[m] = list(candidates[winner])
         rows += [{"model": m, "trial": i, "overrides": " ".join(t) or "(defaults)", "val_auc": auc,
                   "chosen": "yes" if i == winner else ""} for i, (t, auc) in enumerate(zip(candidates, aucs))]
@@ -300,14 +306,42 @@ def tune(dataset: str, out: str, models: Sequence[str] = TABLE1_MODELS, trials: 
     return best
 
 
-def load_tuned(path: str) -> dict[str, tuple[str, ...]]:
-    """Each model's winning overrides from a `tuning.json` written by `tune`."""
+def _check_untuned_keys(overrides: Sequence[str], where: str) -> None:
+    """Tuned fields cannot also be set by hand: one would silently override the other."""
+    tuned_keys = {name for name, _ in TUNING_SPACE}
+    clash = sorted({o.split("=")[0].strip() for o in overrides} & tuned_keys)
+    if clash:
+        raise ConfigError(f"{where}: {clash} belong to the tuning space ({sorted(tuned_keys)}); "
+                          "set them through `experiment tune` and `--tuned`, not by hand")
+
+
+def load_tuned(path: str) -> dict:
+    """Each model's winning overrides from a `tuning.json` written by `tune`.
+
+    Returns `{"path": ..., "best": {model: (overrides...)}}` for `table1`/`table2`.
+    """
     with open(path) as f:
         data = json.load(f)
     best = data.get("meta", {}).get("best") if isinstance(data, dict) else None
-    if best is None:
+    if not isinstance(best, dict):
         raise ConfigError(f"--tuned: {path} has no `meta.best`; write it with `hierdiffuse experiment tune`")
-    return {model: tuple(overrides) for model, overrides in best.items()}
+    for model, overrides in best.items():
+        if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+            raise ConfigError(f"--tuned: {path}: `meta.best.{model}` must be a list of 'key=value' "
+                              f"strings. Received: {overrides!r}")
+    return {"path": path, "best": {model: tuple(overrides) for model, overrides in best.items()}}
+
+
+def tuned_overrides(tuned: dict | None, models: Sequence[str], common: Sequence[str]) -> dict:
+    """Each model's tuned overrides (empty without `tuned`); every model must have been tuned."""
+    if not tuned:
+        return {m: () for m in models}
+    missing = sorted(set(models) - set(tuned["best"]))
+    if missing:
+        raise ConfigError(f"--tuned: {tuned['path']} has no entry for {missing}; it tuned "
+                          f"{sorted(tuned['best'])}. Run `experiment tune` for them too")
+    _check_untuned_keys(common, "--set with --tuned")
+    return {m: tuned["best"][m] for m in models}
 
 
 def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
@@ -318,9 +352,9 @@ def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
 
     `tuned` (from `load_tuned`) adds each model's tuned overrides to its runs.
     """
-    tuned = tuned or {}
-    keys = {m: run_key(m, tuned.get(m, ())) for m in models}
-    runs = train_runs(out, dataset, [(m, tuned.get(m, ())) for m in models], seeds, epochs, data_dir, common)
+    per_model = tuned_overrides(tuned, models, common)
+    keys = {m: run_key(m, per_model[m]) for m in models}
+    runs = train_runs(out, dataset, [(m, per_model[m]) for m in models], seeds, epochs, data_dir, common)
     loaded = {m: training.load_run_model(runs[keys[m]][0]["run_dir"]) for m in models}
     speed = time_inference(loaded, timing_batches(dataset, data_dir, batch_size, timing_batches_count))
     rows = []
@@ -330,14 +364,15 @@ def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
         rows.append({"model": m, **summary([r["auc"] for r in metrics], [r["logloss"] for r in metrics]),
                      "gauc_mean": float(np.mean([r["gauc"] for r in metrics])),
                      "batches_per_sec": speed[m], "paper_amazon": paper[0], "paper_taobao": paper[1],
-                     "seeds": list(range(seeds)), "tuned_overrides": list(tuned.get(m, ())),
+                     "seeds": list(range(seeds)), "tuned_overrides": list(per_model[m]),
                      "config": json.load(open(os.path.join(
                          metrics[0]["run_dir"], "config.json")))})
     columns = [("model", "model", "{}"), ("auc_pm", "AUC (mean ± std)", "{}"),
                ("logloss_mean", "log loss", "{:.4f}"), ("gauc_mean", "GAUC", "{:.4f}"),
                ("batches_per_sec", "infer. batches/s", "{:.1f}"),
                ("paper_amazon", "paper: Amazon", "{:.4f}"), ("paper_taobao", "paper: Taobao", "{:.4f}")]
-    write_table(rows, columns, out, "table1", _meta(dataset, seeds, epochs, batch_size, command))
+    write_table(rows, columns, out, "table1", {**_meta(dataset, seeds, epochs, batch_size, command),
+                                            "tuned_from": tuned and {"path": tuned["path"], "best": tuned["best"]}})
     return rows
 
 
@@ -349,7 +384,7 @@ def table2(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
 
     `tuned` (from `load_tuned`) adds HierDiffuse's tuned overrides to every row.
     """
-    base_overrides = tuple((tuned or {}).get("hierdiffuse", ()))
+    base_overrides = tuned_overrides(tuned, ["hierdiffuse"], common)["hierdiffuse"]
     jobs = list(dict.fromkeys(("hierdiffuse", base_overrides + r.train) for r in rows_spec))
     runs = train_runs(out, dataset, jobs, seeds, epochs, data_dir, common)
     models, aucs = {}, {}
@@ -369,13 +404,15 @@ def table2(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
         rows.append({"group": r.group, "variant": r.variant, **stats,
                      "delta": stats["auc_mean"] - full, "batches_per_sec": speed[r.variant],
                      "paper_auc": r.paper_auc, "paper_infer": r.paper_infer,
-                     "train_overrides": list(r.train), "inference_changes": dict(r.infer),
+                     "train_overrides": list(r.train), "tuned_overrides": list(base_overrides),
+                     "inference_changes": dict(r.infer),
                      "seeds": list(range(seeds))})
     columns = [("group", "table", "2({})"), ("variant", "variant", "{}"),
                ("auc_pm", "AUC (mean ± std)", "{}"), ("delta", "Δ vs ours", "{:+.4f}"),
                ("batches_per_sec", "infer. batches/s", "{:.1f}"), ("paper_auc", "paper AUC", "{:.4f}"),
                ("paper_infer", "paper infer.", "{:.2f}")]
-    write_table(rows, columns, out, "table2", _meta(dataset, seeds, epochs, batch_size, command))
+    write_table(rows, columns, out, "table2", {**_meta(dataset, seeds, epochs, batch_size, command),
+                                            "tuned_from": tuned and {"path": tuned["path"], "best": tuned["best"]}})
     return rows
 
 

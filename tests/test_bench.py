@@ -90,7 +90,7 @@ importlib.util.find_spec = lambda name, *a: None if name in ("tensorflow", "tens
 from hierdiffuse_tf import bench_portable
 tiny = dict(embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8, max_long=8, diffusion_steps=20)
 result = bench_portable.bench_portable((4, 8), repeats=1, model_values=tiny)
-bench_portable.write(result, sys.argv[1])
+bench_portable.write(result, sys.argv[1], bench_portable.markdown)
 """
 
 

@@ -151,11 +151,19 @@ def test_tune_selects_on_validation_and_table1_trains_the_winner(smoke_builder, 
         key = experiments.run_key("avg_pool_dnn", overrides)
         metrics = json.load(open(tmp_path / "tuning" / "runs" / key / "seed0" / "metrics.json"))
         assert metrics["split"] == "validation"
-    best = experiments.load_tuned(str(tmp_path / "tuning.json"))["avg_pool_dnn"]
+    tuned = experiments.load_tuned(str(tmp_path / "tuning.json"))
+    best = tuned["best"]["avg_pool_dnn"]
     rows = experiments.table1(SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir,
                               models=("avg_pool_dnn",), batch_size=128, timing_batches_count=2,
-                              common=FAST, tuned={"avg_pool_dnn": best})
+                              common=FAST, tuned=tuned)
     assert rows[0]["tuned_overrides"] == list(best)
+    assert json.load(open(tmp_path / "table1.json"))["meta"]["tuned_from"]["best"] == {"avg_pool_dnn": list(best)}
+    # Every model of the table must have been tuned, and tuned fields are not set by hand.
+    with pytest.raises(ConfigError, match=r"no entry for \['din'\]"):
+        experiments.table1(SMOKE, str(tmp_path), models=("avg_pool_dnn", "din"), tuned=tuned)
+    with pytest.raises(ConfigError, match="learning_rate"):
+        experiments.table1(SMOKE, str(tmp_path), models=("avg_pool_dnn",), tuned=tuned,
+                           common=["learning_rate=0.01"])
     assert os.path.isdir(tmp_path / "runs" / experiments.run_key("avg_pool_dnn", best) / "seed0")
     train_config = rows[0]["config"]["train_config"]
     for override in best:
@@ -169,3 +177,22 @@ def test_load_tuned_names_a_file_without_results(tmp_path):
     path.write_text(json.dumps({"meta": {}, "rows": []}))
     with pytest.raises(ConfigError, match="experiment tune"):
         experiments.load_tuned(str(path))
+
+
+def test_tune_picks_the_best_finite_validation_auc(tmp_path, monkeypatch):
+    winner = ("learning_rate=0.0003", "dropout=0.0")
+    planted = {winner: 0.75, ("learning_rate=0.003",): float("nan")}  # A diverged trial never wins.
+
+    def fake_train(model, dataset, run_dir, overrides=(), eval_split="test", **kwargs):
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+            json.dump({"auc": planted.get(tuple(overrides), 0.6), "split": eval_split}, f)
+
+    monkeypatch.setattr(experiments.training, "train", fake_train)
+    assert set(planted) <= set(experiments.tuning_trials(9))
+    assert experiments.tune("any", str(tmp_path), models=("din",), trials=9) == {"din": list(winner)}
+    with pytest.raises(ConfigError, match="dropout"):
+        experiments.tune("any", str(tmp_path), models=("din",), trials=2, common=["dropout=0.3"])
+    # A table never reuses a run that was evaluated on another split.
+    with pytest.raises(ConfigError, match="evaluated on 'validation'"):
+        experiments.train_runs(str(tmp_path / "tuning"), "any", [("din", ())], 1, 1, None)

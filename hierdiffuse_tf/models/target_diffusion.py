@@ -8,7 +8,9 @@ and feed its output ŷ to the shared head with the real target:
 What is kept and what changed (also in the README):
 
 * The generator learns to reconstruct the embedding of *clicked* targets only
-  (`recon_weight * mean_d (f(x_t, t, seq) - e_target)^2` over positives), as both
+  (`recon_weight * mean_d (f(x_t, t, seq) - e_target)^2` over positives; a
+  mean over the d dimensions, where HierDiffuse's L_recon (SPEC) sums them, so
+  `recon_weight` here is per dimension: summed, the error swamped the BCE), as both
   papers learn from observed next items. The target is a stop-gradient copy,
   so the embeddings are not pulled towards easy-to-denoise vectors. It is
   layer-normalised, so its scale matches the unit-variance noise; the head

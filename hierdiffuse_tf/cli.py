@@ -133,6 +133,8 @@ def run_experiment(args: argparse.Namespace):
     from hierdiffuse_tf.data import pipeline
 
     command = "hierdiffuse " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.tuned and args.which not in ("table1", "table2"):
+        raise ConfigError(f"--tuned is for table1 and table2, not {args.which}")
     if args.which == "readme":
         return {"spliced": experiments.splice_readme(args.readme, args.out)}
     common = dict(seeds=args.seeds, epochs=args.epochs, data_dir=args.data_dir, common=args.set,

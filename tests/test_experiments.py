@@ -196,3 +196,9 @@ def test_tune_picks_the_best_finite_validation_auc(tmp_path, monkeypatch):
     # A table never reuses a run that was evaluated on another split.
     with pytest.raises(ConfigError, match="evaluated on 'validation'"):
         experiments.train_runs(str(tmp_path / "tuning"), "any", [("din", ())], 1, 1, None)
+
+
+def test_tuned_is_refused_where_it_would_be_ignored(tmp_path):
+    with pytest.raises(ConfigError, match="--tuned is for table1 and table2"):
+        cli.run_experiment(cli.build_parser().parse_args(
+            ["experiment", "robustness", "--tuned", str(tmp_path / "tuning.json")]))

@@ -19,6 +19,7 @@ import statistics
 import time
 
 import keras
+import numpy as np
 from keras import ops
 
 from hierdiffuse_tf.config import BaselineConfig, HierDiffuseConfig
@@ -130,6 +131,9 @@ def bench_portable(batch_sizes=(256,), repeats: int = 7, model_values: dict | No
             "call_floor": compile_path(lambda h: h * 2.0, model, inputs[0]),
         }
         speed = time_paths(paths, repeats=repeats)
+        # Serving must be deterministic: the same batch twice gives bitwise the same scores.
+        deterministic = {name: bool(np.array_equal(*(ops.convert_to_numpy(paths[name]()) for _ in range(2))))
+                         for name in ("tcc", "ddim_10", "ddpm_all", "no_fusion")}
         ratios = {
             "tcc_over_ddim": speed["tcc"] / speed["ddim_10"],
             "tcc_over_ddpm": speed["tcc"] / speed["ddpm_all"],
@@ -144,7 +148,8 @@ def bench_portable(batch_sizes=(256,), repeats: int = 7, model_values: dict | No
         diagnostics = {"call_floor_ms": floor_ms, "fusion_net_of_call_ms": net_ms,
                        "fusion_tcc_over_ddim_net_of_call": net_ms["fusion_ddim_10"] / net_ms["fusion_tcc"],
                        "fusion_tcc_over_ddpm_net_of_call": net_ms["fusion_ddpm_100"] / net_ms["fusion_tcc"]}
-        results[str(batch)] = {"batches_per_sec": speed, "ratios": ratios, "diagnostics": diagnostics}
+        results[str(batch)] = {"batches_per_sec": speed, "ratios": ratios, "diagnostics": diagnostics,
+                               "deterministic": deterministic}
     return {"backend": keras.backend.backend(), "device": _device(), "results": results,
             "dtype_policy": keras.config.dtype_policy().name,
             "ddpm_steps": config.start_step, "repeats": repeats, "model": config.to_dict(),
@@ -190,6 +195,10 @@ def markdown(result: dict) -> str:
             lines += ["", f"Diagnostic, batch {b}: one compiled call costs {diag['call_floor_ms']:.3f} ms; net of "
                       f"it, fusion TCC is {diag['fusion_tcc_over_ddim_net_of_call']:.2f}x DDIM-10 and "
                       f"{diag['fusion_tcc_over_ddpm_net_of_call']:.1f}x DDPM-100."]
+        same = result["results"][b].get("deterministic")
+        if same:
+            lines += ["", f"Batch {b}, the same batch scored twice is bitwise identical: "
+                      + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in same.items()) + "."]
     return "\n".join(lines) + (f"\n\n_Keras {result['keras']} on {result['backend']}, "
                                f"dtype policy {result.get('dtype_policy', 'float32')}, "
                                f"{result['device']}; {result['date']}._\n")

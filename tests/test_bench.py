@@ -110,4 +110,5 @@ def test_bench_portable_times_the_model_math_without_tensorflow(tmp_path):
         assert {"tcc", "ddim_10", "ddpm_all", "no_fusion", "fusion_tcc", "fusion_ddim_10", "fusion_ddpm_100",
                 "din", "avg_pool_dnn", "call_floor"} == set(row["batches_per_sec"])
         assert row["diagnostics"]["call_floor_ms"] > 0
+        assert row["deterministic"] == {"tcc": True, "ddim_10": True, "ddpm_all": True, "no_fusion": True}
     assert "batch 8" in (tmp_path / "portable.md").read_text()

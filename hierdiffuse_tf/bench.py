@@ -59,6 +59,9 @@ def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int =
         path = export.export_saved_model(model, os.path.join(tmp, "1"), ["rank"])
         loaded = tf.saved_model.load(path)
         serving = loaded.signatures["serving_default"]
+        # The same export with XLA (`hierdiffuse export --xla`): a diagnostic, not a target.
+        serving_xla = tf.saved_model.load(export.export_saved_model(
+            model, os.path.join(tmp, "xla", "1"), [], xla=True)).signatures["serving_default"]
         rank = loaded.signatures["rank"]
         features = {k: x[k] for k in export.MODEL_FEATURES}
         user = {k: x[k][:1] for k in export.USER_FEATURES}
@@ -78,6 +81,7 @@ def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int =
             "call_floor": tf.function(lambda: inputs[0] * 2.0),
             "keras_call": scorer(model),
             "savedmodel": lambda: serving(**features)["ctr"],
+            "savedmodel_xla": lambda: serving_xla(**features)["ctr"],
             "avg_pool_dnn": scorer(_built(AvgPoolDNN(BaselineConfig(**baseline_values)), x)),
             "din": scorer(_built(DIN(BaselineConfig(**baseline_values)), x)),
             "rank_1x%d" % candidates: lambda: rank(**user, candidate_items=items, candidate_cats=cats)["ctr"],
@@ -103,7 +107,8 @@ def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int =
                  for name in fusion}  # Traced ops per fusion path (before Grappler).
     diagnostics = {"call_floor_ms": floor_ms, "fusion_net_of_call_ms": net_ms,
                    "fusion_graph_ops": graph_ops,
-                   "fusion_tcc_over_ddim_net_of_call": net_ms["fusion_ddim_10"] / net_ms["fusion_tcc"]}
+                   "fusion_tcc_over_ddim_net_of_call": net_ms["fusion_ddim_10"] / net_ms["fusion_tcc"],
+                   "savedmodel_xla_over_savedmodel": speed["savedmodel_xla"] / speed["savedmodel"]}
     return {"batches_per_sec": speed, "ratios": ratios, "diagnostics": diagnostics,
             "batch_size": batch_size,
             "candidates": candidates, "ddpm_steps": config.start_step, "repeats": repeats,
@@ -131,8 +136,11 @@ def markdown(result: dict) -> str:
     lines += [f"| {k} | {v:.1f} |" for k, v in result["batches_per_sec"].items()]
     diag = result.get("diagnostics")
     if diag:
+        xla = diag.get("savedmodel_xla_over_savedmodel")
         lines += ["", f"Diagnostic: one `tf.function` call costs {diag['call_floor_ms']:.3f} ms here; net of "
-                  f"it, fusion TCC over DDIM-10 is {diag['fusion_tcc_over_ddim_net_of_call']:.2f}x. Traced ops: "
+                  f"it, fusion TCC over DDIM-10 is {diag['fusion_tcc_over_ddim_net_of_call']:.2f}x. "
+                  + (f"The XLA export (`--xla`) is {xla:.2f}x the plain SavedModel. " if xla else "")
+                  + "Traced ops: "
                   + ", ".join(f"{k} {v}" for k, v in diag.get("fusion_graph_ops", {}).items()) + "."]
     return "\n".join(lines) + f"\n\n_Batch {result['batch_size']}, {result['machine']}, TF {result['tensorflow']}._\n"
 

@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="BASE/NAME/VERSION, e.g. models/hierdiffuse/1")
     p.add_argument("--signatures", default="ddim_10,user_vector,rank",
                    help="extra signatures beside serving_default: ddim_<k>, user_vector, rank")
+    p.add_argument("--xla", action="store_true",
+                   help="compile the scoring signatures with XLA (faster on CPU; see the README)")
 
     p = sub.add_parser("serve-dev", help="development stand-in for tensorflow_model_server (gRPC)")
     p.add_argument("--model-base-path", required=True, help="BASE/NAME holding numbered versions")
@@ -233,7 +235,7 @@ def run(args: argparse.Namespace) -> dict | None:
         from hierdiffuse_tf import export
 
         path = export.export_saved_model(training.load_run_model(args.model_dir), args.out,
-                                         [s for s in args.signatures.split(",") if s])
+                                         [s for s in args.signatures.split(",") if s], xla=args.xla)
         summary = {"saved_model": path, "signatures": ["serving_default", *args.signatures.split(",")]}
     elif args.command == "experiment":
         summary = run_experiment(args)

@@ -39,11 +39,18 @@ DEFAULT_SIGNATURES = ("ddim_10", "user_vector", "rank")
 
 
 def export_saved_model(model: HierDiffuse, path: str, signatures=DEFAULT_SIGNATURES,
-                       warmup_batch: int = 4) -> str:
+                       warmup_batch: int = 4, xla: bool = False) -> str:
     """Writes the SavedModel to `path` (e.g. `BASE/NAME/VERSION`) and returns it.
 
     `signatures` picks the extra signatures beside `serving_default`:
     `ddim_<k>` (any k), `user_vector` and `rank`.
+
+    `xla=True` compiles the scoring and user-vector signatures with XLA
+    (`jit_compile=True`): faster on CPU (see docs/performance.md), but XLA
+    compiles once per distinct batch size, so serve it behind batching with
+    fixed `allowed_batch_sizes`, and TF Serving runs it on CPU only with
+    `--xla_cpu_compilation_enabled=true`. `rank` stays a plain graph (its
+    candidate count varies per request).
     """
     if not isinstance(model, HierDiffuse):
         raise ConfigError(f"Only HierDiffuse exports for serving; got {type(model).__name__}")
@@ -56,6 +63,7 @@ def export_saved_model(model: HierDiffuse, path: str, signatures=DEFAULT_SIGNATU
         if name.startswith("ddim_") and int(name[5:]) > model.config.start_step:
             raise ConfigError(f"{name}: DDIM cannot take more steps than t*={model.config.start_step}")
     config = model.config
+    compiled = (lambda fn: tf.function(fn, jit_compile=True, autograph=False)) if xla else (lambda fn: fn)
     archive = keras.export.ExportArchive()
     archive.track(model)
 
@@ -65,10 +73,10 @@ def export_saved_model(model: HierDiffuse, path: str, signatures=DEFAULT_SIGNATU
                                        features["target_cat"])
         return {"ctr": tf.sigmoid(logit), "logit": logit}
 
-    archive.add_endpoint("serving_default", lambda features: score(features, "tcc"),
+    archive.add_endpoint("serving_default", compiled(lambda features: score(features, "tcc")),
                          input_signature=[input_specs(config)])
     for k in ddim_steps:
-        archive.add_endpoint(f"ddim_{k}", lambda features, k=k: score(features, "ddim", k),
+        archive.add_endpoint(f"ddim_{k}", compiled(lambda features, k=k: score(features, "ddim", k)),
                              input_signature=[input_specs(config)])
 
     def user_vector(features):  # noqa: E306
@@ -76,7 +84,7 @@ def export_saved_model(model: HierDiffuse, path: str, signatures=DEFAULT_SIGNATU
         return {"h_fusion": h_fusion, "h_short": h_short}
 
     if "user_vector" in signatures:
-        archive.add_endpoint("user_vector", user_vector,
+        archive.add_endpoint("user_vector", compiled(user_vector),
                              input_signature=[input_specs(config, USER_FEATURES)])
 
     def rank(features):

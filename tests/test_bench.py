@@ -16,7 +16,7 @@ def test_bench_inference_reports_every_path_and_ratio(tmp_path, capsys):
     assert set(bench.TARGETS) | {"fusion_tcc_over_ddpm_from_t_star"} == set(result["ratios"])
     assert {f"{p}_xla" for p in ("fusion_tcc", "fusion_ddim_10", "fusion_ddpm_100")} <= set(
         result["batches_per_sec"])
-    assert {"tcc", "ddim_10", "ddpm_all", "no_fusion", "fusion_tcc", "savedmodel", "din",
+    assert {"tcc", "ddim_10", "ddpm_all", "no_fusion", "fusion_tcc", "savedmodel", "savedmodel_xla", "din",
             "avg_pool_dnn", "rank_1x256", "batch_256_rows"} <= set(result["batches_per_sec"])
     assert all(v > 0 for v in result["batches_per_sec"].values())
     # Speed claims belong to the benchmark's own runs (results/), not to a timed test on a
@@ -25,6 +25,7 @@ def test_bench_inference_reports_every_path_and_ratio(tmp_path, capsys):
     assert (tmp_path / "bench.md").read_text().startswith("| ratio |")
     diag = result["diagnostics"]
     assert diag["call_floor_ms"] > 0 and diag["fusion_tcc_over_ddim_net_of_call"] > 0
+    assert diag["savedmodel_xla_over_savedmodel"] > 0
     ops = diag["fusion_graph_ops"]
     assert ops["fusion_tcc"] < ops["fusion_ddim_10"] < ops["fusion_ddpm_100"]
     assert "Diagnostic:" in (tmp_path / "bench.md").read_text()

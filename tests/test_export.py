@@ -103,3 +103,18 @@ def test_export_errors_are_clear(exported, tmp_path):
     with pytest.raises(ConfigError, match="Unknown signature 'beam'"):
         export.export_saved_model(model, str(tmp_path / "y"), ["beam"])
     assert cli.main(["export", "--model-dir", str(tmp_path), "--out", str(tmp_path / "z")]) == 2
+
+
+def test_xla_export_scores_like_the_plain_graph(exported, tmp_path):
+    model, plain_path = exported
+    path = export.export_saved_model(model, str(tmp_path / "1"), ["ddim_5", "user_vector"], xla=True)
+    plain, compiled = tf.saved_model.load(plain_path), tf.saved_model.load(path)
+    x = export.example_request(model.config, 6, seed=5)
+    features = {k: x[k] for k in export.MODEL_FEATURES}
+    for name in ("serving_default", "ddim_5"):
+        fast = call(compiled.signatures[name], features)
+        np.testing.assert_allclose(fast["ctr"], call(plain.signatures[name], features)["ctr"], atol=1e-5)
+        np.testing.assert_array_equal(fast["ctr"], call(compiled.signatures[name], features)["ctr"])
+    # The XLA-compiled function is what the signature runs.
+    graph = compiled.signatures["serving_default"].graph.as_graph_def()
+    assert any(f.attr["_XlaMustCompile"].b for f in graph.library.function)

@@ -84,3 +84,19 @@ def test_avg_pool_dnn_pools_the_mean_of_real_behaviours():
     weights = ops.cast(mask, "float32")
     pooled = model.embed(items, cats, weights) / ops.sum(weights, axis=1, keepdims=True)
     np.testing.assert_allclose(ops.convert_to_numpy(pooled), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["diffurec", "dreamrec"])
+def test_target_diffusion_recon_is_a_per_dimension_mean_over_clicked_rows(name, monkeypatch):
+    model = build_model(name, SMALL)
+    x = random_features(model.config, 6)
+    model(x)
+    labels = np.array([1, 0, 1, 1, 0, 1], np.float32)
+    # With an x0 prediction of zero, the error is the normalised target's own square.
+    monkeypatch.setattr(model, "predict_x0", lambda x_t, t, context, training=False: ops.zeros_like(x_t))
+    out = model.forward(x, training=True, labels=labels)
+    _, _, target = model.sequence(x)
+    per_row = np.mean(np.square(ops.convert_to_numpy(model.target_norm(target))), axis=-1)
+    expected = per_row[labels == 1].mean()
+    np.testing.assert_allclose(float(out.logs["recon"]), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(out.aux_loss), model.config.recon_weight * expected, rtol=1e-5)

@@ -91,11 +91,7 @@ def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int =
     # The fusion stage runs with XLA where it helps: each path at its faster compile.
     best = {name: max(speed[name], speed[f"{name}_xla"]) for name in fusion}
     ratios = {
-        "tcc_over_ddpm": speed["tcc"] / speed["ddpm_all"],
-        "tcc_over_ddim": speed["tcc"] / speed["ddim_10"],
-        "tcc_over_no_fusion": speed["tcc"] / speed["no_fusion"],
-        "fusion_tcc_over_ddim": best["fusion_tcc"] / best["fusion_ddim_10"],
-        "fusion_tcc_over_ddpm": best["fusion_tcc"] / best["fusion_ddpm_100"],
+        **bench_portable.sampler_ratios(speed, best),
         "fusion_tcc_over_ddpm_from_t_star": best["fusion_tcc"] / best["fusion_ddpm_all"],
         "savedmodel_over_keras": speed["savedmodel"] / speed["keras_call"],
         "rank_over_batch": speed["rank_1x%d" % candidates] / speed["batch_%d_rows" % candidates],

@@ -58,6 +58,20 @@ def time_paths(paths: dict, repeats: int = 7, calls: int = 5) -> dict:
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
+def sampler_ratios(speed: dict, fusion: dict | None = None) -> dict:
+    """The issue-7 sampler ratios (`TARGETS`' first five) from batches/s per path.
+
+    `fusion` gives the fusion-stage speeds when they differ from `speed`'s
+    (e.g. each path at its faster compile).
+    """
+    fusion = fusion or speed
+    return {"tcc_over_ddim": speed["tcc"] / speed["ddim_10"],
+            "tcc_over_ddpm": speed["tcc"] / speed["ddpm_all"],
+            "tcc_over_no_fusion": speed["tcc"] / speed["no_fusion"],
+            "fusion_tcc_over_ddim": fusion["fusion_tcc"] / fusion["fusion_ddim_10"],
+            "fusion_tcc_over_ddpm": fusion["fusion_tcc"] / fusion["fusion_ddpm_100"]}
+
+
 def compile_path(fn, model, *args):
     """`fn(*args)` compiled for the active backend, as a zero-argument callable.
 
@@ -134,13 +148,7 @@ def bench_portable(batch_sizes=(256,), repeats: int = 7, model_values: dict | No
         # Serving must be deterministic: the same batch twice gives bitwise the same scores.
         deterministic = {name: bool(np.array_equal(*(ops.convert_to_numpy(paths[name]()) for _ in range(2))))
                          for name in ("tcc", "ddim_10", "ddpm_all", "no_fusion")}
-        ratios = {
-            "tcc_over_ddim": speed["tcc"] / speed["ddim_10"],
-            "tcc_over_ddpm": speed["tcc"] / speed["ddpm_all"],
-            "tcc_over_no_fusion": speed["tcc"] / speed["no_fusion"],
-            "fusion_tcc_over_ddim": speed["fusion_tcc"] / speed["fusion_ddim_10"],
-            "fusion_tcc_over_ddpm": speed["fusion_tcc"] / speed["fusion_ddpm_100"],
-        }
+        ratios = sampler_ratios(speed)
         # Diagnostic only (not a target): the fusion ratios once the per-call floor is taken out.
         floor_ms = 1000.0 / speed["call_floor"]
         net_ms = {name: max(1000.0 / speed[name] - floor_ms, 1e-6)

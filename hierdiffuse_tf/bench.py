@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from hierdiffuse_tf import bench_portable, export
-from hierdiffuse_tf.bench_portable import DEFAULT_SHAPE, time_paths, write  # noqa: F401  (shared)
+from hierdiffuse_tf.bench_portable import DEFAULT_SHAPE, built, time_paths, write  # noqa: F401  (shared)
 from hierdiffuse_tf.config import BaselineConfig, HierDiffuseConfig
 from hierdiffuse_tf.models import DIN, AvgPoolDNN, HierDiffuse
 
@@ -46,7 +46,7 @@ def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int =
     inputs = model.diffusion_inputs(encoded)
 
     # (e) times DDPM-100: all T steps, from t = T (the same weights, an inference-only change).
-    from_t = _built(HierDiffuse(config.replace(t_star=config.diffusion_steps)), x)
+    from_t = built(HierDiffuse(config.replace(t_star=config.diffusion_steps)), x)
     from_t.set_weights(model.get_weights())
 
     def fusion_path(name, steps=None, jit=False, m=model):
@@ -82,8 +82,8 @@ def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int =
             "keras_call": scorer(model),
             "savedmodel": lambda: serving(**features)["ctr"],
             "savedmodel_xla": lambda: serving_xla(**features)["ctr"],
-            "avg_pool_dnn": scorer(_built(AvgPoolDNN(BaselineConfig(**baseline_values)), x)),
-            "din": scorer(_built(DIN(BaselineConfig(**baseline_values)), x)),
+            "avg_pool_dnn": scorer(built(AvgPoolDNN(BaselineConfig(**baseline_values)), x)),
+            "din": scorer(built(DIN(BaselineConfig(**baseline_values)), x)),
             "rank_1x%d" % candidates: lambda: rank(**user, candidate_items=items, candidate_cats=cats)["ctr"],
             "batch_%d_rows" % candidates: lambda: serving(**single_rows)["ctr"],
         }
@@ -97,13 +97,9 @@ def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int =
         "rank_over_batch": speed["rank_1x%d" % candidates] / speed["batch_%d_rows" % candidates],
     }
     # Diagnostic only (not a target): the fusion ratio once the per-call floor is taken out.
-    floor_ms = 1000.0 / speed["call_floor"]
-    net_ms = {name: max(1000.0 / best[name] - floor_ms, 1e-6) for name in fusion}
     graph_ops = {name: len(paths[name].get_concrete_function().graph.as_graph_def().node)
                  for name in fusion}  # Traced ops per fusion path (before Grappler).
-    diagnostics = {"call_floor_ms": floor_ms, "fusion_net_of_call_ms": net_ms,
-                   "fusion_graph_ops": graph_ops,
-                   "fusion_tcc_over_ddim_net_of_call": net_ms["fusion_ddim_10"] / net_ms["fusion_tcc"],
+    diagnostics = {**bench_portable.net_of_call(best, speed["call_floor"]), "fusion_graph_ops": graph_ops,
                    "savedmodel_xla_over_savedmodel": speed["savedmodel_xla"] / speed["savedmodel"]}
     return {"batches_per_sec": speed, "ratios": ratios, "diagnostics": diagnostics,
             "batch_size": batch_size,
@@ -113,11 +109,6 @@ def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int =
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}",
             "tensorflow": tf.__version__, "model": config.to_dict(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-
-
-def _built(model, x):
-    model(x)
-    return model
 
 
 TARGETS = {**bench_portable.TARGETS, "rank_over_batch": 3.0, "savedmodel_over_keras": 1.0}

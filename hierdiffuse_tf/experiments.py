@@ -371,8 +371,13 @@ def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
                ("logloss_mean", "log loss", "{:.4f}"), ("gauc_mean", "GAUC", "{:.4f}"),
                ("batches_per_sec", "infer. batches/s", "{:.1f}"),
                ("paper_amazon", "paper: Amazon", "{:.4f}"), ("paper_taobao", "paper: Taobao", "{:.4f}")]
+    curves = learning_curves({m: runs[keys[m]] for m in models})
+    for row in rows:
+        row["val_auc_by_epoch"] = curves.get(row["model"], {}).get("mean")
     write_table(rows, columns, out, "table1", {**_meta(dataset, seeds, epochs, batch_size, command),
                                             "tuned_from": tuned and {"path": tuned["path"], "best": tuned["best"]}})
+    plot_learning_curves(curves, os.path.join(out, "table1_curves.png"),
+                         f"Table 1 models on {dataset} ({seeds} seeds)")
     return rows
 
 
@@ -411,8 +416,15 @@ def table2(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
                ("auc_pm", "AUC (mean ± std)", "{}"), ("delta", "Δ vs ours", "{:+.4f}"),
                ("batches_per_sec", "infer. batches/s", "{:.1f}"), ("paper_auc", "paper AUC", "{:.4f}"),
                ("paper_infer", "paper infer.", "{:.2f}")]
+    # One learning curve per trained variant; the full model's several rows share one.
+    labels = {run_key("hierdiffuse", base_overrides + r.train): r.variant if r.train else "full model"
+              for r in rows_spec if not r.infer}
+    curves = learning_curves({labels[k]: v for k, v in runs.items() if k in labels})
     write_table(rows, columns, out, "table2", {**_meta(dataset, seeds, epochs, batch_size, command),
-                                            "tuned_from": tuned and {"path": tuned["path"], "best": tuned["best"]}})
+                                            "tuned_from": tuned and {"path": tuned["path"], "best": tuned["best"]},
+                                            "val_auc_by_epoch": curves})
+    plot_learning_curves(curves, os.path.join(out, "table2_curves.png"),
+                         f"Table 2 variants on {dataset} ({seeds} seeds)")
     return rows
 
 
@@ -442,13 +454,55 @@ def robustness(out: str, noise: Sequence[float], seeds: int = 3, epochs: int | N
     return rows
 
 
-def plot_robustness(rows: list[dict], path: str) -> None:
+def _axes(figsize=(5.5, 3.6)):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    return plt.subplots(figsize=figsize, dpi=120)
+
+
+def _save(fig, ax, path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def learning_curves(runs: dict) -> dict:
+    """Validation AUC per epoch, mean and std over seeds: `{key: {"epoch", "mean", "std"}}`.
+
+    `runs` is `train_runs`' result. Epochs that not every seed reached are left out.
+    """
+    curves = {}
+    for key, metrics in runs.items():
+        per_seed = [m.get("history", {}).get("val_auc", []) for m in metrics]
+        epochs = min((len(h) for h in per_seed), default=0)
+        if epochs:
+            values = np.array([h[:epochs] for h in per_seed], dtype=float)
+            curves[key] = {"epoch": list(range(1, epochs + 1)), "mean": values.mean(0).tolist(),
+                           "std": values.std(0).tolist()}
+    return curves
+
+
+def plot_learning_curves(curves: dict, path: str, title: str) -> None:
+    """Validation AUC against the epoch for each run key (error bars: std over seeds)."""
+    fig, ax = _axes((6.0, 4.0))
+    for key, c in curves.items():
+        ax.errorbar(c["epoch"], c["mean"], yerr=c["std"], marker="o", capsize=3, label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation AUC")
+    ax.set_xticks(sorted({e for c in curves.values() for e in c["epoch"]}))
+    ax.set_title(title)
+    _save(fig, ax, path)
+
+
+def plot_robustness(rows: list[dict], path: str) -> None:
+    fig, ax = _axes()
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         ax.errorbar([r["noise"] for r in mine], [r["auc_mean"] for r in mine],
@@ -456,11 +510,7 @@ def plot_robustness(rows: list[dict], path: str) -> None:
     ax.set_xlabel("noise-click rate in the histories")
     ax.set_ylabel("test AUC")
     ax.set_title("Robustness to noisy interactions (synthetic_interest_ctr)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def splice_readme(readme: str, results: str) -> list[str]:

@@ -30,6 +30,8 @@ def test_table1_writes_rows_with_seeds_and_resumes(smoke_builder, data_dir, tmp_
     assert table["meta"]["git_commit"] is not None or table["meta"]["git_commit"] is None
     assert (tmp_path / "table1.md").read_text().startswith("| model |")
     assert (tmp_path / "table1.csv").exists()
+    assert all(len(r["val_auc_by_epoch"]) == 1 for r in rows.values())
+    assert (tmp_path / "table1_curves.png").stat().st_size > 1000
     capsys.readouterr()
     mtime = os.path.getmtime(tmp_path / "runs" / "din" / "seed1" / "metrics.json")
     assert cli.main(argv) == 0  # A second run trains nothing.
@@ -49,6 +51,19 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
     assert sorted(os.listdir(tmp_path / "runs")) == ["hierdiffuse", "hierdiffuse__guidance=cfg"]
     assert all(r["batches_per_sec"] > 0 for r in rows)
     assert "| 2(a) | w/ CFG |" in (tmp_path / "table2.md").read_text()
+    curves = json.load(open(tmp_path / "table2.json"))["meta"]["val_auc_by_epoch"]
+    assert sorted(curves) == ["full model", "w/ CFG"]
+    assert (tmp_path / "table2_curves.png").stat().st_size > 1000
+
+
+def test_learning_curves_average_the_seeds_over_the_epochs_all_of_them_ran():
+    runs = {"a": [{"history": {"val_auc": [0.6, 0.7, 0.8]}}, {"history": {"val_auc": [0.7, 0.9]}}],
+            "b": [{"history": {}}]}
+    curves = experiments.learning_curves(runs)
+    assert list(curves) == ["a"]  # No validation history, no curve.
+    assert curves["a"]["epoch"] == [1, 2]
+    assert curves["a"]["mean"] == pytest.approx([0.65, 0.8])
+    assert curves["a"]["std"] == pytest.approx([0.05, 0.1])
 
 
 def test_robustness_writes_a_table_and_a_plot(smoke_builder, data_dir, tmp_path, monkeypatch):

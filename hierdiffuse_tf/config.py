@@ -316,7 +316,8 @@ class TrainConfig(BaseConfig):
         epochs: passes over the training split.
         batch_size: global batch size.
         learning_rate: Adam learning rate.
-        clipnorm: gradient clipping by global norm (0 disables it).
+        clipnorm: Keras `clipnorm`: each variable's gradient is clipped to this
+            norm on its own (not the global norm); 0 disables it.
         seed: seeds weights, dropout, diffusion noise and shuffling.
         shuffle_buffer: examples held by the shuffle buffer.
         strategy: "none", "mirrored" or "multi_worker" (`tf.distribute`).

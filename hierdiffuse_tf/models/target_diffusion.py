@@ -96,7 +96,8 @@ class TargetDiffusionModel(SequenceCTRModel, abc.ABC):
         t = ops.cast(ops.floor(batch_random(keras.random.uniform, (batch,), seed=self.noise_seed) * T) + 1, "int32")
         x_t = self.schedule.q_sample(x0, t, batch_random(keras.random.normal, (batch, dim), seed=self.noise_seed))
         # Mean over the d dimensions, not the sum: summed, the error (about d at the
-        # start) swamped the BCE under global-norm clipping and the head learned nothing.
+        # start) swamped the BCE in every variable the two losses share (each clipped to
+        # norm 1 on its own by `clipnorm`) and the head learned nothing.
         error = ops.mean(ops.square(self.predict_x0(x_t, t, context, training=True) - x0), axis=-1)
         clicked = ops.cast(ops.reshape(labels, (-1,)), error.dtype) if labels is not None else 1.0
         recon = ops.sum(error * clicked) / ops.maximum(ops.sum(clicked * ops.ones_like(error)), 1.0)

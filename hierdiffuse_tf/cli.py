@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory")
 
     p = sub.add_parser("experiment", help="regenerate the paper's tables (resumable)")
-    p.add_argument("which", choices=["tune", "table1", "table2", "robustness", "readme"])
+    p.add_argument("which", choices=["tune", "compare", "table1", "table2", "robustness", "readme"])
     p.add_argument("--dataset", default="movielens_100k_ctr")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seeds", type=int, default=3)
@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", default="0,0.1,0.2,0.3,0.5", help="noise-click rates (robustness)")
     p.add_argument("--readme", default="README.md", help="README to splice results into (readme)")
     p.add_argument("--trials", type=int, default=4, help="tune: trials per model (the same for every model)")
+    p.add_argument("--variant", action="append", default=[], metavar="'KEY=VALUE ...'",
+                   help="compare: one config variant (space-separated overrides); repeat for more")
     p.add_argument("--tuned", default=None,
                    help="table1/table2: a tuning.json from `experiment tune`; adds each model's best overrides")
 
@@ -137,11 +139,17 @@ def run_experiment(args: argparse.Namespace):
     command = "hierdiffuse " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.tuned and args.which not in ("table1", "table2"):
         raise ConfigError(f"--tuned is for table1 and table2, not {args.which}")
+    if args.variant and args.which != "compare":
+        raise ConfigError(f"--variant is for compare, not {args.which}")
     if args.which == "readme":
         return {"spliced": experiments.splice_readme(args.readme, args.out)}
     common = dict(seeds=args.seeds, epochs=args.epochs, data_dir=args.data_dir, common=args.set,
                   command=command)
     models = tuple(args.models.split(",")) if args.models else None
+    if args.which == "compare" and not args.variant:
+        raise ConfigError("compare needs at least one --variant, e.g. --variant 'alpha=0.1'")
+    if args.which == "compare" and models and len(models) != 1:
+        raise ConfigError(f"compare takes one model in --models. Received: {list(models)}")
     if args.which == "robustness":
         noise = [float(v) for v in args.noise.split(",") if v]
         return experiments.robustness(args.out, noise, models=models or experiments.ROBUSTNESS_MODELS,
@@ -152,6 +160,9 @@ def run_experiment(args: argparse.Namespace):
         return experiments.tune(args.dataset, args.out, models=models or experiments.TABLE1_MODELS,
                                 trials=args.trials, epochs=args.epochs, data_dir=args.data_dir,
                                 common=args.set, command=command)
+    if args.which == "compare":
+        return experiments.compare(args.dataset, args.out, [v.split() for v in args.variant],
+                                   model=(models or ("hierdiffuse",))[0], **common)
     common["tuned"] = experiments.load_tuned(args.tuned) if args.tuned else None
     if args.which == "table1":
         return experiments.table1(args.dataset, args.out, batch_size=args.batch_size,

@@ -306,6 +306,42 @@ def tune(dataset: str, out: str, models: Sequence[str] = TABLE1_MODELS, trials: 
     return best
 
 
+def compare(dataset: str, out: str, variants: Sequence[Sequence[str]], model: str = "hierdiffuse",
+            seeds: int = 1, epochs: int | None = None, data_dir: str | None = None,
+            common: Sequence[str] = (), command: str = "") -> list[dict]:
+    """Config variants of one model against its defaults, on the validation split only.
+
+    A diagnostic: it answers "what does this switch do?" without reading test.
+    The tables never take a setting from here; they use the defaults or what
+    `tune` chose, with the same budget for every model. The runs live beside `tune`'s (`out/tuning/runs`),
+    so the defaults train once for both. Writes `compare_<model>.{json,md,csv}`
+    and `compare_<model>_curves.png` (validation AUC per epoch).
+    """
+    candidates = list(dict.fromkeys([(), *(tuple(v) for v in variants if v)]))
+    runs = train_runs(os.path.join(out, "tuning"), dataset, [(model, v) for v in candidates], seeds,
+                      epochs, data_dir, common, eval_split="validation")
+    labels = {run_key(model, v): " ".join(v) or "(defaults)" for v in candidates}
+    curves = learning_curves({labels[k]: runs[k] for k in labels})
+    base = float(np.mean([m["auc"] for m in runs[run_key(model, ())]]))
+    rows = []
+    for v in candidates:
+        metrics = runs[run_key(model, v)]
+        stats = summary([m["auc"] for m in metrics], [m["logloss"] for m in metrics])
+        first = curves.get(labels[run_key(model, v)], {}).get("mean", [None])[0]
+        rows.append({"model": model, "variant": labels[run_key(model, v)], "overrides": list(v),
+                     **stats, "delta": stats["auc_mean"] - base, "val_auc_epoch1": first,
+                     "seeds": list(range(seeds))})
+    columns = [("variant", "variant", "{}"), ("auc_pm", "validation AUC (mean ± std)", "{}"),
+               ("delta", "Δ vs defaults", "{:+.4f}"), ("val_auc_epoch1", "after epoch 1", "{:.4f}"),
+               ("logloss_mean", "log loss", "{:.4f}")]
+    name = f"compare_{model}"
+    write_table(rows, columns, out, name, {**_meta(dataset, seeds, epochs, None, command),
+                                           "selected_on": "validation", "val_auc_by_epoch": curves})
+    plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
+                         f"{model} variants on {dataset} (validation)")
+    return rows
+
+
 def _check_untuned_keys(overrides: Sequence[str], where: str) -> None:
     """Tuned fields cannot also be set by hand: one would silently override the other."""
     tuned_keys = {name for name, _ in TUNING_SPACE}

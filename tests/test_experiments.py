@@ -217,3 +217,37 @@ def test_tuned_is_refused_where_it_would_be_ignored(tmp_path):
     with pytest.raises(ConfigError, match="--tuned is for table1 and table2"):
         cli.run_experiment(cli.build_parser().parse_args(
             ["experiment", "robustness", "--tuned", str(tmp_path / "tuning.json")]))
+
+
+def test_compare_reads_validation_only_and_takes_deltas_against_the_defaults(tmp_path, monkeypatch):
+    planted = {(): [0.70, 0.80], ("alpha=0.1",): [0.75, 0.82], ("t_star=5", "sampler_steps=5"): [0.6, 0.78]}
+    splits = []
+
+    def fake_train(model, dataset, run_dir, overrides=(), eval_split="test", **kwargs):
+        splits.append(eval_split)
+        curve = planted[tuple(overrides)]
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+            json.dump({"auc": curve[-1], "logloss": 0.5, "split": eval_split,
+                       "history": {"val_auc": curve}}, f)
+
+    monkeypatch.setattr(experiments.training, "train", fake_train)
+    rows = experiments.compare("any", str(tmp_path), [["alpha=0.1"], ["t_star=5", "sampler_steps=5"], []])
+    assert splits == ["validation"] * 3  # The defaults come first and once; test is never read.
+    assert [r["variant"] for r in rows] == ["(defaults)", "alpha=0.1", "t_star=5 sampler_steps=5"]
+    assert [r["delta"] for r in rows] == pytest.approx([0.0, 0.02, -0.02])
+    assert [r["val_auc_epoch1"] for r in rows] == pytest.approx([0.70, 0.75, 0.6])
+    assert "| alpha=0.1 | 0.8200 ± 0.0000 | +0.0200 | 0.7500 |" in (tmp_path / "compare_hierdiffuse.md").read_text()
+    assert (tmp_path / "compare_hierdiffuse_curves.png").stat().st_size > 1000
+    # The defaults run is shared with `tune`'s first trial.
+    assert os.path.exists(tmp_path / "tuning" / "runs" / "hierdiffuse" / "seed0" / "metrics.json")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["experiment", "compare"], "at least one --variant"),
+    (["experiment", "compare", "--variant", "alpha=0.1", "--models", "din,dien"], "one model"),
+    (["experiment", "table1", "--variant", "alpha=0.1"], "--variant is for compare"),
+])
+def test_compare_arguments_are_checked(argv, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):  # Before any dataset is looked for.
+        cli.run_experiment(cli.build_parser().parse_args([*argv, "--data-dir", str(tmp_path)]))

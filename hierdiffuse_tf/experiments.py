@@ -152,6 +152,12 @@ def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds:
                 finally:
                     release_run(run_dir)
             else:
+                drift = config_drift(run_dir, model, dataset, data_dir, [*common, *overrides], epochs, seed)
+                if drift:
+                    raise ConfigError(
+                        f"{run_dir} finished under another config than the one the code builds now "
+                        f"({'; '.join(drift)}), so its results would not be this row's. Move the "
+                        "folder aside to keep it (e.g. under a key naming the old value) or delete it to retrain")
                 print(f"{step} {key} seed {seed}: done already", flush=True)
             with open(metrics_path) as f:
                 metrics = json.load(f)
@@ -169,6 +175,31 @@ def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds:
         key = run_key(model, overrides)
         results[key] = [finished[(key, seed)] for seed in range(seeds)]
     return results
+
+
+def config_drift(run_dir: str, model: str, dataset: str, data_dir: str | None,
+                 overrides: Sequence[str], epochs: int | None, seed: int) -> list[str]:
+    """`field: recorded -> now` for each config field where a finished run differs from
+    what `training.train` would build today (say, after a default changed).
+
+    Fields that the run's `config.json` does not record are not compared, and
+    code changes that leave the config alone are not seen (the run records its
+    git commit for those).
+    """
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        recorded = json.load(f)
+    builder = pipeline.prepared_builder(dataset, data_dir, auto_prepare=False)
+    _, model_config, train_config = training.resolve_configs(model, builder, None, overrides, epochs, seed)
+    drift = []
+    for part, now in (("model_config", model_config.to_dict()), ("train_config", train_config.to_dict())):
+        then = recorded.get(part, {})
+        now = json.loads(json.dumps(now))  # Tuples as the JSON lists that were recorded.
+        drift += [f"{k}: {then[k]!r} -> {now[k]!r}" for k in sorted(then.keys() & now.keys())
+                  if then[k] != now[k]]
+    return drift
 
 
 def with_inference_changes(model, changes: Sequence[tuple[str, object]]):

@@ -37,6 +37,13 @@ def test_table1_writes_rows_with_seeds_and_resumes(smoke_builder, data_dir, tmp_
     assert cli.main(argv) == 0  # A second run trains nothing.
     assert "done already" in capsys.readouterr().out
     assert os.path.getmtime(tmp_path / "runs" / "din" / "seed1" / "metrics.json") == mtime
+    # A finished run whose recorded config is not what the code builds now is never reused.
+    config_path = tmp_path / "runs" / "din" / "seed1" / "config.json"
+    recorded = json.load(open(config_path))
+    recorded["model_config"]["dropout"] = 0.3
+    config_path.write_text(json.dumps(recorded))
+    with pytest.raises(ConfigError, match=r"dropout: 0.3 -> 0.1.*Move the folder aside"):
+        experiments.train_runs(str(tmp_path), SMOKE, [("din", ())], 2, 1, data_dir, FAST)
 
 
 def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, tmp_path):

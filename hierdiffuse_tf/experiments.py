@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -177,6 +178,12 @@ def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds:
     return results
 
 
+@functools.lru_cache(maxsize=8)
+def _prepared_builder(dataset: str, data_dir: str | None):
+    """One builder per dataset for the drift checks of a whole table."""
+    return pipeline.prepared_builder(dataset, data_dir, auto_prepare=False)
+
+
 def config_drift(run_dir: str, model: str, dataset: str, data_dir: str | None,
                  overrides: Sequence[str], epochs: int | None, seed: int) -> list[str]:
     """`field: recorded -> now` for each config field where a finished run differs from
@@ -191,7 +198,7 @@ def config_drift(run_dir: str, model: str, dataset: str, data_dir: str | None,
         return []
     with open(path) as f:
         recorded = json.load(f)
-    builder = pipeline.prepared_builder(dataset, data_dir, auto_prepare=False)
+    builder = _prepared_builder(dataset, data_dir)
     _, model_config, train_config = training.resolve_configs(model, builder, None, overrides, epochs, seed)
     drift = []
     for part, now in (("model_config", model_config.to_dict()), ("train_config", train_config.to_dict())):

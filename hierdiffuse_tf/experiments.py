@@ -351,23 +351,23 @@ def compare(dataset: str, out: str, variants: Sequence[Sequence[str]], model: st
 
     A diagnostic: it answers "what does this switch do?" without reading test.
     The tables never take a setting from here; they use the defaults or what
-    `tune` chose, with the same budget for every model. The runs live beside `tune`'s (`out/tuning/runs`),
-    so the defaults train once for both. Writes `compare_<model>.{json,md,csv}`
-    and `compare_<model>_curves.png` (validation AUC per epoch).
+    `tune` chose, with the same budget for every model. The runs live beside
+    `tune`'s (`out/tuning/runs`), so the defaults train once for both. Writes
+    `compare_<model>.{json,md,csv}` and `compare_<model>_curves.png`
+    (validation AUC per epoch).
     """
     candidates = list(dict.fromkeys([(), *(tuple(v) for v in variants if v)]))
     runs = train_runs(os.path.join(out, "tuning"), dataset, [(model, v) for v in candidates], seeds,
                       epochs, data_dir, common, eval_split="validation")
-    labels = {run_key(model, v): " ".join(v) or "(defaults)" for v in candidates}
-    curves = learning_curves({labels[k]: runs[k] for k in labels})
+    by_label = {" ".join(v) or "(defaults)": (v, runs[run_key(model, v)]) for v in candidates}
+    curves = learning_curves({label: metrics for label, (_, metrics) in by_label.items()})
     base = float(np.mean([m["auc"] for m in runs[run_key(model, ())]]))
     rows = []
-    for v in candidates:
-        metrics = runs[run_key(model, v)]
+    for label, (v, metrics) in by_label.items():
         stats = summary([m["auc"] for m in metrics], [m["logloss"] for m in metrics])
-        first = curves.get(labels[run_key(model, v)], {}).get("mean", [None])[0]
-        rows.append({"model": model, "variant": labels[run_key(model, v)], "overrides": list(v),
-                     **stats, "delta": stats["auc_mean"] - base, "val_auc_epoch1": first,
+        rows.append({"model": model, "variant": label, "overrides": list(v), **stats,
+                     "delta": stats["auc_mean"] - base,
+                     "val_auc_epoch1": curves.get(label, {}).get("mean", [None])[0],
                      "seeds": list(range(seeds))})
     columns = [("variant", "variant", "{}"), ("auc_pm", "validation AUC (mean ± std)", "{}"),
                ("delta", "Δ vs defaults", "{:+.4f}"), ("val_auc_epoch1", "after epoch 1", "{:.4f}"),

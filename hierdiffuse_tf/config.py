@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 DIRECTIONS = ("long_to_short", "short_to_long", "long_to_none", "short_to_none")
 GUIDANCES = ("sgd", "cfg", "none")
 SAMPLERS = ("tcc", "ddim", "ddpm", "none")
+LOSS_REDUCTIONS = ("mean", "sum")
 BACKBONES = ("mlp", "transformer")
 SGD_WEIGHTS = ("adaptive", "fixed")
 COMBINERS = ("sum", "concat")
@@ -193,6 +194,11 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
         backbone: the denoiser: "mlp" or "transformer" (Table 2b).
         denoiser_layers: hidden layers (mlp) or blocks (transformer).
         alpha: weight of the diffusion losses against the BCE.
+        loss_reduction: how L_recon and L_TR reduce a vector's squared error:
+            "mean" over its d dimensions (the default, as in our DiffuRec and
+            DreamRec) or "sum", SPEC's squared norm, d times larger. A
+            documented deviation: at alpha = 0.5 the summed losses outweigh
+            the BCE and cost validation AUC on ml-100k (see the README).
         use_recon: keep L_recon (Table 2c).
         use_tr: keep L_TR (Table 2c).
         lambda_start: lambda of L_TR at step 0.
@@ -224,6 +230,7 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
     backbone: str = "mlp"
     denoiser_layers: int = 2
     alpha: float = 0.5
+    loss_reduction: str = "mean"
     use_recon: bool = True
     use_tr: bool = True
     lambda_start: float = 1.0
@@ -250,6 +257,7 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
         _one_of("sgd_weights", self.sgd_weights, SGD_WEIGHTS)
         _one_of("backbone", self.backbone, BACKBONES)
         _one_of("sampler", self.sampler, SAMPLERS)
+        _one_of("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
         _check(len(self.sgd_fixed_w) == 2, "sgd_fixed_w", "must have two weights (w1, w2)",
                self.sgd_fixed_w)
         _check(self.alpha >= 0.0, "alpha", "must be >= 0", self.alpha)

@@ -178,6 +178,11 @@ def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds:
     return results
 
 
+# Config fields added after committed runs were trained, with the value the code
+# used before the field existed: a run whose config.json lacks one ran with it.
+LEGACY_DEFAULTS = {"loss_reduction": "sum"}
+
+
 @functools.lru_cache(maxsize=8)
 def _prepared_builder(dataset: str, data_dir: str | None):
     """One builder per dataset for the drift checks of a whole table."""
@@ -189,9 +194,10 @@ def config_drift(run_dir: str, model: str, dataset: str, data_dir: str | None,
     """`field: recorded -> now` for each config field where a finished run differs from
     what `training.train` would build today (say, after a default changed).
 
-    Fields that the run's `config.json` does not record are not compared, and
-    code changes that leave the config alone are not seen (the run records its
-    git commit for those).
+    A field that the run's `config.json` does not record is compared through
+    its `LEGACY_DEFAULTS` value, or not at all if it has none. Code changes
+    that leave the config alone are not seen (the run records its git commit
+    for those).
     """
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
@@ -202,8 +208,8 @@ def config_drift(run_dir: str, model: str, dataset: str, data_dir: str | None,
     _, model_config, train_config = training.resolve_configs(model, builder, None, overrides, epochs, seed)
     drift = []
     for part, now in (("model_config", model_config.to_dict()), ("train_config", train_config.to_dict())):
-        then = recorded.get(part, {})
         now = json.loads(json.dumps(now))  # Tuples as the JSON lists that were recorded.
+        then = {**{k: v for k, v in LEGACY_DEFAULTS.items() if k in now}, **recorded.get(part, {})}
         drift += [f"{k}: {then[k]!r} -> {now[k]!r}" for k in sorted(then.keys() & now.keys())
                   if then[k] != now[k]]
     return drift
@@ -219,9 +225,14 @@ def with_inference_changes(model, changes: Sequence[tuple[str, object]]):
     return clone
 
 
+def _score(model, features):
+    return model(features, training=False)["ctr"]
+
+
 def time_inference(models: dict, batches: list, repeats: int = 5) -> dict:
     """Median batches/s of each model over the same batches, interleaved across models."""
-    fns = {name: tf.function(lambda x, m=m: m(x, training=False)["ctr"], reduce_retracing=True)
+    # Keras layers need no autograph (Keras' own train and predict functions skip it too).
+    fns = {name: tf.function(functools.partial(_score, m), reduce_retracing=True, autograph=False)
            for name, m in models.items()}
     for fn in fns.values():  # Warm-up: trace and run once.
         fn(batches[0]).numpy()

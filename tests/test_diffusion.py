@@ -56,8 +56,13 @@ def test_tcc_losses_are_zero_for_a_mapping_that_returns_x0():
     recon, trajectory = tcc.tcc_losses(pred_t=x0, pred_prev=x0, x0=x0, t_prev=t_prev)
     assert float(recon) == 0.0 and float(trajectory) == 0.0
     # And they are the squared distances otherwise.
-    recon, trajectory = tcc.tcc_losses(x0 + 1.0, x0 - 1.0, x0, np.full((16,), 3))
+    recon, trajectory = tcc.tcc_losses(x0 + 1.0, x0 - 1.0, x0, np.full((16,), 3), reduction="sum")
     assert float(recon) == pytest.approx(8.0) and float(trajectory) == pytest.approx(32.0)
+    # The default averages over d: the same errors, d = 8 times smaller.
+    recon, trajectory = tcc.tcc_losses(x0 + 1.0, x0 - 1.0, x0, np.full((16,), 3))
+    assert float(recon) == pytest.approx(1.0) and float(trajectory) == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="reduction"):
+        tcc.tcc_losses(x0, x0, x0, t_prev, reduction="max")
     # A span that reaches step 0 targets x0 itself (the boundary condition).
     _, trajectory = tcc.tcc_losses(x0, x0 + 5.0, x0, np.zeros((16,), "int32"))
     assert float(trajectory) == 0.0
@@ -148,7 +153,7 @@ def test_tcc_one_step_and_many_step_ddim_agree_on_a_trained_toy_model():
                           tf.concat([c[:, None], c[:, None]], 0), None, tf.concat([present, present], 0),
                           training=True)
             pred_t, pred_prev = tf.split(pred, 2)
-            recon, trajectory = tcc.tcc_losses(pred_t, pred_prev, x0, tf.maximum(t - dt, 0))
+            recon, trajectory = tcc.tcc_losses(pred_t, pred_prev, x0, tf.maximum(t - dt, 0), "sum")
             loss = recon + tcc.lambda_schedule(iteration, 400) * trajectory
         grads = tape.gradient(loss, guided.trainable_variables)
         optimizer.apply(grads, guided.trainable_variables)

@@ -61,6 +61,18 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
     curves = json.load(open(tmp_path / "table2.json"))["meta"]["val_auc_by_epoch"]
     assert sorted(curves) == ["full model", "w/ CFG"]
     assert (tmp_path / "table2_curves.png").stat().st_size > 1000
+    # A run from before `loss_reduction` existed ran with the summed losses:
+    # the drift check reads the missing field as its legacy value.
+    run_dir = tmp_path / "runs" / "hierdiffuse" / "seed0"
+    recorded = json.load(open(run_dir / "config.json"))
+    assert recorded["model_config"]["loss_reduction"] == "mean"
+    del recorded["model_config"]["loss_reduction"]
+    (run_dir / "config.json").write_text(json.dumps(recorded))
+    drift = experiments.config_drift(str(run_dir), "hierdiffuse", SMOKE, data_dir,
+                                     FAST + ["sampler_steps=2"], 1, 0)
+    assert drift == ["loss_reduction: 'sum' -> 'mean'"]
+    assert experiments.config_drift(str(run_dir), "hierdiffuse", SMOKE, data_dir,
+                                    FAST + ["sampler_steps=2", "loss_reduction=sum"], 1, 0) == []
 
 
 def test_learning_curves_average_the_seeds_over_the_epochs_all_of_them_ran():

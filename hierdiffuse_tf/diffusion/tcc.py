@@ -54,7 +54,7 @@ def curriculum_dt(step, batch_size, schedule_steps: int, num_steps: int, seed,
     return ops.cast(ops.where(is_early, early, late), "int32")
 
 
-def tcc_losses(pred_t, pred_prev, x0, t_prev):
+def tcc_losses(pred_t, pred_prev, x0, t_prev, reduction: str = "mean"):
     """L_recon and L_TR from the predictions at t and at t - dt.
 
     Args:
@@ -62,11 +62,17 @@ def tcc_losses(pred_t, pred_prev, x0, t_prev):
         pred_prev: `(B, d)`, f(x_{t-dt}, t - dt); the gradient is stopped.
         x0: `(B, d)`, the clean vector.
         t_prev: `(B,)`, t - dt; where it is <= 0 the target is x0.
+        reduction: "mean" (squared errors averaged over d) or "sum" (SPEC's
+            squared norm, summed over d).
 
     Returns:
-        `(L_recon, L_TR)`, scalars: squared errors summed over d, averaged over B.
+        `(L_recon, L_TR)`, scalars: each example's squared error reduced over
+        d, averaged over B.
     """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum'. Received: {reduction!r}")
+    reduce = ops.mean if reduction == "mean" else ops.sum
     target = ops.where(ops.expand_dims(t_prev <= 0, -1), x0, ops.stop_gradient(pred_prev))
-    recon = ops.mean(ops.sum(ops.square(pred_t - x0), axis=-1))
-    trajectory = ops.mean(ops.sum(ops.square(pred_t - target), axis=-1))
+    recon = ops.mean(reduce(ops.square(pred_t - x0), axis=-1))
+    trajectory = ops.mean(reduce(ops.square(pred_t - target), axis=-1))
     return recon, trajectory

@@ -7,7 +7,8 @@
     logit = head([h_fusion, e_target, h_fusion * e_target, h_S])
 
 In training eps is random and the TCC losses (Eq. 7-8) are added:
-`BCE + alpha (L_recon + lambda(step) L_TR)`. At inference eps = 0, so the
+`BCE + alpha (L_recon + lambda(step) L_TR)`, each squared error averaged over
+the d dimensions (`loss_reduction`; SPEC sums them). At inference eps = 0, so the
 same request always gets the same score, and `sampler` picks the reverse path:
 TCC one step (the default), DDIM k steps or DDPM every step from t*.
 """
@@ -152,7 +153,7 @@ class HierDiffuse(CTRModel):
                             ops.concatenate([t_star, t, t_prev], axis=0),
                             tile(conds), tile(shares), tile(present), training=True, copies=3)
         h_fusion, pred_t, pred_prev = ops.split(preds, 3, axis=0)
-        recon, trajectory = tcc.tcc_losses(pred_t, pred_prev, target, t_prev)
+        recon, trajectory = tcc.tcc_losses(pred_t, pred_prev, target, t_prev, c.loss_reduction)
         weight = tcc.lambda_schedule(step, c.schedule_steps, c.lambda_start, c.lambda_end)
         aux = c.alpha * (float(c.use_recon) * recon + float(c.use_tr) * weight * trajectory)
         logs = {"recon": recon, "tr": trajectory, "tr_weight": weight,

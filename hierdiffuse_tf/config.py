@@ -42,6 +42,10 @@ def _one_of(field: str, value: Any, allowed: Sequence[str]) -> None:
 class BaseConfig:
     """Helpers shared by every config dataclass."""
 
+    # Fields added after configs were saved, with the value that the code used
+    # before each field existed: a saved config that lacks one ran with it.
+    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
@@ -63,6 +67,11 @@ class BaseConfig:
             for k, v in values.items()
         }
         return cls(**coerced)
+
+    @classmethod
+    def from_saved(cls, values: Mapping[str, Any]):
+        """`from_dict` for a config saved earlier: missing fields take their legacy values."""
+        return cls.from_dict({**cls.LEGACY_DEFAULTS, **values})
 
     def replace(self, **changes):
         return self.from_dict({**self.to_dict(), **changes})
@@ -219,6 +228,8 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
             "none" skips the fusion stage (h_fusion = x0), the floor that the
             benchmark compares against.
     """
+
+    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"loss_reduction": "sum"}
 
     schedule_s: float = 0.008
     max_beta: float = 0.999

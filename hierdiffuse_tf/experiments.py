@@ -178,11 +178,6 @@ def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds:
     return results
 
 
-# Config fields added after committed runs were trained, with the value the code
-# used before the field existed: a run whose config.json lacks one ran with it.
-LEGACY_DEFAULTS = {"loss_reduction": "sum"}
-
-
 @functools.lru_cache(maxsize=8)
 def _prepared_builder(dataset: str, data_dir: str | None):
     """One builder per dataset for the drift checks of a whole table."""
@@ -195,7 +190,7 @@ def config_drift(run_dir: str, model: str, dataset: str, data_dir: str | None,
     what `training.train` would build today (say, after a default changed).
 
     A field that the run's `config.json` does not record is compared through
-    its `LEGACY_DEFAULTS` value, or not at all if it has none. Code changes
+    its config class's `LEGACY_DEFAULTS` value, or not at all if it has none. Code changes
     that leave the config alone are not seen (the run records its git commit
     for those).
     """
@@ -207,9 +202,9 @@ def config_drift(run_dir: str, model: str, dataset: str, data_dir: str | None,
     builder = _prepared_builder(dataset, data_dir)
     _, model_config, train_config = training.resolve_configs(model, builder, None, overrides, epochs, seed)
     drift = []
-    for part, now in (("model_config", model_config.to_dict()), ("train_config", train_config.to_dict())):
-        now = json.loads(json.dumps(now))  # Tuples as the JSON lists that were recorded.
-        then = {**{k: v for k, v in LEGACY_DEFAULTS.items() if k in now}, **recorded.get(part, {})}
+    for part, config in (("model_config", model_config), ("train_config", train_config)):
+        now = json.loads(json.dumps(config.to_dict()))  # Tuples as the JSON lists that were recorded.
+        then = {**config.LEGACY_DEFAULTS, **recorded.get(part, {})}
         drift += [f"{k}: {then[k]!r} -> {now[k]!r}" for k in sorted(then.keys() & now.keys())
                   if then[k] != now[k]]
     return drift
@@ -294,10 +289,15 @@ def write_table(rows: list[dict], columns: list[tuple[str, str, str]], out: str,
     lines += ["| " + " | ".join(_cell(r.get(k), f) for k, _, f in columns) + " |" for r in rows]
     batch = f"inference batch size {meta['batch_size']}, " if meta.get("batch_size") else ""
     caption = (f"\n_{meta['dataset']}, {meta['seeds']} seed(s), {meta['epochs']} epoch(s), "
-               f"{batch}commit {str(meta['git_commit'])[:10]}; "
+               f"{batch}commit {_short_commit(meta['git_commit'])}; "
                f"made by `{meta['command']}`._\n")
     with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n" + caption)
+
+
+def _short_commit(commit: str | None) -> str:
+    text = str(commit)
+    return text[:10] + ("-dirty" if text.endswith("-dirty") else "")
 
 
 def _cell(value, fmt: str) -> str:

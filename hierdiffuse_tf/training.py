@@ -26,11 +26,16 @@ from hierdiffuse_tf.models import CTRModel, get_model_class
 
 
 def git_commit() -> str | None:
+    """HEAD's hash, with `-dirty` when the package's code differs from it (results
+    made by uncommitted code say so); None outside a git checkout."""
     try:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=5).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                  "hierdiffuse_tf"], cwd=root, capture_output=True, text=True,
+                                 timeout=5).stdout.strip()
+        return (head + "-dirty" if changed else head) or None
     except (OSError, subprocess.SubprocessError):
         return None
 

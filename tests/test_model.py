@@ -100,6 +100,15 @@ def test_every_switch_builds_trains_and_round_trips(switch, tmp_path):
     np.testing.assert_allclose(restored(x)["ctr"].numpy(), model(x)["ctr"].numpy(), rtol=1e-6)
 
 
+def test_a_model_saved_before_loss_reduction_existed_reloads_with_the_summed_losses():
+    saved = HierDiffuse(HierDiffuseConfig(**SMALL)).get_config()
+    assert saved["config"]["loss_reduction"] == "mean"  # Today's default.
+    del saved["config"]["loss_reduction"]  # What a model.keras from before the field holds.
+    assert HierDiffuse.from_config(saved).config.loss_reduction == "sum"
+    saved["config"]["loss_reduction"] = "mean"
+    assert HierDiffuse.from_config(saved).config.loss_reduction == "mean"
+
+
 def test_sampler_switch_changes_only_the_inference_path():
     tcc_model = HierDiffuse(HierDiffuseConfig(**SMALL))
     x = random_features(tcc_model.config, 8)

@@ -163,7 +163,8 @@ class CTRModel(keras.Model, abc.ABC):
 
     @classmethod
     def from_config(cls, config):
-        return cls(cls.config_cls.from_dict(config["config"]), name=config.get("name"))
+        # A model saved before a config field existed reloads with the value it was trained with.
+        return cls(cls.config_cls.from_saved(config["config"]), name=config.get("name"))
 
     def get_build_config(self):
         return {"built": True}

@@ -23,7 +23,6 @@ import time
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from hierdiffuse_tf import training
 from hierdiffuse_tf.config import ConfigError, ModelConfig, TrainConfig
@@ -220,15 +219,9 @@ def with_inference_changes(model, changes: Sequence[tuple[str, object]]):
     return clone
 
 
-def _score(model, features):
-    return model(features, training=False)["ctr"]
-
-
 def time_inference(models: dict, batches: list, repeats: int = 5) -> dict:
     """Median batches/s of each model over the same batches, interleaved across models."""
-    # Keras layers need no autograph (Keras' own train and predict functions skip it too).
-    fns = {name: tf.function(functools.partial(_score, m), reduce_retracing=True, autograph=False)
-           for name, m in models.items()}
+    fns = {name: training.compiled_scorer(m, reduce_retracing=True) for name, m in models.items()}
     for fn in fns.values():  # Warm-up: trace and run once.
         fn(batches[0]).numpy()
     timings = {name: [] for name in models}

@@ -8,6 +8,7 @@ progress bar and callbacks (`BackupAndRestore`, so a killed run resumes;
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -81,9 +82,20 @@ def ctr_metrics(labels: np.ndarray, scores: np.ndarray, users: np.ndarray) -> di
             "gauc": group_auc(labels, scores, users), "examples": int(len(labels))}
 
 
+def ctr_scores(model: CTRModel, features: dict):
+    """The model's click probabilities `(B, 1)` at inference."""
+    return model(features, training=False)["ctr"]
+
+
+def compiled_scorer(model: CTRModel, **kwargs):
+    """`ctr_scores` of `model` as one `tf.function`; no autograph, which Keras
+    layers do not need (Keras traces its own predict function the same way)."""
+    return tf.function(functools.partial(ctr_scores, model), autograph=False, **kwargs)
+
+
 def predict_split(model: CTRModel, dataset: tf.data.Dataset, verbose: int = 1):
     """`(labels, scores, users)` over a `(features, label)` dataset, with a progress bar."""
-    predict = tf.function(lambda features: model(features, training=False)["ctr"])
+    predict = compiled_scorer(model)
     labels, scores, users = [], [], []
     batches = int(dataset.cardinality())
     progress = keras.utils.Progbar(batches if batches > 0 else None, verbose=verbose,

@@ -27,6 +27,7 @@ import numpy as np
 from hierdiffuse_tf import training
 from hierdiffuse_tf.config import ConfigError, ModelConfig, TrainConfig
 from hierdiffuse_tf.data import pipeline
+from hierdiffuse_tf.models import MODELS
 
 TABLE1_MODELS = ("avg_pool_dnn", "din", "dien", "diffurec", "dreamrec", "hierdiffuse")
 # The paper's Table 1 (AUC), for the side-by-side view in the README.
@@ -122,6 +123,20 @@ def release_run(run_dir: str) -> None:
         pass
 
 
+def overrides_for(model: str, common: Sequence[str], overrides: Sequence[str]) -> list[str]:
+    """A table's `--set` pairs that apply to `model`, then the row's own overrides.
+
+    `--set` reaches every model of a table; a field that only some of them
+    have (say HierDiffuse's `loss_reduction`) applies to those and is skipped
+    for the rest. A field that no model has is kept, so that the config
+    rejects it by name (a typo never passes silently).
+    """
+    mine = set(MODELS[model].config_cls.field_names()) | set(TrainConfig.field_names())
+    known = mine.union(*(cls.config_cls.field_names() for cls in MODELS.values()))
+    kept = [pair for pair in common if (key := pair.split("=", 1)[0].strip()) in mine or key not in known]
+    return [*kept, *overrides]
+
+
 def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds: int,
                epochs: int | None, data_dir: str | None, common: Sequence[str] = (),
                poll_seconds: float = 30.0, eval_split: str = "test") -> dict:
@@ -147,12 +162,14 @@ def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds:
                     if not os.path.exists(metrics_path):  # Finished while we looked elsewhere.
                         print(f"{step} training {key} seed {seed}", flush=True)
                         training.train(model, dataset, run_dir, data_dir=data_dir, epochs=epochs,
-                                       seed=seed, overrides=[*common, *overrides], verbose=2,
+                                       seed=seed, overrides=overrides_for(model, common, overrides),
+                                       verbose=2,
                                        eval_split=eval_split)
                 finally:
                     release_run(run_dir)
             else:
-                drift = config_drift(run_dir, model, dataset, data_dir, [*common, *overrides], epochs, seed)
+                drift = config_drift(run_dir, model, dataset, data_dir,
+                                     overrides_for(model, common, overrides), epochs, seed)
                 if drift:
                     raise ConfigError(
                         f"{run_dir} finished under another config than the one the code builds now "

@@ -75,6 +75,15 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
                                     FAST + ["sampler_steps=2", "loss_reduction=sum"], 1, 0) == []
 
 
+def test_a_tables_set_reaches_the_models_that_have_the_field():
+    common = ["loss_reduction=sum", "embed_dim=16", "batch_size=512"]
+    assert experiments.overrides_for("hierdiffuse", common, ("guidance=cfg",)) == common + ["guidance=cfg"]
+    # DIN has no loss_reduction: it trains (and is drift-checked) without it.
+    assert experiments.overrides_for("din", common, ()) == ["embed_dim=16", "batch_size=512"]
+    # A field that no model has stays, so the config names the typo.
+    assert experiments.overrides_for("din", ["loss_reducton=sum"], ()) == ["loss_reducton=sum"]
+
+
 def test_learning_curves_average_the_seeds_over_the_epochs_all_of_them_ran():
     runs = {"a": [{"history": {"val_auc": [0.6, 0.7, 0.8]}}, {"history": {"val_auc": [0.7, 0.9]}}],
             "b": [{"history": {}}]}

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--out", default="results")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override applied to every run, e.g. --set batch_size=512")
+                   help="override applied to every run whose model has the field, e.g. --set batch_size=512")
     p.add_argument("--models", default=None, help="comma-separated subset of the table's models")
     p.add_argument("--groups", default=None, help="table2: comma-separated subset of the groups a-e")
     p.add_argument("--batch-size", type=int, default=256, help="shared inference batch size for timing")

@@ -206,9 +206,9 @@ def config_drift(run_dir: str, model: str, dataset: str, data_dir: str | None,
     what `training.train` would build today (say, after a default changed).
 
     A field that the run's `config.json` does not record is compared through
-    its config class's `LEGACY_DEFAULTS` value, or not at all if it has none. Code changes
-    that leave the config alone are not seen (the run records its git commit
-    for those).
+    its config class's `LEGACY_DEFAULTS` value, or not at all if it has none.
+    Code changes that leave the config alone are not seen (the run records
+    its git commit for those).
     """
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):

@@ -69,9 +69,9 @@ def tcc_losses(pred_t, pred_prev, x0, t_prev, reduction: str = "mean"):
         `(L_recon, L_TR)`, scalars: each example's squared error reduced over
         d, averaged over B.
     """
-    if reduction not in ("mean", "sum"):
+    reduce = {"mean": ops.mean, "sum": ops.sum}.get(reduction)
+    if reduce is None:
         raise ValueError(f"reduction must be 'mean' or 'sum'. Received: {reduction!r}")
-    reduce = ops.mean if reduction == "mean" else ops.sum
     target = ops.where(ops.expand_dims(t_prev <= 0, -1), x0, ops.stop_gradient(pred_prev))
     recon = ops.mean(reduce(ops.square(pred_t - x0), axis=-1))
     trajectory = ops.mean(reduce(ops.square(pred_t - target), axis=-1))

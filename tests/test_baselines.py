@@ -70,8 +70,9 @@ def test_din_activation_unit_ignores_padding():
     np.testing.assert_allclose(ops.convert_to_numpy(pooled)[0], (keys[0, :2] * weights[0, :2, None]).sum(0), rtol=1e-5)
 
 
-def test_avg_pool_dnn_pools_the_mean_of_real_behaviours():
-    model = AvgPoolDNN(BaselineConfig(**SMALL))
+@pytest.mark.parametrize("combiner", ["sum", "concat"])
+def test_avg_pool_dnn_pools_the_mean_of_real_behaviours(combiner):
+    model = AvgPoolDNN(BaselineConfig(**SMALL, embed_combiner=combiner))
     x = random_features(model.config, 4)
     x["long_items"][0] = 0  # Example 0: no long history.
     model(x)
@@ -80,7 +81,10 @@ def test_avg_pool_dnn_pools_the_mean_of_real_behaviours():
     table_i = ops.convert_to_numpy(model.items.embeddings)
     table_c = ops.convert_to_numpy(model.cats.embeddings)
     mask = items > 0
-    expected = ((table_i[items] + table_c[cats]) * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+    joined = (table_i[items] + table_c[cats] if combiner == "sum"
+              else np.concatenate([table_i[items], table_c[cats]], axis=-1))
+    assert joined.shape[-1] == model.config.embed_dim
+    expected = (joined * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
     weights = ops.cast(mask, "float32")
     pooled = model.embed(items, cats, weights) / ops.sum(weights, axis=1, keepdims=True)
     np.testing.assert_allclose(ops.convert_to_numpy(pooled), expected, rtol=1e-5, atol=1e-6)

@@ -20,7 +20,9 @@ class AvgPoolDNN(CTRModel):
     The item and category tables are `keras_rs.layers.EmbedReduce` (embed, then
     reduce with a weighted sum; the weights are the padding mask and the sum is
     divided by the count, so padding never enters the mean). The target is
-    embedded by the same tables, unreduced.
+    embedded by the same tables, unreduced. `embed_combiner` joins the two
+    tables as `FeatureEmbedding` does: "sum" adds two tables of width d,
+    "concat" joins two of width d / 2.
     """
 
     config_cls = BaselineConfig
@@ -29,16 +31,18 @@ class AvgPoolDNN(CTRModel):
         super().__init__(config, **kwargs)
         c = config
         init = keras.initializers.RandomNormal(stddev=0.05)
-        self.items = keras_rs.layers.EmbedReduce(c.item_vocab, c.embed_dim, combiner="sum",
+        width = c.embed_dim if c.embed_combiner == "sum" else c.embed_dim // 2
+        self.items = keras_rs.layers.EmbedReduce(c.item_vocab, width, combiner="sum",
                                                  embeddings_initializer=init, name="item_table")
-        self.cats = keras_rs.layers.EmbedReduce(c.num_cats, c.embed_dim, combiner="sum",
+        self.cats = keras_rs.layers.EmbedReduce(c.num_cats, width, combiner="sum",
                                                 embeddings_initializer=init, name="cat_table")
         self.head = CTRHead(c.head_units, c.dropout, c.head_cross_layers, name="head")
 
     def embed(self, items, cats, weights=None):
         c = self.config
-        items = sanitize_ids(items, c.item_vocab, c.num_hash_buckets)
-        return self.items(items, weights) + self.cats(sanitize_ids(cats, c.num_cats), weights)
+        items = self.items(sanitize_ids(items, c.item_vocab, c.num_hash_buckets), weights)
+        cats = self.cats(sanitize_ids(cats, c.num_cats), weights)
+        return items + cats if c.embed_combiner == "sum" else ops.concatenate([items, cats], axis=-1)
 
     def forward(self, features, training=False, labels=None) -> Forward:
         items, cats = behaviour_sequence(features, "items"), behaviour_sequence(features, "cats")

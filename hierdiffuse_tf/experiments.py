@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import fcntl
 import functools
 import itertools
 import json
@@ -74,6 +75,7 @@ TUNING_SPACE = (("learning_rate", (TrainConfig.learning_rate, 3e-3, 3e-4)),
                 ("dropout", (ModelConfig.dropout, 0.0, 0.2)))
 NOISE_CONFIGS = {0.0: "noise_0", 0.1: "noise_10", 0.2: "noise_20", 0.3: "noise_30", 0.5: "noise_50"}
 ROBUSTNESS_MODELS = ("hierdiffuse", "din", "avg_pool_dnn")
+_CLAIMED: dict[str, int] = {}  # run_dir -> the open, locked fd of its train.lock (`claim_run`).
 
 
 def run_key(model: str, overrides: Sequence[str]) -> str:
@@ -83,44 +85,46 @@ def run_key(model: str, overrides: Sequence[str]) -> str:
 
 
 def claim_run(run_dir: str) -> bool:
-    """Takes `run_dir` for this process; False while a live process holds it.
+    """Takes `run_dir` for this process; False while another process holds it.
 
     Two experiment processes may share one `--out` (say, `table1` and `table2`,
     which both train the full model): each run is trained by whichever process
-    claims it first, and the other waits for its `metrics.json`. A lock left by
-    a killed process (its pid is gone) is taken over.
+    claims it first, and the other waits for its `metrics.json`. The claim is
+    an exclusive `flock` on `run_dir/train.lock` (POSIX), which the kernel
+    drops when its process dies, so a killed process's run is taken over with
+    no guessing from the pid the file holds (written for people to read).
     """
     os.makedirs(run_dir, exist_ok=True)
     lock = os.path.join(run_dir, "train.lock")
     while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR)
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                with open(lock) as f:
-                    pid = int(f.read().strip() or 0)
-                if pid:
-                    os.kill(pid, 0)
-                    return False
-            except (ProcessLookupError, ValueError, FileNotFoundError):
-                pass
-            except PermissionError:  # Alive, owned by another user.
-                return False
-            try:
-                os.remove(lock)  # Stale: its process is gone.
-            except FileNotFoundError:
-                pass
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        try:
+            current = os.stat(lock)
+        except FileNotFoundError:
+            current = None
+        if current is None or not os.path.samestat(os.fstat(fd), current):
+            os.close(fd)  # Its holder released and removed it between our open and our lock.
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        _CLAIMED[os.path.abspath(run_dir)] = fd
         return True
 
 
 def release_run(run_dir: str) -> None:
+    """Gives `run_dir` back: removes its lock file, then drops the lock."""
     try:
         os.remove(os.path.join(run_dir, "train.lock"))
     except FileNotFoundError:
         pass
+    fd = _CLAIMED.pop(os.path.abspath(run_dir), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def overrides_for(model: str, common: Sequence[str], overrides: Sequence[str]) -> list[str]:

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -164,12 +166,33 @@ def test_train_runs_waits_for_a_run_held_by_another_process(tmp_path, monkeypatc
     assert runs["din"][0]["auc"] == 0.7 and not (held / "train.lock").exists()
 
 
+def test_claim_run_waits_while_another_process_holds_the_lock(tmp_path):
+    # The holder has locked the file but not yet written its pid: the lock, not the pid, decides.
+    lock = tmp_path / "run" / "train.lock"
+    lock.parent.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()", str(lock)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert not experiments.claim_run(str(lock.parent))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert experiments.claim_run(str(lock.parent))  # The kernel dropped the dead holder's lock.
+    assert lock.read_text() == str(os.getpid())
+    experiments.release_run(str(lock.parent))
+    assert not lock.exists()
+
+
 def test_claim_run_takes_over_a_lock_left_by_a_dead_process(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "train.lock").write_text("999999999")  # No such pid.
     assert experiments.claim_run(str(run_dir))
     assert (run_dir / "train.lock").read_text() == str(os.getpid())
+    experiments.release_run(str(run_dir))
 
 
 def test_tuning_trials_start_from_the_defaults_and_never_repeat():

@@ -381,6 +381,11 @@ def _type_names(cls) -> dict[str, str]:
             for k, v in typing.get_type_hints(cls).items()}
 
 
+def override_key(pair: str) -> str:
+    """The field a `key=value` override names."""
+    return pair.split("=", 1)[0].strip()
+
+
 def apply_overrides(
     model_values: dict[str, Any],
     train_values: dict[str, Any],
@@ -393,7 +398,7 @@ def apply_overrides(
     for pair in pairs:
         if "=" not in pair:
             raise ConfigError(f"`--set` expects key=value. Received: {pair!r}")
-        key, text = (s.strip() for s in pair.split("=", 1))
+        key, text = override_key(pair), pair.split("=", 1)[1].strip()
         if key in model_hints:
             target, hints = model_values, model_hints
         elif key in train_hints:
@@ -422,4 +427,9 @@ def load_config_file(path: str) -> dict[str, Any]:
     unknown = set(values) - {"model", "train"}
     if unknown:
         raise ConfigError(f"{path}: top-level keys must be 'model' and 'train'; got {sorted(unknown)}")
+    for block in ("model", "train"):
+        values[block] = values.get(block) or {}  # An empty YAML block reads as None.
+        if not isinstance(values[block], dict):
+            raise ConfigError(f"{path}: `{block}` must be a mapping of field: value. "
+                              f"Received: {values[block]!r}")
     return values

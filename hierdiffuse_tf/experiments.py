@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from hierdiffuse_tf import training
-from hierdiffuse_tf.config import ConfigError, ModelConfig, TrainConfig
+from hierdiffuse_tf.config import ConfigError, ModelConfig, TrainConfig, override_key
 from hierdiffuse_tf.data import pipeline
 from hierdiffuse_tf.models import MODELS
 
@@ -51,7 +51,6 @@ class Row:
     paper_infer: float | None = None
 
 
-FULL = "ours"
 TABLE2_ROWS = (
     Row("a", "w/ CFG", ("guidance=cfg",), paper_auc=0.7663, paper_infer=16.9),
     Row("a", "w/ SGD (ours)", paper_auc=0.7680, paper_infer=16.1),
@@ -137,7 +136,7 @@ def overrides_for(model: str, common: Sequence[str], overrides: Sequence[str]) -
     """
     mine = set(MODELS[model].config_cls.field_names()) | set(TrainConfig.field_names())
     known = mine.union(*(cls.config_cls.field_names() for cls in MODELS.values()))
-    kept = [pair for pair in common if (key := pair.split("=", 1)[0].strip()) in mine or key not in known]
+    kept = [pair for pair in common if (key := override_key(pair)) in mine or key not in known]
     return [*kept, *overrides]
 
 
@@ -180,8 +179,7 @@ def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds:
                         f"({'; '.join(drift)}), so its results would not be this row's. Move the "
                         "folder aside to keep it (e.g. under a key naming the old value) or delete it to retrain")
                 print(f"{step} {key} seed {seed}: done already", flush=True)
-            with open(metrics_path) as f:
-                metrics = json.load(f)
+            metrics = _read_json(metrics_path)
             if metrics.get("split", "test") != eval_split:  # E.g. a tuning run in a table's folder.
                 raise ConfigError(f"{metrics_path} was evaluated on {metrics.get('split')!r}, not "
                                   f"{eval_split!r}: keep tuning runs (`experiment tune`) and table runs apart")
@@ -204,6 +202,11 @@ def _prepared_builder(dataset: str, data_dir: str | None):
     return pipeline.prepared_builder(dataset, data_dir, auto_prepare=False)
 
 
+def _read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
 def config_drift(run_dir: str, model: str, dataset: str, data_dir: str | None,
                  overrides: Sequence[str], epochs: int | None, seed: int) -> list[str]:
     """`field: recorded -> now` for each config field where a finished run differs from
@@ -217,8 +220,7 @@ def config_drift(run_dir: str, model: str, dataset: str, data_dir: str | None,
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
         return []
-    with open(path) as f:
-        recorded = json.load(f)
+    recorded = _read_json(path)
     builder = _prepared_builder(dataset, data_dir)
     _, model_config, train_config = training.resolve_configs(model, builder, None, overrides, epochs, seed)
     drift = []
@@ -265,7 +267,7 @@ def timing_batches(dataset: str, data_dir: str | None, batch_size: int, count: i
     return batches
 
 
-def auc_of(run_metrics: list, model=None, dataset=None, data_dir=None, changes=()) -> list[float]:
+def auc_of(run_metrics: list, dataset=None, data_dir=None, changes=()) -> list[float]:
     """Per-seed test AUCs; with inference changes, each seed's model is re-evaluated."""
     if not changes:
         return [m["auc"] for m in run_metrics]
@@ -408,7 +410,7 @@ def compare(dataset: str, out: str, variants: Sequence[Sequence[str]], model: st
 def _check_untuned_keys(overrides: Sequence[str], where: str) -> None:
     """Tuned fields cannot also be set by hand: one would silently override the other."""
     tuned_keys = {name for name, _ in TUNING_SPACE}
-    clash = sorted({o.split("=")[0].strip() for o in overrides} & tuned_keys)
+    clash = sorted({override_key(o) for o in overrides} & tuned_keys)
     if clash:
         raise ConfigError(f"{where}: {clash} belong to the tuning space ({sorted(tuned_keys)}); "
                           "set them through `experiment tune` and `--tuned`, not by hand")
@@ -419,8 +421,7 @@ def load_tuned(path: str) -> dict:
 
     Returns `{"path": ..., "best": {model: (overrides...)}}` for `table1`/`table2`.
     """
-    with open(path) as f:
-        data = json.load(f)
+    data = _read_json(path)
     best = data.get("meta", {}).get("best") if isinstance(data, dict) else None
     if not isinstance(best, dict):
         raise ConfigError(f"--tuned: {path} has no `meta.best`; write it with `hierdiffuse experiment tune`")
@@ -464,8 +465,7 @@ def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
                      "gauc_mean": float(np.mean([r["gauc"] for r in metrics])),
                      "batches_per_sec": speed[m], "paper_amazon": paper[0], "paper_taobao": paper[1],
                      "seeds": list(range(seeds)), "tuned_overrides": list(per_model[m]),
-                     "config": json.load(open(os.path.join(
-                         metrics[0]["run_dir"], "config.json")))})
+                     "config": _read_json(os.path.join(metrics[0]["run_dir"], "config.json"))})
     columns = [("model", "model", "{}"), ("auc_pm", "AUC (mean ± std)", "{}"),
                ("logloss_mean", "log loss", "{:.4f}"), ("gauc_mean", "GAUC", "{:.4f}"),
                ("batches_per_sec", "infer. batches/s", "{:.1f}"),
@@ -474,7 +474,7 @@ def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
     for row in rows:
         row["val_auc_by_epoch"] = curves.get(row["model"], {}).get("mean")
     write_table(rows, columns, out, "table1", {**_meta(dataset, seeds, epochs, batch_size, command),
-                                            "tuned_from": tuned and {"path": tuned["path"], "best": tuned["best"]}})
+                                            "tuned_from": tuned})
     plot_learning_curves(curves, os.path.join(out, "table1_curves.png"),
                          f"Table 1 models on {dataset} ({seeds} seeds)")
     return rows
@@ -520,7 +520,7 @@ def table2(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
               for r in rows_spec if not r.infer}
     curves = learning_curves({labels[k]: v for k, v in runs.items() if k in labels})
     write_table(rows, columns, out, "table2", {**_meta(dataset, seeds, epochs, batch_size, command),
-                                            "tuned_from": tuned and {"path": tuned["path"], "best": tuned["best"]},
+                                            "tuned_from": tuned,
                                             "val_auc_by_epoch": curves})
     plot_learning_curves(curves, os.path.join(out, "table2_curves.png"),
                          f"Table 2 variants on {dataset} ({seeds} seeds)")

@@ -132,10 +132,9 @@ def resolve_configs(model_name: str, builder, config_file: str | None = None,
                     seed: int | None = None):
     """The model and train configs of a run: dataset sizes, then file, then `--set`."""
     model_cls = get_model_class(model_name)
-    values = config_file and config_lib.load_config_file(config_file) or {}
-    model_values = {**pipeline.vocabulary(builder), **pipeline.sequence_shape(builder),
-                    **values.get("model", {})}
-    train_values = dict(values.get("train", {}))
+    values = config_lib.load_config_file(config_file) if config_file else {"model": {}, "train": {}}
+    model_values = {**pipeline.vocabulary(builder), **pipeline.sequence_shape(builder), **values["model"]}
+    train_values = dict(values["train"])
     if epochs is not None:
         train_values["epochs"] = epochs
     if seed is not None:
@@ -143,8 +142,9 @@ def resolve_configs(model_name: str, builder, config_file: str | None = None,
     config_lib.apply_overrides(model_values, train_values, model_cls.config_cls, overrides)
     train_config = config_lib.TrainConfig.from_dict(train_values)
     check_sequence_shape(model_values, builder)
-    if "schedule_steps" in model_cls.config_cls.field_names() and "schedule_steps" not in (
-            values.get("model", {}).keys() | {o.split("=")[0].strip() for o in overrides}):
+    given = values["model"].keys() | {config_lib.override_key(o) for o in overrides}
+    if "schedule_steps" in model_cls.config_cls.field_names() and "schedule_steps" not in given:
+        # The lambda and dt-span schedules cover the whole run unless the user set their length.
         steps = math.ceil(builder.info.splits["train"].num_examples / train_config.batch_size)
         model_values["schedule_steps"] = max(1, steps * train_config.epochs)
     return model_cls, model_cls.config_cls.from_dict(model_values), train_config

@@ -136,6 +136,18 @@ def test_config_errors_name_the_field():
         build_model("gru4rec", {})
 
 
+def test_config_file_blocks_layer_under_set_and_an_empty_block_is_allowed(smoke_builder, tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model:\ntrain:\n  epochs: 2\n  learning_rate: 0.002\n")
+    _, model_config, train_config = training.resolve_configs(
+        "hierdiffuse", smoke_builder, str(path), overrides=["learning_rate=0.003", "schedule_steps=7"])
+    assert train_config.epochs == 2 and train_config.learning_rate == 0.003
+    assert model_config.schedule_steps == 7 and model_config.max_long == 12  # The dataset's M.
+    path.write_text("model: [1, 2]\n")
+    with pytest.raises(ConfigError, match=r"`model` must be a mapping"):
+        training.resolve_configs("hierdiffuse", smoke_builder, str(path))
+
+
 def test_cli_reports_bad_input_as_one_line_errors(data_dir, smoke_builder, tmp_path, capsys):
     cases = [
         (["train", "--dataset", "imagenet", "--out", str(tmp_path)], "Unknown dataset 'imagenet'"),

@@ -143,8 +143,8 @@ def run_experiment(args: argparse.Namespace):
         raise ConfigError(f"--variant is for compare, not {args.which}")
     if args.which == "readme":
         return {"spliced": experiments.splice_readme(args.readme, args.out)}
-    common = dict(seeds=args.seeds, epochs=args.epochs, data_dir=args.data_dir, common=args.set,
-                  command=command)
+    shared = dict(seeds=args.seeds, epochs=args.epochs, data_dir=args.data_dir, common=args.set,
+                  command=command)  # Every table command takes these; `common` is the --set pairs.
     models = tuple(args.models.split(",")) if args.models else None
     if args.which == "compare" and not args.variant:
         raise ConfigError("compare needs at least one --variant, e.g. --variant 'alpha=0.1'")
@@ -153,7 +153,7 @@ def run_experiment(args: argparse.Namespace):
     if args.which == "robustness":
         noise = [float(v) for v in args.noise.split(",") if v]
         return experiments.robustness(args.out, noise, models=models or experiments.ROBUSTNESS_MODELS,
-                                      **common)
+                                      **shared)
     pipeline.check_name(args.dataset)
     pipeline.prepared_builder(args.dataset, args.data_dir)
     if args.which == "tune":
@@ -162,12 +162,12 @@ def run_experiment(args: argparse.Namespace):
                                 common=args.set, command=command)
     if args.which == "compare":
         return experiments.compare(args.dataset, args.out, [v.split() for v in args.variant],
-                                   model=(models or ("hierdiffuse",))[0], **common)
-    common["tuned"] = experiments.load_tuned(args.tuned) if args.tuned else None
+                                   model=(models or ("hierdiffuse",))[0], **shared)
+    shared["tuned"] = experiments.load_tuned(args.tuned) if args.tuned else None
     if args.which == "table1":
         return experiments.table1(args.dataset, args.out, batch_size=args.batch_size,
                                   timing_batches_count=args.timing_batches,
-                                  models=models or experiments.TABLE1_MODELS, **common)
+                                  models=models or experiments.TABLE1_MODELS, **shared)
     rows = experiments.TABLE2_ROWS
     if args.groups:
         groups = set(args.groups.split(","))
@@ -176,7 +176,7 @@ def run_experiment(args: argparse.Namespace):
             raise ConfigError(f"--groups: unknown groups {sorted(unknown)}; Table 2 has a, b, c, d, e")
         rows = tuple(r for r in rows if r.group in groups)
     return experiments.table2(args.dataset, args.out, batch_size=args.batch_size, rows_spec=rows,
-                              timing_batches_count=args.timing_batches, **common)
+                              timing_batches_count=args.timing_batches, **shared)
 
 
 def run_serving(args: argparse.Namespace):
@@ -276,9 +276,11 @@ def run(args: argparse.Namespace) -> dict | None:
             bench.write(summary, args.json, bench.markdown_throughput)
     elif args.command in ("serve-dev", "score", "loadtest"):
         summary = run_serving(args)
-    else:
+    elif args.command == "evaluate":
         pipeline.check_name(args.dataset)
         summary = training.evaluate_run(args.model_dir, args.dataset, args.split, args.data_dir)
+    else:
+        raise AssertionError(f"`hierdiffuse {args.command}` has a parser but no handler in cli.run")
     print(json.dumps(summary, indent=2, default=str))
     return summary
 

@@ -2,7 +2,8 @@
 
 `train` sizes the model from the dataset's metadata, fits it with Keras'
 progress bar and callbacks (`BackupAndRestore`, so a killed run resumes;
-`TensorBoard`; `TerminateOnNaN`), evaluates the test split, and writes
+`TensorBoard`; `TerminateOnNaN`), evaluates the test split (tuning runs:
+validation), and writes
 `metrics.json`, `model.keras` and `config.json` into the run directory.
 """
 
@@ -83,7 +84,7 @@ def ctr_metrics(labels: np.ndarray, scores: np.ndarray, users: np.ndarray) -> di
 
 
 def ctr_scores(model: CTRModel, features: dict):
-    """The model's click probabilities `(B, 1)` at inference."""
+    """The model's click probabilities `(B,)` at inference."""
     return model(features, training=False)["ctr"]
 
 

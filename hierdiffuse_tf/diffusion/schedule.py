@@ -8,6 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from hierdiffuse_tf.distribute import batch_random
 from hierdiffuse_tf.utils import serializable
 
 
@@ -71,6 +72,11 @@ class CosineSchedule(keras.layers.Layer):
         """x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, with t of shape `(B,)`."""
         ab = ops.expand_dims(self.alpha_bar(t), -1)  # (B, 1)
         return ops.sqrt(ab) * x0 + ops.sqrt(1.0 - ab) * eps
+
+    def sample_steps(self, batch, seed):
+        """Training steps t ~ U{1..T}, int32 `(batch,)`, from `seed` (a `SeedGenerator`)."""
+        u = batch_random(keras.random.uniform, (batch,), seed=seed)
+        return ops.cast(ops.floor(u * self.num_steps) + 1, "int32")
 
     def x0_to_eps(self, x_t, t, x0):
         """eps = (x_t - sqrt(ab_t) x0) / sqrt(1 - ab_t), for the DDPM and DDIM paths."""

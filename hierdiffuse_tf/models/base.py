@@ -41,7 +41,8 @@ class Forward:
 
 
 def feature_shapes(config: ModelConfig) -> dict[str, tuple]:
-    """Per-example shapes of the model's input features (the SPEC 1 table, minus the label)."""
+    """Per-example shapes of the features every model reads (`MODEL_FEATURES`: the SPEC 1
+    behaviour and target features, with the pipeline's popularity flags)."""
     shapes = behaviors.feature_shapes(config)
     return {k: shapes[k] for k in MODEL_FEATURES}
 
@@ -116,7 +117,7 @@ class CTRModel(keras.Model, abc.ABC):
         labels = ops.cast(ops.reshape(labels, (-1,)), logits.dtype)
         return ops.mean(ops.binary_crossentropy(labels, logits, from_logits=True))
 
-    def training_step(self):
+    def schedule_step(self):
         """The optimizer's step counter, which drives every schedule (0 before compile)."""
         if getattr(self, "optimizer", None) is None:
             return ops.zeros((), "int64")
@@ -138,6 +139,9 @@ class CTRModel(keras.Model, abc.ABC):
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data):
+        """Evaluation logs `loss` = `bce`: the auxiliary losses are training signals, so
+        `val_loss` is the BCE alone, while the training `loss` adds `aux_loss`. Compare
+        `bce` with `val_bce`, and monitor `val_auc` or `val_bce`."""
         features, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         out = self.forward(features, training=False)
         bce = self.bce(labels, out.logit)

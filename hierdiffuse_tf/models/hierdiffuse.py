@@ -15,6 +15,8 @@ TCC one step (the default), DDIM k steps or DDPM every step from t*.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import keras
 from keras import ops
 
@@ -27,6 +29,15 @@ from hierdiffuse_tf.guidance.guidance import GuidedDenoiser, semantic_groups
 from hierdiffuse_tf.layers import CTRHead, FeatureEmbedding, LongTermEncoder, ShortTermEncoder
 from hierdiffuse_tf.models.base import CTRModel, Forward
 from hierdiffuse_tf.utils import serializable
+
+
+class Encoded(NamedTuple):
+    """One side (long or short) of `HierDiffuse.encode`."""
+
+    pooled: Any  # (B, d): h_L or h_S.
+    tokens: Any  # (B, L, d): the encoder's tokens (L = M, or K N for the sessions).
+    mask: Any  # (B, L) bool: real behaviours.
+    popular: Any  # (B, L) int: the SGD popularity flags.
 
 
 @serializable
@@ -72,8 +83,9 @@ class HierDiffuse(CTRModel):
 
     # The parts of the paper, in order.
 
-    def encode(self, features, training=False) -> dict:
-        """Embeddings and both encoders: h_L, h_S, their tokens, masks and popularity flags."""
+    def encode(self, features, training=False) -> dict[str, Encoded]:
+        """Embeddings and both encoders: `{"long": Encoded, "short": Encoded}` (the short
+        side's K sessions flattened to K N tokens)."""
         long_mask = features["long_items"] > 0  # (B, M)
         short_mask = features["short_items"] > 0  # (B, K, N)
         long_emb = self.embedding(features["long_items"], features["long_cats"])  # (B, M, d)
@@ -82,20 +94,20 @@ class HierDiffuse(CTRModel):
         h_short, short_tokens = self.short_encoder(short_emb, short_mask, training=training)
         K, N = self.config.num_sessions, self.config.session_len
         return {
-            "long": (h_long, long_tokens, long_mask, features["long_popular"]),
-            "short": (h_short, ops.reshape(short_tokens, (-1, K * N, self.config.embed_dim)),
-                      ops.reshape(short_mask, (-1, K * N)),
-                      ops.reshape(features["short_popular"], (-1, K * N))),
+            "long": Encoded(h_long, long_tokens, long_mask, features["long_popular"]),
+            "short": Encoded(h_short, ops.reshape(short_tokens, (-1, K * N, self.config.embed_dim)),
+                             ops.reshape(short_mask, (-1, K * N)),
+                             ops.reshape(features["short_popular"], (-1, K * N))),
         }
 
-    def diffusion_inputs(self, encoded: dict):
+    def diffusion_inputs(self, encoded: dict[str, Encoded]):
         """x0 and the guidance conditions for the configured direction (Table 2e).
 
         Returns:
             `(x0 (B, d), conds (B, G, d) or None, shares (B, G), present (B, G))`.
         """
         source, guide = self.config.direction.split("_to_")
-        x0 = encoded[source][0]
+        x0 = encoded[source].pooled
         if self.x0_norm is not None:
             x0 = self.x0_norm(x0)
         if guide == "none":
@@ -135,16 +147,15 @@ class HierDiffuse(CTRModel):
         x_star = self.schedule.q_sample(x0, t_star, eps)
         if not (c.use_recon or c.use_tr):
             return self.guided(x_star, t_star, conds, shares, present, training=True), 0.0, {}
-        step = self.training_step()
+        step = self.schedule_step()
         dt = tcc.curriculum_dt(step, batch, c.schedule_steps, c.diffusion_steps, self.noise_seed,
                                c.curriculum_switch, c.dt_small, c.dt_large)
-        t = ops.cast(ops.floor(batch_random(keras.random.uniform, (batch,), seed=self.noise_seed)
-                               * c.diffusion_steps) + 1, "int32")  # U{1..T}
+        t = self.schedule.sample_steps(batch, self.noise_seed)
         t_prev = ops.maximum(t - dt, 0)
-        target = ops.stop_gradient(x0) if c.stop_gradient_x0 else x0
+        x0_target = ops.stop_gradient(x0) if c.stop_gradient_x0 else x0
         eps_tcc = batch_random(keras.random.normal, ops.shape(x0), seed=self.noise_seed, dtype=x0.dtype)
-        x_t = self.schedule.q_sample(target, t, eps_tcc)
-        x_prev = self.schedule.q_sample(target, t_prev, eps_tcc)
+        x_t = self.schedule.q_sample(x0_target, t, eps_tcc)
+        x_prev = self.schedule.q_sample(x0_target, t_prev, eps_tcc)
 
         def tile(v):
             return None if v is None else ops.concatenate([v, v, v], axis=0)
@@ -153,7 +164,7 @@ class HierDiffuse(CTRModel):
                             ops.concatenate([t_star, t, t_prev], axis=0),
                             tile(conds), tile(shares), tile(present), training=True, copies=3)
         h_fusion, pred_t, pred_prev = ops.split(preds, 3, axis=0)
-        recon, trajectory = tcc.tcc_losses(pred_t, pred_prev, target, t_prev, c.loss_reduction)
+        recon, trajectory = tcc.tcc_losses(pred_t, pred_prev, x0_target, t_prev, c.loss_reduction)
         weight = tcc.lambda_schedule(step, c.schedule_steps, c.lambda_start, c.lambda_end)
         aux = c.alpha * (float(c.use_recon) * recon + float(c.use_tr) * weight * trajectory)
         logs = {"recon": recon, "tr": trajectory, "tr_weight": weight,
@@ -168,7 +179,7 @@ class HierDiffuse(CTRModel):
         """
         encoded = self.encode(features, training=False)
         h_fusion = self.fuse(*self.diffusion_inputs(encoded), sampler=sampler, steps=steps)
-        return h_fusion, encoded["short"][0]
+        return h_fusion, encoded["short"].pooled
 
     def score_candidates(self, h_fusion, h_short, items, cats):
         """Logits `(B,)` of targets `(B,)` for user vectors `(B, d)` (rows aligned)."""
@@ -182,5 +193,5 @@ class HierDiffuse(CTRModel):
         encoded = self.encode(features, training=True)
         h_fusion, aux, logs = self.fuse_and_train(*self.diffusion_inputs(encoded))
         target = self.embedding(features["target_item"], features["target_cat"])  # (B, d)
-        logit = self.head(h_fusion, target, encoded["short"][0], training=True)
+        logit = self.head(h_fusion, target, encoded["short"].pooled, training=True)
         return Forward(logit=logit, aux_loss=aux, logs=logs)

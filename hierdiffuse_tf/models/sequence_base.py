@@ -2,7 +2,8 @@
 
 The baselines read one behaviour sequence: the long-term behaviours followed by
 the K sessions, oldest first (length L = M + K N), with the same item and
-category embeddings and the same CTR head as HierDiffuse.
+category embedding layout (`embed_dim`, `embed_combiner`) and the same CTR head
+as HierDiffuse.
 """
 
 from __future__ import annotations

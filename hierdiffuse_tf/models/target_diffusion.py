@@ -93,7 +93,7 @@ class TargetDiffusionModel(SequenceCTRModel, abc.ABC):
         logit = self.head(generated, target, h_seq, training=True)
         # Reconstruction of the clicked targets at a random step.
         x0 = ops.stop_gradient(target)
-        t = ops.cast(ops.floor(batch_random(keras.random.uniform, (batch,), seed=self.noise_seed) * T) + 1, "int32")
+        t = self.schedule.sample_steps(batch, self.noise_seed)
         x_t = self.schedule.q_sample(x0, t, batch_random(keras.random.normal, (batch, dim), seed=self.noise_seed))
         # Mean over the d dimensions, not the sum: summed, the error (about d at the
         # start) swamped the BCE in every variable the two losses share (each clipped to

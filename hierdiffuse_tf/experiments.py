@@ -613,21 +613,29 @@ def plot_robustness(rows: list[dict], path: str) -> None:
 
 
 def splice_readme(readme: str, results: str) -> list[str]:
-    """Replaces each `<!-- results:NAME -->...<!-- /results:NAME -->` block with results/NAME.md."""
+    """Replaces each `<!-- results:NAME -->...<!-- /results:NAME -->` block with results/NAME.md.
+
+    A block may name its folder, `<!-- results:FOLDER/NAME -->`: it is filled
+    only when `results` is that folder (by its last path part), so two folders
+    that both hold a `NAME.md` (say, a table and its record under other
+    settings) each keep their own block.
+    """
     with open(readme) as f:
         text = f.read()
     replaced = []
+    folder = os.path.basename(os.path.normpath(results))
 
     def fill(match):
         name = match.group(1)
-        path = os.path.join(results, f"{name}.md")
-        if not os.path.exists(path):
+        owner, _, base = name.rpartition("/")
+        path = os.path.join(results, f"{base}.md")
+        if owner not in ("", folder) or not os.path.exists(path):
             return match.group(0)
         replaced.append(name)
         with open(path) as f:
             return f"<!-- results:{name} -->\n{f.read().strip()}\n<!-- /results:{name} -->"
 
-    text = re.sub(r"<!-- results:(\w+) -->.*?<!-- /results:\1 -->", fill, text, flags=re.S)
+    text = re.sub(r"<!-- results:((?:[\w.-]+/)?\w+) -->.*?<!-- /results:\1 -->", fill, text, flags=re.S)
     with open(readme, "w") as f:
         f.write(text)
     return replaced

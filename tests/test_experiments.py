@@ -115,6 +115,19 @@ def test_readme_tables_are_spliced_from_results(tmp_path):
     assert "| din |" in text and "old" not in text and "x<!--" in text
 
 
+def test_a_readme_block_naming_its_folder_is_filled_from_that_folder_only(tmp_path):
+    for folder, model in (("ml100k", "mean"), ("ml100k-sum", "sum")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "table2.md").write_text(f"| {model} |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:ml100k/table2 -->\n<!-- /results:ml100k/table2 -->\n"
+                      "<!-- results:ml100k-sum/table2 -->\n<!-- /results:ml100k-sum/table2 -->\n")
+    for folder in ("ml100k", "ml100k-sum"):
+        assert experiments.splice_readme(str(readme), str(tmp_path / folder) + "/") == [f"{folder}/table2"]
+    assert readme.read_text() == ("<!-- results:ml100k/table2 -->\n| mean |\n<!-- /results:ml100k/table2 -->\n"
+                                  "<!-- results:ml100k-sum/table2 -->\n| sum |\n<!-- /results:ml100k-sum/table2 -->\n")
+
+
 @pytest.mark.parametrize("row", [r for r in experiments.TABLE2_ROWS if r.train], ids=lambda r: r.variant)
 def test_ablation_switches_change_only_what_they_name(row):
     base_values = dict(num_items=30, num_cats=5, max_long=4, num_sessions=2, session_len=2,

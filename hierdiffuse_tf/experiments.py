@@ -615,6 +615,8 @@ def plot_robustness(rows: list[dict], path: str) -> None:
 def splice_readme(readme: str, results: str) -> list[str]:
     """Replaces each `<!-- results:NAME -->...<!-- /results:NAME -->` block with results/NAME.md.
 
+    Each marker stands on a line of its own.
+
     A block may name its folder, `<!-- results:FOLDER/NAME -->`: it is filled
     only when `results` is that folder (by its last path part), so two folders
     that both hold a `NAME.md` (say, a table and its record under other
@@ -635,7 +637,9 @@ def splice_readme(readme: str, results: str) -> list[str]:
         with open(path) as f:
             return f"<!-- results:{name} -->\n{f.read().strip()}\n<!-- /results:{name} -->"
 
-    text = re.sub(r"<!-- results:((?:[\w.-]+/)?\w+) -->.*?<!-- /results:\1 -->", fill, text, flags=re.S)
+    # Markers count on lines of their own only, so prose may quote them.
+    text = re.sub(r"^<!-- results:((?:[\w.-]+/)?\w+) -->$.*?^<!-- /results:\1 -->$", fill, text,
+                  flags=re.S | re.M)
     with open(readme, "w") as f:
         f.write(text)
     return replaced

@@ -120,11 +120,12 @@ def test_a_readme_block_naming_its_folder_is_filled_from_that_folder_only(tmp_pa
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "table2.md").write_text(f"| {model} |\n")
     readme = tmp_path / "README.md"
-    readme.write_text("<!-- results:ml100k/table2 -->\n<!-- /results:ml100k/table2 -->\n"
+    prose = "Quoted inline, `<!-- results:ml100k-sum/table2 -->` is not a block.\n"
+    readme.write_text(prose + "<!-- results:ml100k/table2 -->\n<!-- /results:ml100k/table2 -->\n"
                       "<!-- results:ml100k-sum/table2 -->\n<!-- /results:ml100k-sum/table2 -->\n")
     for folder in ("ml100k", "ml100k-sum"):
         assert experiments.splice_readme(str(readme), str(tmp_path / folder) + "/") == [f"{folder}/table2"]
-    assert readme.read_text() == ("<!-- results:ml100k/table2 -->\n| mean |\n<!-- /results:ml100k/table2 -->\n"
+    assert readme.read_text() == prose + ("<!-- results:ml100k/table2 -->\n| mean |\n<!-- /results:ml100k/table2 -->\n"
                                   "<!-- results:ml100k-sum/table2 -->\n| sum |\n<!-- /results:ml100k-sum/table2 -->\n")
 
 

@@ -615,9 +615,7 @@ def plot_robustness(rows: list[dict], path: str) -> None:
 def splice_readme(readme: str, results: str) -> list[str]:
     """Replaces each `<!-- results:NAME -->...<!-- /results:NAME -->` block with results/NAME.md.
 
-    Each marker stands on a line of its own.
-
-    A block may name its folder, `<!-- results:FOLDER/NAME -->`: it is filled
+    Each marker stands on a line of its own. A block may name its folder, `<!-- results:FOLDER/NAME -->`: it is filled
     only when `results` is that folder (by its last path part), so two folders
     that both hold a `NAME.md` (say, a table and its record under other
     settings) each keep their own block.

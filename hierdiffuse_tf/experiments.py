@@ -142,11 +142,14 @@ def overrides_for(model: str, common: Sequence[str], overrides: Sequence[str]) -
 
 def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds: int,
                epochs: int | None, data_dir: str | None, common: Sequence[str] = (),
-               poll_seconds: float = 30.0, eval_split: str = "test") -> dict:
+               poll_seconds: float = 30.0, eval_split: str = "test", reuse_from: str | None = None) -> dict:
     """Trains each (model, overrides) with every seed, skipping finished runs.
 
     Runs held by another process (see `claim_run`) are left for last and
     waited for, so parallel experiment processes never train the same run.
+    A run that `reuse_from/runs/` already trained under today's config and
+    the same seed is not trained again: its model is evaluated on
+    `eval_split` (`training.reevaluate`).
     """
     pending = [(model, overrides, seed) for model, overrides in jobs for seed in range(seeds)]
     finished, total = {}, len(pending)
@@ -157,22 +160,28 @@ def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds:
             run_dir = os.path.join(out, "runs", key, f"seed{seed}")
             metrics_path = os.path.join(run_dir, "metrics.json")
             step = f"[{len(finished) + 1}/{total}]"
+            run_overrides = overrides_for(model, common, overrides)
             if not os.path.exists(metrics_path):
                 if not claim_run(run_dir):
                     waiting.append((model, overrides, seed))
                     continue
                 try:
-                    if not os.path.exists(metrics_path):  # Finished while we looked elsewhere.
+                    done = os.path.exists(metrics_path)  # Finished while we looked elsewhere.
+                    source = None if done else _reusable_run(reuse_from, key, seed, model, dataset,
+                                                             data_dir, run_overrides, epochs)
+                    if source:
+                        print(f"{step} {key} seed {seed}: evaluating {source} on {eval_split} "
+                              "(the same config and seed, so not trained again)", flush=True)
+                        training.reevaluate(source, run_dir, eval_split, data_dir, verbose=2)
+                    elif not done:
                         print(f"{step} training {key} seed {seed}", flush=True)
                         training.train(model, dataset, run_dir, data_dir=data_dir, epochs=epochs,
-                                       seed=seed, overrides=overrides_for(model, common, overrides),
-                                       verbose=2,
+                                       seed=seed, overrides=run_overrides, verbose=2,
                                        eval_split=eval_split)
                 finally:
                     release_run(run_dir)
             else:
-                drift = config_drift(run_dir, model, dataset, data_dir,
-                                     overrides_for(model, common, overrides), epochs, seed)
+                drift = config_drift(run_dir, model, dataset, data_dir, run_overrides, epochs, seed)
                 if drift:
                     raise ConfigError(
                         f"{run_dir} finished under another config than the one the code builds now "
@@ -194,6 +203,20 @@ def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds:
         key = run_key(model, overrides)
         results[key] = [finished[(key, seed)] for seed in range(seeds)]
     return results
+
+
+def _reusable_run(reuse_from: str | None, key: str, seed: int, model: str, dataset: str,
+                  data_dir: str | None, overrides: Sequence[str], epochs: int | None) -> str | None:
+    """`reuse_from`'s finished run of `key` and `seed`, if today's code would train it alike."""
+    if not reuse_from:
+        return None
+    run_dir = os.path.join(reuse_from, "runs", key, f"seed{seed}")
+    if not all(os.path.exists(os.path.join(run_dir, name))
+               for name in ("config.json", "model.keras", "metrics.json")):
+        return None
+    if _read_json(os.path.join(run_dir, "config.json")).get("dataset") != dataset:
+        return None
+    return None if config_drift(run_dir, model, dataset, data_dir, overrides, epochs, seed) else run_dir
 
 
 @functools.lru_cache(maxsize=8)
@@ -347,14 +370,16 @@ def tune(dataset: str, out: str, models: Sequence[str] = TABLE1_MODELS, trials: 
     """The same tuning budget for every model, on the validation split; writes tuning.{json,md,csv}.
 
     Each model trains once (seed 0) per trial of `tuning_trials`, under
-    `out/tuning/runs/`, and is evaluated on validation only. `tuning.json`'s
+    `out/tuning/runs/`, and is evaluated on validation only; a table's seed-0
+    run under the same config (`out/runs/`) is evaluated instead of trained
+    again. Selection reads validation only. `tuning.json`'s
     `best` maps each model to its winning overrides, which `table1`/`table2`
     take with `tuned=load_tuned(path)`.
     """
     _check_untuned_keys(common, "--set")
     candidates = tuning_trials(trials)
     runs = train_runs(os.path.join(out, "tuning"), dataset, [(m, t) for m in models for t in candidates],
-                      1, epochs, data_dir, common, eval_split="validation")
+                      1, epochs, data_dir, common, eval_split="validation", reuse_from=out)
     rows, best = [], {}
     for m in models:
         aucs = [runs[run_key(m, t)][0]["auc"] for t in candidates]
@@ -385,7 +410,7 @@ def compare(dataset: str, out: str, variants: Sequence[Sequence[str]], model: st
     """
     candidates = list(dict.fromkeys([(), *(tuple(v) for v in variants if v)]))
     runs = train_runs(os.path.join(out, "tuning"), dataset, [(model, v) for v in candidates], seeds,
-                      epochs, data_dir, common, eval_split="validation")
+                      epochs, data_dir, common, eval_split="validation", reuse_from=out)
     by_label = {" ".join(v) or "(defaults)": (v, runs[run_key(model, v)]) for v in candidates}
     curves = learning_curves({label: metrics for label, (_, metrics) in by_label.items()})
     base = float(np.mean([m["auc"] for m in runs[run_key(model, ())]]))

@@ -13,6 +13,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import subprocess
 import time
 from typing import Sequence
@@ -221,4 +222,35 @@ def evaluate_run(model_dir: str, dataset: str, split: str = "test", data_dir: st
     check_sequence_shape(model.config.to_dict(), builder)
     metrics = evaluate(model, pipeline.make_dataset(builder, split, batch_size), verbose=verbose)
     metrics.update({"dataset": dataset, "split": split, "model_dir": model_dir})
+    return metrics
+
+
+def reevaluate(source_dir: str, out_dir: str, split: str, data_dir: str | None = None,
+               verbose: int = 1) -> dict:
+    """A finished run's model evaluated on another split, written as a run of its own.
+
+    For a run that training would repeat bit for bit (same config, seed and
+    data): `experiment tune` takes a table's seed-0 run of the defaults this
+    way instead of training it again. `out_dir` gets the source's
+    `config.json` and `model.keras`, and a `metrics.json` whose training
+    record (`seconds`, `history`, `seed`) is the source's, whose metrics are
+    `split`'s, and whose `evaluated_from` names the source.
+    """
+    source = {name: os.path.join(source_dir, name) for name in ("config.json", "model.keras", "metrics.json")}
+    missing = [name for name, path in source.items() if not os.path.exists(path)]
+    if missing:
+        raise FileNotFoundError(f"{source_dir!r} is not a finished run: it has no {', '.join(missing)}")
+    with open(source["metrics.json"]) as f:
+        trained = json.load(f)
+    with open(source["config.json"]) as f:
+        batch_size = json.load(f)["train_config"]["batch_size"]  # Evaluate as `train` would have.
+    os.makedirs(out_dir, exist_ok=True)
+    for name in ("config.json", "model.keras"):
+        shutil.copy2(source[name], os.path.join(out_dir, name))
+    metrics = evaluate_run(out_dir, trained["dataset"], split, data_dir, batch_size, verbose)
+    del metrics["model_dir"]
+    metrics.update({key: trained[key] for key in ("seconds", "seed", "model", "epochs_run", "history")},
+                   evaluated_from=source_dir)
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
     return metrics

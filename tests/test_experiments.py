@@ -1,5 +1,6 @@
 """The table commands: resumable runs, per-row seeds and configs, timing, and honest switches."""
 
+import functools
 import json
 import os
 import subprocess
@@ -250,6 +251,32 @@ def test_tune_selects_on_validation_and_table1_trains_the_winner(smoke_builder, 
         name, value = override.split("=")
         source = train_config if name in train_config else rows[0]["config"]["model_config"]
         assert source[name] == pytest.approx(float(value))
+
+
+def test_tune_evaluates_a_tables_run_of_the_same_config_instead_of_retraining(
+        smoke_builder, data_dir, tmp_path, monkeypatch):
+    table_runs = experiments.train_runs(str(tmp_path), SMOKE, [("avg_pool_dnn", ())], 1, 1, data_dir, FAST)
+    source = table_runs["avg_pool_dnn"][0]
+    trained = []
+    real_train = experiments.training.train
+    monkeypatch.setattr(experiments.training, "train",
+                        lambda *args, **kwargs: trained.append(kwargs["overrides"]) or real_train(*args, **kwargs))
+    experiments.tune(SMOKE, str(tmp_path), models=("avg_pool_dnn",), trials=2, epochs=1,
+                     data_dir=data_dir, common=FAST)
+    second_trial = experiments.overrides_for("avg_pool_dnn", FAST, experiments.tuning_trials(2)[1])
+    assert trained == [second_trial]  # The defaults were the table's run, evaluated again.
+    reused = json.load(open(tmp_path / "tuning" / "runs" / "avg_pool_dnn" / "seed0" / "metrics.json"))
+    assert reused["split"] == "validation" and reused["evaluated_from"] == source["run_dir"]
+    assert reused["history"] == source["history"] and reused["seconds"] == source["seconds"]
+    on_validation = experiments.training.evaluate_run(source["run_dir"], SMOKE, "validation", data_dir, 512)
+    assert reused["auc"] == pytest.approx(on_validation["auc"], abs=1e-9)
+    assert reused["auc"] != pytest.approx(source["auc"], abs=1e-9)  # Not the table's test AUC.
+    # A run under any other config or seed is trained, never taken from the table.
+    reusable = functools.partial(experiments._reusable_run, str(tmp_path), "avg_pool_dnn")
+    assert reusable(0, "avg_pool_dnn", SMOKE, data_dir, FAST, 1) == source["run_dir"]
+    assert reusable(0, "avg_pool_dnn", SMOKE, data_dir, [*TINY_SETS, "batch_size=256"], 1) is None
+    assert reusable(0, "avg_pool_dnn", SMOKE, data_dir, FAST, 2) is None
+    assert reusable(1, "avg_pool_dnn", SMOKE, data_dir, FAST, 1) is None
 
 
 def test_load_tuned_names_a_file_without_results(tmp_path):

@@ -142,11 +142,15 @@ def overrides_for(model: str, common: Sequence[str], overrides: Sequence[str]) -
 
 def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds: int,
                epochs: int | None, data_dir: str | None, common: Sequence[str] = (),
-               poll_seconds: float = 30.0, eval_split: str = "test", reuse_from: str | None = None) -> dict:
+               poll_seconds: float = 30.0, eval_split: str = "test", reuse_from: str | None = None,
+               wait: bool = True) -> dict | None:
     """Trains each (model, overrides) with every seed, skipping finished runs.
 
     Runs held by another process (see `claim_run`) are left for last and
-    waited for, so parallel experiment processes never train the same run.
+    waited for, so parallel experiment processes never train the same run;
+    with `wait=False` they are left to that process, and the call returns
+    None once it has trained all it could (a caller with more work goes on
+    to it, and waits later).
     A run that `reuse_from/runs/` already trained under today's config and
     the same seed is not trained again: its model is evaluated on
     `eval_split` (`training.reevaluate`).
@@ -194,6 +198,8 @@ def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds:
                                   f"{eval_split!r}: keep tuning runs (`experiment tune`) and table runs apart")
             finished[(key, seed)] = {**metrics, "run_dir": run_dir}
         if waiting and len(waiting) == len(pending):
+            if not wait:
+                return None
             names = ", ".join(f"{run_key(m, o)} seed {s}" for m, o, s in waiting)
             print(f"waiting for another process to finish: {names}", flush=True)
             time.sleep(poll_seconds)
@@ -559,12 +565,18 @@ def robustness(out: str, noise: Sequence[float], seeds: int = 3, epochs: int | N
     unknown = [n for n in noise if n not in NOISE_CONFIGS]
     if unknown:
         raise ConfigError(f"--noise: no synthetic config for {unknown}; known rates: {sorted(NOISE_CONFIGS)}")
-    rows = []
-    for rate in noise:
+
+    def noise_runs(rate: float, wait: bool):
         dataset = f"synthetic_interest_ctr/{NOISE_CONFIGS[rate]}"
         pipeline.prepared_builder(dataset, data_dir)
-        runs = train_runs(os.path.join(out, NOISE_CONFIGS[rate]), dataset,
-                          [(m, ()) for m in models], seeds, epochs, data_dir, common)
+        return train_runs(os.path.join(out, NOISE_CONFIGS[rate]), dataset, [(m, ()) for m in models],
+                          seeds, epochs, data_dir, common, wait=wait)
+
+    for rate in noise:  # Every run that no other process holds, before waiting for any.
+        noise_runs(rate, wait=False)
+    rows = []
+    for rate in noise:
+        runs = noise_runs(rate, wait=True)
         for m in models:
             metrics = runs[run_key(m, ())]
             stats = summary([r["auc"] for r in metrics], [r["logloss"] for r in metrics])

@@ -5,6 +5,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+import types
 
 import numpy as np
 import pytest
@@ -16,6 +18,15 @@ from hierdiffuse_tf.models import HierDiffuse
 
 SMOKE = "synthetic_interest_ctr/smoke"
 FAST = TINY_SETS + ["batch_size=512"]
+
+
+def patch_sleep(monkeypatch, on_wait) -> None:
+    """`on_wait` for the experiment loop's `time.sleep` only: patching `time.sleep`
+    itself would also catch subprocess's polling (git_commit) and library threads."""
+    own_time = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time)
+                                        if not name.startswith("__")})
+    own_time.sleep = on_wait
+    monkeypatch.setattr(experiments, "time", own_time)
 
 
 def test_table1_writes_rows_with_seeds_and_resumes(smoke_builder, data_dir, tmp_path, capsys):
@@ -107,6 +118,31 @@ def test_robustness_writes_a_table_and_a_plot(smoke_builder, data_dir, tmp_path,
         experiments.robustness(str(tmp_path), [0.7])
 
 
+def test_robustness_trains_the_free_noise_rates_before_waiting_for_a_held_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "NOISE_CONFIGS", {0.0: "a", 0.1: "b"})
+    monkeypatch.setattr(experiments.pipeline, "prepared_builder", lambda *args, **kwargs: None)
+    monkeypatch.setattr(experiments, "plot_robustness", lambda rows, path: None)
+    events = []
+
+    def fake_train(model, dataset, run_dir, **kwargs):
+        events.append(dataset)
+        json.dump({"auc": 0.6, "logloss": 0.5}, open(os.path.join(run_dir, "metrics.json"), "w"))
+
+    held = tmp_path / "a" / "runs" / "din" / "seed0"
+    assert experiments.claim_run(str(held))  # Another process trains noise 0.0.
+
+    def finish_elsewhere(seconds):
+        events.append("waited")
+        json.dump({"auc": 0.7, "logloss": 0.5}, open(held / "metrics.json", "w"))
+        experiments.release_run(str(held))
+
+    monkeypatch.setattr(experiments.training, "train", fake_train)
+    patch_sleep(monkeypatch, finish_elsewhere)
+    rows = experiments.robustness(str(tmp_path), [0.0, 0.1], seeds=1, models=("din",))
+    assert events == ["synthetic_interest_ctr/b", "waited"]
+    assert [(r["noise"], r["auc_mean"]) for r in rows] == [(0.0, 0.7), (0.1, 0.6)]
+
+
 def test_readme_tables_are_spliced_from_results(tmp_path):
     (tmp_path / "table1.md").write_text("| model |\n|---|\n| din |\n")
     readme = tmp_path / "README.md"
@@ -169,15 +205,19 @@ def test_train_runs_waits_for_a_run_held_by_another_process(tmp_path, monkeypatc
     held = tmp_path / "runs" / "din" / "seed0"
     assert experiments.claim_run(str(held))  # "Another process" (a live pid: ours) holds it.
     assert not experiments.claim_run(str(held))
+    jobs = [("din", ()), ("avg_pool_dnn", ())]
+    patch_sleep(monkeypatch, lambda seconds: pytest.fail("wait=False waited"))
+    # wait=False trains what is free and leaves the held run to its process.
+    assert experiments.train_runs(str(tmp_path), SMOKE, jobs, 1, 1, None, wait=False) is None
+    assert trained == [str(tmp_path / "runs" / "avg_pool_dnn" / "seed0")]
 
     def finish_elsewhere(seconds):  # The other process finishes while we wait.
         json.dump({"auc": 0.7}, open(held / "metrics.json", "w"))
         experiments.release_run(str(held))
 
-    monkeypatch.setattr(experiments.time, "sleep", finish_elsewhere)
-    runs = experiments.train_runs(str(tmp_path), SMOKE, [("din", ()), ("avg_pool_dnn", ())],
-                                  seeds=1, epochs=1, data_dir=None)
-    assert trained == [str(tmp_path / "runs" / "avg_pool_dnn" / "seed0")]
+    patch_sleep(monkeypatch, finish_elsewhere)
+    runs = experiments.train_runs(str(tmp_path), SMOKE, jobs, seeds=1, epochs=1, data_dir=None)
+    assert trained == [str(tmp_path / "runs" / "avg_pool_dnn" / "seed0")]  # Not trained twice.
     assert runs["din"][0]["auc"] == 0.7 and not (held / "train.lock").exists()
 
 

@@ -481,11 +481,14 @@ def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
            command: str = "", tuned: dict | None = None) -> list[dict]:
     """Trains every Table 1 model with `seeds` seeds; writes table1.{json,md,csv}.
 
-    `tuned` (from `load_tuned`) adds each model's tuned overrides to its runs.
+    `tuned` (from `load_tuned`) adds each model's tuned overrides to its runs;
+    a winner's seed-0 tuning run (`out/tuning/runs/`) is evaluated on test
+    instead of trained again.
     """
     per_model = tuned_overrides(tuned, models, common)
     keys = {m: run_key(m, per_model[m]) for m in models}
-    runs = train_runs(out, dataset, [(m, per_model[m]) for m in models], seeds, epochs, data_dir, common)
+    runs = train_runs(out, dataset, [(m, per_model[m]) for m in models], seeds, epochs, data_dir, common,
+                      reuse_from=os.path.join(out, "tuning"))
     loaded = {m: training.load_run_model(runs[keys[m]][0]["run_dir"]) for m in models}
     speed = time_inference(loaded, timing_batches(dataset, data_dir, batch_size, timing_batches_count))
     rows = []
@@ -517,11 +520,13 @@ def table2(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
            command: str = "", tuned: dict | None = None) -> list[dict]:
     """Trains every distinct Table 2 variant; inference-only rows reuse the full model.
 
-    `tuned` (from `load_tuned`) adds HierDiffuse's tuned overrides to every row.
+    `tuned` (from `load_tuned`) adds HierDiffuse's tuned overrides to every row
+    (the tuning run of the winner is reused as in `table1`).
     """
     base_overrides = tuned_overrides(tuned, ["hierdiffuse"], common)["hierdiffuse"]
     jobs = list(dict.fromkeys(("hierdiffuse", base_overrides + r.train) for r in rows_spec))
-    runs = train_runs(out, dataset, jobs, seeds, epochs, data_dir, common)
+    runs = train_runs(out, dataset, jobs, seeds, epochs, data_dir, common,
+                      reuse_from=os.path.join(out, "tuning"))
     models, aucs = {}, {}
     for r in rows_spec:
         metrics = runs[run_key("hierdiffuse", base_overrides + r.train)]

@@ -285,7 +285,11 @@ def test_tune_selects_on_validation_and_table1_trains_the_winner(smoke_builder, 
     with pytest.raises(ConfigError, match="learning_rate"):
         experiments.table1(SMOKE, str(tmp_path), models=("avg_pool_dnn",), tuned=tuned,
                            common=["learning_rate=0.01"])
-    assert os.path.isdir(tmp_path / "runs" / experiments.run_key("avg_pool_dnn", best) / "seed0")
+    # The winner's seed-0 run is its tuning run, evaluated on test instead of trained again.
+    key = experiments.run_key("avg_pool_dnn", best)
+    table_run = json.load(open(tmp_path / "runs" / key / "seed0" / "metrics.json"))
+    assert table_run["split"] == "test"
+    assert table_run["evaluated_from"] == str(tmp_path / "tuning" / "runs" / key / "seed0")
     train_config = rows[0]["config"]["train_config"]
     for override in best:
         name, value = override.split("=")

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare: one config variant (space-separated overrides); repeat for more")
     p.add_argument("--tuned", default=None,
                    help="table1/table2: a tuning.json from `experiment tune`; adds each model's best overrides")
+    p.add_argument("--name", default=None,
+                   help="table1/table2: the table's file name under --out (default: table1 or table2), "
+                        "e.g. table1_defaults beside the tuned table1")
 
     p = sub.add_parser("export", help="write the serving SavedModel of a trained HierDiffuse run")
     p.add_argument("--model-dir", required=True)
@@ -136,9 +139,14 @@ def run_experiment(args: argparse.Namespace):
     from hierdiffuse_tf.config import ConfigError
     from hierdiffuse_tf.data import pipeline
 
-    command = "hierdiffuse " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    argv = getattr(args, "argv", None) or sys.argv[1:]  # `main` records the arguments it parsed.
+    command = "hierdiffuse " + " ".join(shlex.quote(a) for a in argv)
     if args.tuned and args.which not in ("table1", "table2"):
         raise ConfigError(f"--tuned is for table1 and table2, not {args.which}")
+    if args.name and args.which not in ("table1", "table2"):
+        raise ConfigError(f"--name is for table1 and table2, not {args.which}")
+    if args.name:
+        experiments.check_table_name(args.name)
     if args.variant and args.which != "compare":
         raise ConfigError(f"--variant is for compare, not {args.which}")
     if args.which == "readme":
@@ -164,6 +172,7 @@ def run_experiment(args: argparse.Namespace):
         return experiments.compare(args.dataset, args.out, [v.split() for v in args.variant],
                                    model=(models or ("hierdiffuse",))[0], **shared)
     shared["tuned"] = experiments.load_tuned(args.tuned) if args.tuned else None
+    shared["name"] = args.name or args.which
     if args.which == "table1":
         return experiments.table1(args.dataset, args.out, batch_size=args.batch_size,
                                   timing_batches_count=args.timing_batches,
@@ -287,6 +296,7 @@ def run(args: argparse.Namespace) -> dict | None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # Recorded in each table's caption.
     from hierdiffuse_tf.config import ConfigError
     from hierdiffuse_tf.data.pipeline import DatasetError
     from hierdiffuse_tf.data.tfds_base import RawDataError

@@ -340,6 +340,13 @@ def write_table(rows: list[dict], columns: list[tuple[str, str, str]], out: str,
         f.write("\n".join(lines) + "\n" + caption)
 
 
+def check_table_name(name: str) -> None:
+    """A table's file name is one word, so that a README block `<!-- results:NAME -->` can name it."""
+    if not re.fullmatch(r"\w+", name):
+        raise ConfigError(f"--name: {name!r} is not a table name; use letters, digits and '_' "
+                          "(say, table1_defaults)")
+
+
 def _short_commit(commit: str | None) -> str:
     text = str(commit)
     return text[:10] + ("-dirty" if text.endswith("-dirty") else "")
@@ -478,13 +485,16 @@ def tuned_overrides(tuned: dict | None, models: Sequence[str], common: Sequence[
 def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
            data_dir: str | None = None, models: Sequence[str] = TABLE1_MODELS,
            batch_size: int = 256, timing_batches_count: int = 20, common: Sequence[str] = (),
-           command: str = "", tuned: dict | None = None) -> list[dict]:
-    """Trains every Table 1 model with `seeds` seeds; writes table1.{json,md,csv}.
+           command: str = "", tuned: dict | None = None, name: str = "table1") -> list[dict]:
+    """Trains every Table 1 model with `seeds` seeds; writes `name`.{json,md,csv} and `name`_curves.png.
 
     `tuned` (from `load_tuned`) adds each model's tuned overrides to its runs;
     a winner's seed-0 tuning run (`out/tuning/runs/`) is evaluated on test
-    instead of trained again.
+    instead of trained again. Another `name` keeps a second table beside the
+    first under one `out`, drawn from the same runs (say, the defaults' table
+    beside the tuned one).
     """
+    check_table_name(name)
     per_model = tuned_overrides(tuned, models, common)
     keys = {m: run_key(m, per_model[m]) for m in models}
     runs = train_runs(out, dataset, [(m, per_model[m]) for m in models], seeds, epochs, data_dir, common,
@@ -507,9 +517,9 @@ def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
     curves = learning_curves({m: runs[keys[m]] for m in models})
     for row in rows:
         row["val_auc_by_epoch"] = curves.get(row["model"], {}).get("mean")
-    write_table(rows, columns, out, "table1", {**_meta(dataset, seeds, epochs, batch_size, command),
-                                            "tuned_from": tuned})
-    plot_learning_curves(curves, os.path.join(out, "table1_curves.png"),
+    write_table(rows, columns, out, name, {**_meta(dataset, seeds, epochs, batch_size, command),
+                                           "tuned_from": tuned})
+    plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
                          f"Table 1 models on {dataset} ({seeds} seeds)")
     return rows
 
@@ -517,12 +527,13 @@ def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
 def table2(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
            data_dir: str | None = None, rows_spec: Sequence[Row] = TABLE2_ROWS,
            batch_size: int = 256, timing_batches_count: int = 20, common: Sequence[str] = (),
-           command: str = "", tuned: dict | None = None) -> list[dict]:
+           command: str = "", tuned: dict | None = None, name: str = "table2") -> list[dict]:
     """Trains every distinct Table 2 variant; inference-only rows reuse the full model.
 
     `tuned` (from `load_tuned`) adds HierDiffuse's tuned overrides to every row
-    (the tuning run of the winner is reused as in `table1`).
+    (the tuning run of the winner is reused as in `table1`); `name` is as in `table1`.
     """
+    check_table_name(name)
     base_overrides = tuned_overrides(tuned, ["hierdiffuse"], common)["hierdiffuse"]
     jobs = list(dict.fromkeys(("hierdiffuse", base_overrides + r.train) for r in rows_spec))
     runs = train_runs(out, dataset, jobs, seeds, epochs, data_dir, common,
@@ -555,10 +566,10 @@ def table2(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
     labels = {run_key("hierdiffuse", base_overrides + r.train): r.variant if r.train else "full model"
               for r in rows_spec if not r.infer}
     curves = learning_curves({labels[k]: v for k, v in runs.items() if k in labels})
-    write_table(rows, columns, out, "table2", {**_meta(dataset, seeds, epochs, batch_size, command),
-                                            "tuned_from": tuned,
-                                            "val_auc_by_epoch": curves})
-    plot_learning_curves(curves, os.path.join(out, "table2_curves.png"),
+    write_table(rows, columns, out, name, {**_meta(dataset, seeds, epochs, batch_size, command),
+                                           "tuned_from": tuned,
+                                           "val_auc_by_epoch": curves})
+    plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
                          f"Table 2 variants on {dataset} ({seeds} seeds)")
     return rows
 

@@ -51,6 +51,15 @@ def test_table1_writes_rows_with_seeds_and_resumes(smoke_builder, data_dir, tmp_
     assert cli.main(argv) == 0  # A second run trains nothing.
     assert "done already" in capsys.readouterr().out
     assert os.path.getmtime(tmp_path / "runs" / "din" / "seed1" / "metrics.json") == mtime
+    # `--name` writes a second table from the same runs and leaves the first alone.
+    first = (tmp_path / "table1.json").read_text()
+    assert cli.main([*argv, "--name", "table1_defaults"]) == 0
+    assert "done already" in capsys.readouterr().out
+    assert (tmp_path / "table1.json").read_text() == first
+    named = json.load(open(tmp_path / "table1_defaults.json"))
+    assert [r["aucs"] for r in named["rows"]] == [r["aucs"] for r in table["rows"]]
+    assert "--name table1_defaults" in (tmp_path / "table1_defaults.md").read_text()
+    assert (tmp_path / "table1_defaults_curves.png").stat().st_size > 1000
     # A finished run whose recorded config is not what the code builds now is never reused.
     config_path = tmp_path / "runs" / "din" / "seed1" / "config.json"
     recorded = json.load(open(config_path))
@@ -383,6 +392,8 @@ def test_compare_reads_validation_only_and_takes_deltas_against_the_defaults(tmp
     (["experiment", "compare"], "at least one --variant"),
     (["experiment", "compare", "--variant", "alpha=0.1", "--models", "din,dien"], "one model"),
     (["experiment", "table1", "--variant", "alpha=0.1"], "--variant is for compare"),
+    (["experiment", "tune", "--name", "table1_defaults"], "--name is for table1 and table2"),
+    (["experiment", "table1", "--name", "ml100k/table1"], "'ml100k/table1' is not a table name"),
 ])
 def test_compare_arguments_are_checked(argv, message, tmp_path):
     with pytest.raises(ConfigError, match=message):  # Before any dataset is looked for.

@@ -398,7 +398,7 @@ def apply_overrides(
     for pair in pairs:
         if "=" not in pair:
             raise ConfigError(f"`--set` expects key=value. Received: {pair!r}")
-        key, text = override_key(pair), pair.split("=", 1)[1].strip()
+        key, text = (part.strip() for part in pair.split("=", 1))
         if key in model_hints:
             target, hints = model_values, model_hints
         elif key in train_hints:

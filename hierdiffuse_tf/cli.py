@@ -134,32 +134,41 @@ def _beam_options(text: str | None):
     return PipelineOptions(shlex.split(text))
 
 
+# Experiment flags that only some experiments read; elsewhere they are refused, not ignored.
+EXPERIMENT_ONLY_FLAGS = {"tuned": ("table1", "table2"), "name": ("table1", "table2"),
+                         "variant": ("compare",), "groups": ("table2",)}
+
+
 def run_experiment(args: argparse.Namespace):
     from hierdiffuse_tf import experiments
     from hierdiffuse_tf.config import ConfigError
     from hierdiffuse_tf.data import pipeline
+    from hierdiffuse_tf.models import get_model_class
 
     argv = getattr(args, "argv", None) or sys.argv[1:]  # `main` records the arguments it parsed.
     command = "hierdiffuse " + " ".join(shlex.quote(a) for a in argv)
-    if args.tuned and args.which not in ("table1", "table2"):
-        raise ConfigError(f"--tuned is for table1 and table2, not {args.which}")
-    if args.name and args.which not in ("table1", "table2"):
-        raise ConfigError(f"--name is for table1 and table2, not {args.which}")
+    for flag, allowed in EXPERIMENT_ONLY_FLAGS.items():
+        if getattr(args, flag) and args.which not in allowed:
+            raise ConfigError(f"--{flag} is for {' and '.join(allowed)}, not {args.which}")
     if args.name:
         experiments.check_table_name(args.name)
-    if args.variant and args.which != "compare":
-        raise ConfigError(f"--variant is for compare, not {args.which}")
     if args.which == "readme":
         return {"spliced": experiments.splice_readme(args.readme, args.out)}
     shared = dict(seeds=args.seeds, epochs=args.epochs, data_dir=args.data_dir, common=args.set,
                   command=command)  # Every table command takes these; `common` is the --set pairs.
-    models = tuple(args.models.split(",")) if args.models else None
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
+    for model in models or ():
+        get_model_class(model)  # An unknown name fails here, before any dataset is looked for.
     if args.which == "compare" and not args.variant:
         raise ConfigError("compare needs at least one --variant, e.g. --variant 'alpha=0.1'")
     if args.which == "compare" and models and len(models) != 1:
         raise ConfigError(f"compare takes one model in --models. Received: {list(models)}")
     if args.which == "robustness":
-        noise = [float(v) for v in args.noise.split(",") if v]
+        try:
+            noise = [float(v) for v in args.noise.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"--noise: expected comma-separated rates such as 0,0.1,0.2. "
+                              f"Received: {args.noise!r}") from None
         return experiments.robustness(args.out, noise, models=models or experiments.ROBUSTNESS_MODELS,
                                       **shared)
     pipeline.check_name(args.dataset)

@@ -1,9 +1,11 @@
-"""The paper's tables, regenerated: `hierdiffuse experiment table1 | table2 | robustness | readme`.
+"""The paper's tables, regenerated: `hierdiffuse experiment table1 | table2 | robustness | tune | compare | readme`.
 
 Every run is a normal `training.train` run in `OUT/runs/<key>/seed<k>/`, so a
 finished run is skipped when the command is run again (and a killed one
-resumes from its `BackupAndRestore` checkpoint). Each row records its seeds,
-config and the git commit. Inference speed (batches/s) is timed for every row
+resumes from its `BackupAndRestore` checkpoint); its `config.json` and
+`metrics.json` record its config, seed and git commit. Each table's rows
+record their seeds and overrides, and its `meta` the git commit and the
+command. `table1` and `table2` time inference speed (batches/s) for every row
 in the same process, with one shared batch size, interleaving the models so
 that machine noise hits them alike.
 """
@@ -28,7 +30,7 @@ import numpy as np
 from hierdiffuse_tf import training
 from hierdiffuse_tf.config import ConfigError, ModelConfig, TrainConfig, override_key
 from hierdiffuse_tf.data import pipeline
-from hierdiffuse_tf.models import MODELS
+from hierdiffuse_tf.models import MODELS, get_model_class
 
 TABLE1_MODELS = ("avg_pool_dnn", "din", "dien", "diffurec", "dreamrec", "hierdiffuse")
 # The paper's Table 1 (AUC), for the side-by-side view in the README.
@@ -134,7 +136,7 @@ def overrides_for(model: str, common: Sequence[str], overrides: Sequence[str]) -
     for the rest. A field that no model has is kept, so that the config
     rejects it by name (a typo never passes silently).
     """
-    mine = set(MODELS[model].config_cls.field_names()) | set(TrainConfig.field_names())
+    mine = set(get_model_class(model).config_cls.field_names()) | set(TrainConfig.field_names())
     known = mine.union(*(cls.config_cls.field_names() for cls in MODELS.values()))
     kept = [pair for pair in common if (key := override_key(pair)) in mine or key not in known]
     return [*kept, *overrides]
@@ -165,26 +167,28 @@ def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds:
             metrics_path = os.path.join(run_dir, "metrics.json")
             step = f"[{len(finished) + 1}/{total}]"
             run_overrides = overrides_for(model, common, overrides)
+            made_here = False
             if not os.path.exists(metrics_path):
                 if not claim_run(run_dir):
                     waiting.append((model, overrides, seed))
                     continue
                 try:
-                    done = os.path.exists(metrics_path)  # Finished while we looked elsewhere.
-                    source = None if done else _reusable_run(reuse_from, key, seed, model, dataset,
-                                                             data_dir, run_overrides, epochs)
+                    # Another process may have finished it while we looked elsewhere.
+                    made_here = not os.path.exists(metrics_path)
+                    source = made_here and _reusable_run(reuse_from, key, seed, model, dataset,
+                                                         data_dir, run_overrides, epochs)
                     if source:
                         print(f"{step} {key} seed {seed}: evaluating {source} on {eval_split} "
                               "(the same config and seed, so not trained again)", flush=True)
                         training.reevaluate(source, run_dir, eval_split, data_dir, verbose=2)
-                    elif not done:
+                    elif made_here:
                         print(f"{step} training {key} seed {seed}", flush=True)
                         training.train(model, dataset, run_dir, data_dir=data_dir, epochs=epochs,
                                        seed=seed, overrides=run_overrides, verbose=2,
                                        eval_split=eval_split)
                 finally:
                     release_run(run_dir)
-            else:
+            if not made_here:
                 drift = config_drift(run_dir, model, dataset, data_dir, run_overrides, epochs, seed)
                 if drift:
                     raise ConfigError(
@@ -288,7 +292,7 @@ def time_inference(models: dict, batches: list, repeats: int = 5) -> dict:
 
 
 def timing_batches(dataset: str, data_dir: str | None, batch_size: int, count: int) -> list:
-    builder = pipeline.prepared_builder(dataset, data_dir, auto_prepare=False)
+    builder = _prepared_builder(dataset, data_dir)
     ds = pipeline.make_dataset(builder, "test", batch_size, drop_remainder=True).take(count)
     batches = [features for features, _ in ds]
     if not batches:
@@ -300,7 +304,7 @@ def auc_of(run_metrics: list, dataset=None, data_dir=None, changes=()) -> list[f
     """Per-seed test AUCs; with inference changes, each seed's model is re-evaluated."""
     if not changes:
         return [m["auc"] for m in run_metrics]
-    builder = pipeline.prepared_builder(dataset, data_dir, auto_prepare=False)
+    builder = _prepared_builder(dataset, data_dir)
     aucs = []
     for m in run_metrics:
         base = training.load_run_model(m["run_dir"])
@@ -333,7 +337,8 @@ def write_table(rows: list[dict], columns: list[tuple[str, str, str]], out: str,
     lines = ["| " + " | ".join(t for _, t, _ in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(r.get(k), f) for k, _, f in columns) + " |" for r in rows]
     batch = f"inference batch size {meta['batch_size']}, " if meta.get("batch_size") else ""
-    caption = (f"\n_{meta['dataset']}, {meta['seeds']} seed(s), {meta['epochs']} epoch(s), "
+    epochs = "epochs as configured" if meta["epochs"] is None else f"{meta['epochs']} epoch(s)"
+    caption = (f"\n_{meta['dataset']}, {meta['seeds']} seed(s), {epochs}, "
                f"{batch}commit {_short_commit(meta['git_commit'])}; "
                f"made by `{meta['command']}`._\n")
     with open(os.path.join(out, f"{name}.md"), "w") as f:
@@ -386,7 +391,7 @@ def tune(dataset: str, out: str, models: Sequence[str] = TABLE1_MODELS, trials: 
     `out/tuning/runs/`, and is evaluated on validation only; a table's seed-0
     run under the same config (`out/runs/`) is evaluated instead of trained
     again. Selection reads validation only. `tuning.json`'s
-    `best` maps each model to its winning overrides, which `table1`/`table2`
+    `meta.best` maps each model to its winning overrides, which `table1`/`table2`
     take with `tuned=load_tuned(path)`.
     """
     _check_untuned_keys(common, "--set")
@@ -396,6 +401,9 @@ def tune(dataset: str, out: str, models: Sequence[str] = TABLE1_MODELS, trials: 
     rows, best = [], {}
     for m in models:
         aucs = [runs[run_key(m, t)][0]["auc"] for t in candidates]
+        if not np.isfinite(aucs).any():
+            raise ConfigError(f"tune: every trial of {m} diverged (validation AUC {aucs}); "
+                              "nothing to choose. Look at its runs under tuning/runs/")
         winner = int(np.nanargmax(np.where(np.isfinite(aucs), aucs, np.nan)))  # A diverged trial never wins.
         best[m] = list(candidates[winner])
         rows += [{"model": m, "trial": i, "overrides": " ".join(t) or "(defaults)", "val_auc": auc,
@@ -534,6 +542,9 @@ def table2(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
     (the tuning run of the winner is reused as in `table1`); `name` is as in `table1`.
     """
     check_table_name(name)
+    full_rows = [r.variant for r in rows_spec if not r.train and not r.infer]
+    if not full_rows:  # Checked before any training.
+        raise ConfigError("Table 2 needs at least one row of the full model to take deltas against")
     base_overrides = tuned_overrides(tuned, ["hierdiffuse"], common)["hierdiffuse"]
     jobs = list(dict.fromkeys(("hierdiffuse", base_overrides + r.train) for r in rows_spec))
     runs = train_runs(out, dataset, jobs, seeds, epochs, data_dir, common,
@@ -545,9 +556,6 @@ def table2(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
         models[r.variant] = with_inference_changes(base, r.infer)
         aucs[r.variant] = auc_of(metrics, dataset=dataset, data_dir=data_dir, changes=r.infer)
     speed = time_inference(models, timing_batches(dataset, data_dir, batch_size, timing_batches_count))
-    full_rows = [r.variant for r in rows_spec if not r.train and not r.infer]
-    if not full_rows:
-        raise ConfigError("Table 2 needs at least one row of the full model to take deltas against")
     full = float(np.mean(aucs[full_rows[0]]))
     rows = []
     for r in rows_spec:

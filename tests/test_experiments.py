@@ -346,11 +346,14 @@ def test_tune_picks_the_best_finite_validation_auc(tmp_path, monkeypatch):
     def fake_train(model, dataset, run_dir, overrides=(), eval_split="test", **kwargs):
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "metrics.json"), "w") as f:
-            json.dump({"auc": planted.get(tuple(overrides), 0.6), "split": eval_split}, f)
+            auc = float("nan") if model == "dien" else planted.get(tuple(overrides), 0.6)
+            json.dump({"auc": auc, "split": eval_split}, f)
 
     monkeypatch.setattr(experiments.training, "train", fake_train)
     assert set(planted) <= set(experiments.tuning_trials(9))
     assert experiments.tune("any", str(tmp_path), models=("din",), trials=9) == {"din": list(winner)}
+    with pytest.raises(ConfigError, match="every trial of dien diverged"):
+        experiments.tune("any", str(tmp_path), models=("dien",), trials=2)
     with pytest.raises(ConfigError, match="dropout"):
         experiments.tune("any", str(tmp_path), models=("din",), trials=2, common=["dropout=0.3"])
     # A table never reuses a run that was evaluated on another split.
@@ -393,6 +396,9 @@ def test_compare_reads_validation_only_and_takes_deltas_against_the_defaults(tmp
     (["experiment", "compare", "--variant", "alpha=0.1", "--models", "din,dien"], "one model"),
     (["experiment", "table1", "--variant", "alpha=0.1"], "--variant is for compare"),
     (["experiment", "tune", "--name", "table1_defaults"], "--name is for table1 and table2"),
+    (["experiment", "table1", "--groups", "a"], "--groups is for table2, not table1"),
+    (["experiment", "table1", "--models", "din,dinn"], "Unknown model 'dinn'"),
+    (["experiment", "robustness", "--noise", "0,abc"], "--noise: expected comma-separated rates"),
     (["experiment", "table1", "--name", "ml100k/table1"], "'ml100k/table1' is not a table name"),
 ])
 def test_compare_arguments_are_checked(argv, message, tmp_path):

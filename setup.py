@@ -21,7 +21,8 @@ setup(
     packages=find_packages(include=["hierdiffuse_tf", "hierdiffuse_tf.*"])
     + ["hierdiffuse_tf." + p for p in DATASET_PACKAGES],
     package_dir={"hierdiffuse_tf.datasets": "datasets"},
-    package_data={"hierdiffuse_tf.datasets": ["*/*.tsv", "*/*.txt", "*/*.bib", "*/*.md", "*/dummy_data/*"]},
+    package_data={"hierdiffuse_tf.datasets": ["*/*.tsv", "*/*.txt", "*/*.bib", "*/*.md", "*/dummy_data/*"],
+                  "hierdiffuse_tf": ["configs/*.yaml"]},
     install_requires=[
         "tensorflow==2.21.*",
         "keras==3.15.*",

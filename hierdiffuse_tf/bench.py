@@ -38,12 +38,10 @@ def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int =
     def sampler_path(name, steps=None):
         @tf.function
         def run():
-            h, s = model.user_side(x, sampler=name, steps=steps)
-            return model.score_candidates(h, s, x["target_item"], x["target_cat"])
+            return model.score(x, sampler=name, steps=steps)
         return run
 
-    encoded = model.encode(x)
-    inputs = model.diffusion_inputs(encoded)
+    inputs = model.fusion_inputs(x)
 
     # (e) times DDPM-100: all T steps, from t = T (the same weights, an inference-only change).
     from_t = built(HierDiffuse(config.replace(t_star=config.diffusion_steps)), x)

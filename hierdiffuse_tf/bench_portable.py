@@ -134,8 +134,7 @@ def bench_portable(batch_sizes=(256,), repeats: int = 7, model_values: dict | No
 
     def whole(sampler, steps=None):
         def run(x):
-            h, s = model.user_side(x, sampler=sampler, steps=steps)
-            return model.score_candidates(h, s, x["target_item"], x["target_cat"])
+            return model.score(x, sampler=sampler, steps=steps)
         return run
 
     def fusion(m, sampler, steps=None):
@@ -144,7 +143,7 @@ def bench_portable(batch_sizes=(256,), repeats: int = 7, model_values: dict | No
     results = {}
     for batch in batch_sizes:
         x = {k: ops.convert_to_tensor(v) for k, v in example_features(config, batch).items()}
-        inputs = model.diffusion_inputs(model.encode(x))
+        inputs = model.fusion_inputs(x)
         paths = {
             "tcc": compile_path(whole("tcc"), model, x),
             "ddim_10": compile_path(whole("ddim", 10), model, x),

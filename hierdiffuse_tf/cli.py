@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="hierdiffuse", help="registry name, e.g. hierdiffuse")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--config", default=None, help="JSON/YAML file with `model:` and `train:` blocks")
+    p.add_argument("--config", default=None,
+                   help="JSON/YAML file with `model:` and `train:` blocks, or a packaged config "
+                        "(hierdiffuse_paper: the model as the paper prints it)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field (repeatable), e.g. --set guidance=cfg")
     p.add_argument("--strategy", choices=config_lib.STRATEGIES, default=None,
@@ -75,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write the serving SavedModel of a trained HierDiffuse run")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--out", required=True, help="BASE/NAME/VERSION, e.g. models/hierdiffuse/1")
-    p.add_argument("--signatures", default="ddim_10,user_vector,rank",
-                   help="extra signatures beside serving_default: ddim_<k>, user_vector, rank")
+    p.add_argument("--signatures", default="ddim_10,user_tokens,rank",
+                   help="extra signatures beside serving_default: ddim_<k>, user_tokens, rank")
     p.add_argument("--xla", action="store_true",
                    help="compile the scoring signatures with XLA (faster on CPU; see the README)")
 

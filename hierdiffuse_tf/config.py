@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import typing
 from typing import Any, Mapping, Sequence
 
@@ -21,6 +22,7 @@ SAMPLERS = ("tcc", "ddim", "ddpm", "none")
 LOSS_REDUCTIONS = ("mean", "sum")
 BACKBONES = ("mlp", "transformer")
 SGD_WEIGHTS = ("adaptive", "fixed")
+READOUTS = ("target_attention", "mean")
 COMBINERS = ("sum", "concat")
 STRATEGIES = ("none", "mirrored", "multi_worker")
 
@@ -183,7 +185,14 @@ class SequenceDiffusionConfig(ModelConfig):
 
 @dataclasses.dataclass(frozen=True)
 class HierDiffuseConfig(SequenceDiffusionConfig):
-    """Every switch of HierDiffuse (SPEC 2), with the paper's defaults.
+    """Every switch of HierDiffuse (SPEC 2), with the default model of SPEC 2b.
+
+    The defaults are the paper's structure made to work (SPEC 2b: the
+    target-aware readout, the gated encoders, x0 normalisation, the head's
+    `h_S * e_t` cross, and the head trained on the eps = 0 point). The model
+    as SPEC 2 first wrote it is `PAPER_AS_PRINTED` (the packaged config file
+    `hierdiffuse_paper`): `readout="mean"`, `encoder_gate=False`,
+    `normalize_x0=False`, `head_short_cross=False`, `head_on_clean=False`.
 
     Takes the `SequenceDiffusionConfig` fields (encoders, T, DDIM steps,
     denoiser width, CFG scale, condition dropout) and these:
@@ -222,14 +231,29 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
             encoders are not pulled towards vectors that are easy to denoise.
         normalize_x0: layer-normalise x0 (h_L for Long->Short) before it is
             noised, so its per-dimension scale matches the unit-variance noise.
-            Off by default: it lowered the test AUC on
-            `synthetic_interest_ctr/smoke` (the README gives the command).
+            Without it x0 is about 10 times smaller than the noise at t*, and
+            the denoiser learns a near-constant output (docs/model-quality.md).
+        readout: how tokens become interest vectors (h_L, each session's
+            h_S_k, the SGD groups): "target_attention" (a DIN activation unit
+            whose weights are `1 + score`, divided by the count, so it starts
+            as the masked mean) or "mean" (the paper's masked mean pooling).
+        readout_units: hidden widths of the readout's activation unit.
+        encoder_gate: ReZero-gate both encoders, `e + g (T(e + pos) - e)`
+            with g starting at 0.
+        head_short_cross: the head also reads `h_S * e_target`.
+        head_on_clean: in training the head reads h_fusion from the eps = 0
+            point, as at inference; the TCC losses stay on noisy points. Off:
+            the head reads a noisy x_{t*} in training (the paper's Eq. 1).
+        session_recency: add a learned embedding of each session's recency
+            (0 = the most recent) to its vector h_S_k before Eq. 3's mean.
         sampler: the inference path: "tcc" (one step), "ddim" or "ddpm" (Table 2d);
             "none" skips the fusion stage (h_fusion = x0), the floor that the
             benchmark compares against.
     """
 
-    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"loss_reduction": "sum"}
+    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {
+        "loss_reduction": "sum", "readout": "mean", "encoder_gate": False,
+        "head_short_cross": False, "head_on_clean": False, "session_recency": False}
 
     schedule_s: float = 0.008
     max_beta: float = 0.999
@@ -251,7 +275,13 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
     dt_small: float = 0.1
     dt_large: float = 0.5
     stop_gradient_x0: bool = True
-    normalize_x0: bool = False
+    normalize_x0: bool = True
+    readout: str = "target_attention"
+    readout_units: tuple[int, ...] = (36,)
+    encoder_gate: bool = True
+    head_short_cross: bool = True
+    head_on_clean: bool = True
+    session_recency: bool = False
     sampler: str = "tcc"
 
     def validate(self) -> None:
@@ -269,6 +299,9 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
         _one_of("backbone", self.backbone, BACKBONES)
         _one_of("sampler", self.sampler, SAMPLERS)
         _one_of("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
+        _one_of("readout", self.readout, READOUTS)
+        _check(all(u >= 1 for u in self.readout_units), "readout_units", "must be positive widths",
+               self.readout_units)
         _check(len(self.sgd_fixed_w) == 2, "sgd_fixed_w", "must have two weights (w1, w2)",
                self.sgd_fixed_w)
         _check(self.alpha >= 0.0, "alpha", "must be >= 0", self.alpha)
@@ -293,6 +326,11 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
         if not self.has_condition:
             return 0
         return 2 if self.guidance == "sgd" else 1
+
+
+# The model as SPEC 2 first wrote it (the paper as printed), beside the SPEC 2b default.
+PAPER_AS_PRINTED = {"readout": "mean", "encoder_gate": False, "normalize_x0": False,
+                    "head_short_cross": False, "head_on_clean": False, "session_recency": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -412,8 +450,29 @@ def apply_overrides(
             raise ConfigError(f"`{key}`: cannot parse {text!r} as {hints[key]}: {error}") from None
 
 
+PACKAGED_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def packaged_configs() -> list[str]:
+    """The names `--config` takes besides a path (files in `hierdiffuse_tf/configs/`)."""
+    return sorted(os.path.splitext(n)[0] for n in os.listdir(PACKAGED_CONFIGS) if n.endswith(".yaml"))
+
+
+def resolve_config_path(name_or_path: str) -> str:
+    """A path as it is, or a packaged config's name (`hierdiffuse_paper`) as its file."""
+    if os.path.exists(name_or_path):
+        return name_or_path
+    packaged = os.path.join(PACKAGED_CONFIGS, f"{name_or_path}.yaml")
+    if os.sep not in name_or_path and os.path.exists(packaged):
+        return packaged
+    raise ConfigError(f"`--config {name_or_path}`: no such file, and no packaged config of that "
+                      f"name (packaged: {packaged_configs()})")
+
+
 def load_config_file(path: str) -> dict[str, Any]:
-    """Reads `--config FILE`: JSON or YAML with optional `model:` and `train:` blocks."""
+    """Reads `--config FILE`: JSON or YAML with optional `model:` and `train:` blocks.
+    `path` may also name a packaged config (`packaged_configs()`)."""
+    path = resolve_config_path(path)
     with open(path) as f:
         text = f.read()
     if path.endswith((".yaml", ".yml")):

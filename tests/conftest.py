@@ -53,5 +53,5 @@ def exported_model(tmp_path_factory):
     model = HierDiffuse(config)
     model(export.example_request(config, 2))
     base = tmp_path_factory.mktemp("models") / "hierdiffuse"
-    export.export_saved_model(model, str(base / "1"), ["ddim_5", "user_vector", "rank"])
+    export.export_saved_model(model, str(base / "1"), ["ddim_5", "user_tokens", "rank"])
     return model, str(base)

@@ -27,15 +27,14 @@ def call(signature, features):
 def test_serving_default_matches_keras_and_is_deterministic(exported):
     model, path = exported
     loaded = tf.saved_model.load(path)
-    assert set(loaded.signatures) == {"serving_default", "ddim_5", "user_vector", "rank"}
+    assert set(loaded.signatures) == {"serving_default", "ddim_5", "user_tokens", "rank"}
     x = export.example_request(model.config, 7, seed=3)
     features = {k: x[k] for k in export.MODEL_FEATURES}
     first = call(loaded.signatures["serving_default"], features)
     np.testing.assert_allclose(first["ctr"], model(x)["ctr"].numpy(), atol=1e-6)
     np.testing.assert_array_equal(first["ctr"], call(loaded.signatures["serving_default"], features)["ctr"])
     ddim = call(loaded.signatures["ddim_5"], features)
-    h, s = model.user_side(x, sampler="ddim", steps=5)
-    expected = tf.sigmoid(model.score_candidates(h, s, x["target_item"], x["target_cat"])).numpy()
+    expected = tf.sigmoid(model.score(x, sampler="ddim", steps=5)).numpy()
     np.testing.assert_allclose(ddim["ctr"], expected, atol=1e-6)
 
 
@@ -62,8 +61,9 @@ def test_rank_equals_serving_default_once_per_candidate(exported):
     single = call(loaded.signatures["serving_default"], {**batch, "target_item": candidates, "target_cat": cats})
     assert ranked["ctr"].shape == (40,)
     np.testing.assert_allclose(ranked["ctr"], single["ctr"], atol=1e-6)
-    vector = call(loaded.signatures["user_vector"], {k: x[k] for k in export.USER_FEATURES})
-    assert vector["h_fusion"].shape == (1, 8)
+    tokens = call(loaded.signatures["user_tokens"], {k: x[k] for k in export.USER_FEATURES})
+    assert tokens["long"].shape == (1, 6, 8) and tokens["short"].shape == (1, 2, 3, 8)
+    assert tokens["long_mask"].dtype == bool
 
 
 def test_saved_model_runs_in_a_process_that_imports_only_tensorflow(exported):
@@ -91,7 +91,7 @@ def test_warmup_requests_are_prediction_logs(exported):
     _, path = exported
     records = list(tf.data.TFRecordDataset(os.path.join(path, "assets.extra", "tf_serving_warmup_requests")))
     logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in records]
-    assert [log.predict_log.request.model_spec.signature_name for log in logs] == ["serving_default", "user_vector"]
+    assert [log.predict_log.request.model_spec.signature_name for log in logs] == ["serving_default", "user_tokens"]
     assert set(logs[0].predict_log.request.inputs) == set(export.MODEL_FEATURES)
 
 
@@ -107,7 +107,7 @@ def test_export_errors_are_clear(exported, tmp_path):
 
 def test_xla_export_scores_like_the_plain_graph(exported, tmp_path):
     model, plain_path = exported
-    path = export.export_saved_model(model, str(tmp_path / "1"), ["ddim_5", "user_vector"], xla=True)
+    path = export.export_saved_model(model, str(tmp_path / "1"), ["ddim_5", "user_tokens"], xla=True)
     plain, compiled = tf.saved_model.load(plain_path), tf.saved_model.load(path)
     x = export.example_request(model.config, 6, seed=5)
     features = {k: x[k] for k in export.MODEL_FEATURES}

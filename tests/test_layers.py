@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from hierdiffuse_tf.layers import (CTRHead, FeatureEmbedding, LongTermEncoder, MaskedPooling,
-                                   ShortTermEncoder, sanitize_ids)
+from hierdiffuse_tf.layers import (CTRHead, FeatureEmbedding, MaskedPooling, SequenceEncoder,
+                                   TargetAttentionReadout, sanitize_ids)
 from layer_testing import run_layer_test
 
 
@@ -43,41 +43,77 @@ def test_masked_pooling_uses_the_learned_vector_for_empty_rows():
 
 
 ENCODER_WEIGHTS = 1 + 16  # Position embedding + one TransformerEncoder block.
+ENCODER_KWARGS = {"sequence_length": 5, "num_heads": 2, "intermediate_dim": 16, "dropout": 0.0}
 
 
-def test_long_term_encoder():
+@pytest.mark.parametrize("gated", [False, True])
+def test_sequence_encoder(gated):
     x = np.random.default_rng(0).normal(size=(3, 5, 8)).astype("float32")
     mask = np.array([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], bool)
-    kwargs = {"sequence_length": 5, "num_heads": 2, "intermediate_dim": 16, "dropout": 0.0}
-    h, tokens = run_layer_test(LongTermEncoder, kwargs, {"x": x, "padding_mask": mask}, (3, 8),
-                               ENCODER_WEIGHTS + 1)
-    assert tuple(tokens.shape) == (3, 5, 8)
+    tokens = run_layer_test(SequenceEncoder, {**ENCODER_KWARGS, "gated": gated},
+                            {"x": x, "padding_mask": mask}, (3, 5, 8), ENCODER_WEIGHTS + gated)
     assert np.all(ops.convert_to_numpy(tokens)[0, 3:] == 0)  # Padding stays zero.
 
 
-def test_short_term_encoder_averages_non_empty_sessions():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2, 3, 4, 8)).astype("float32")
-    mask = np.zeros((2, 3, 4), bool)
-    mask[0, 1, 2:] = True
-    mask[0, 2, :] = True  # Example 0 has two sessions; example 1 has no short history.
-    kwargs = {"sequence_length": 4, "num_heads": 2, "intermediate_dim": 16, "dropout": 0.0}
-    run_layer_test(ShortTermEncoder, kwargs, {"x": x, "padding_mask": mask}, (2, 8), ENCODER_WEIGHTS + 2)
-    encoder = ShortTermEncoder(**kwargs)
-    h, tokens = encoder(x, mask)
-    tokens = ops.convert_to_numpy(tokens)
-    session_1 = tokens[0, 1, 2:].mean(0)
-    session_2 = tokens[0, 2].mean(0)
-    np.testing.assert_allclose(ops.convert_to_numpy(h)[0], (session_1 + session_2) / 2, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(ops.convert_to_numpy(h)[1], ops.convert_to_numpy(encoder.pool.empty))
-    assert np.all(np.isfinite(tokens))
+def test_the_gate_at_zero_gives_back_the_embeddings():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 3, 5, 8)).astype("float32")  # Sessions: K = 3 folded into the batch.
+    mask = rng.random((2, 3, 5)) < 0.7
+    encoder = SequenceEncoder(**ENCODER_KWARGS, gated=True)
+    tokens = ops.convert_to_numpy(encoder(x, mask))
+    np.testing.assert_allclose(tokens, x * mask[..., None], rtol=1e-6)
+    encoder.gate.assign(1.0)  # A gate of one is the plain stack over the same weights.
+    plain = SequenceEncoder(**ENCODER_KWARGS)
+    plain(x, mask)
+    plain.set_weights([w.numpy() for w in encoder.weights if w is not encoder.gate])
+    np.testing.assert_allclose(ops.convert_to_numpy(encoder(x, mask)),
+                               ops.convert_to_numpy(plain(x, mask)), rtol=1e-5, atol=1e-6)
+    single = SequenceEncoder(**ENCODER_KWARGS)  # Each session is encoded on its own.
+    single(x[:, 1], mask[:, 1])
+    single.set_weights(plain.get_weights())
+    np.testing.assert_allclose(ops.convert_to_numpy(plain(x, mask))[:, 1],
+                               ops.convert_to_numpy(single(x[:, 1], mask[:, 1])), rtol=1e-5, atol=1e-6)
+
+
+def test_target_readout_is_masked_mean_pooling_at_initialisation():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 4, 8)).astype("float32")
+    query = rng.normal(size=(3, 8)).astype("float32")
+    mask = np.array([[1, 0, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]], bool)
+    inputs = {"x": x, "padding_mask": mask, "query": query}
+    run_layer_test(TargetAttentionReadout, {"units": (6,)}, inputs, (3, 8), 1 + 5)
+    readout, mean = TargetAttentionReadout(units=(6,)), MaskedPooling()
+    out = ops.convert_to_numpy(readout(x, mask, query=query))
+    np.testing.assert_allclose(out, ops.convert_to_numpy(mean(x, mask)), rtol=1e-6)
+    np.testing.assert_allclose(out[0], x[0, [0, 2, 3]].mean(0), rtol=1e-6)
+    # Once the scores move, the pooling depends on the target, and padding still counts for nothing.
+    readout.unit.score.kernel.assign(rng.normal(size=(6, 1)).astype("float32"))
+    moved = ops.convert_to_numpy(readout(x, mask, query=query))
+    assert not np.allclose(moved[0], out[0])
+    assert not np.allclose(moved[0], ops.convert_to_numpy(readout(x, mask, query=-query))[0])
+    x[0, 1] = 100.0
+    np.testing.assert_allclose(ops.convert_to_numpy(readout(x, mask, query=query))[0], moved[0], rtol=1e-6)
 
 
 @pytest.mark.parametrize("cross_layers,weights", [(0, 6), (1, 8)])
-def test_ctr_head(cross_layers, weights):
+@pytest.mark.parametrize("context_cross", [False, True])
+def test_ctr_head(cross_layers, weights, context_cross):
     rng = np.random.default_rng(0)
     inputs = {"user": rng.normal(size=(4, 8)).astype("float32"),
               "target": rng.normal(size=(4, 8)).astype("float32"),
               "context": rng.normal(size=(4, 8)).astype("float32")}
-    run_layer_test(CTRHead, {"units": (16, 8), "dropout": 0.0, "cross_layers": cross_layers},
-                   inputs, (4,), weights)
+    run_layer_test(CTRHead, {"units": (16, 8), "dropout": 0.0, "cross_layers": cross_layers,
+                             "context_cross": context_cross}, inputs, (4,), weights)
+
+
+def test_the_head_input_carries_both_crosses():
+    rng = np.random.default_rng(0)
+    user, target, context = (rng.normal(size=(4, 8)).astype("float32") for _ in range(3))
+    head = CTRHead(units=(16,), context_cross=True)
+    head(user, target, context)
+    features = ops.convert_to_numpy(head.features(user, target, context))
+    expected = np.concatenate([user, target, user * target, context, context * target], axis=-1)
+    np.testing.assert_allclose(features, expected, rtol=1e-6)
+    assert head.hidden[0].kernel.shape[0] == 5 * 8
+    paper = CTRHead(units=(16,))  # SPEC 2 as printed: no h_S * e_t.
+    assert ops.convert_to_numpy(paper.features(user, target, context)).shape == (4, 4 * 8)

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from conftest import TINY_MODEL, TINY_SETS, random_features
 from hierdiffuse_tf import cli, training
-from hierdiffuse_tf.config import ConfigError, HierDiffuseConfig
+from hierdiffuse_tf.config import PAPER_AS_PRINTED, ConfigError, HierDiffuseConfig
 from hierdiffuse_tf.data import pipeline
 from hierdiffuse_tf.diffusion import tcc
 from hierdiffuse_tf.models import HierDiffuse, build_model
@@ -19,11 +19,9 @@ SMOKE = "synthetic_interest_ctr/smoke"
 SMALL = dict(num_items=50, num_cats=8, max_long=6, num_sessions=2, session_len=3, **TINY_MODEL)
 
 
-@pytest.fixture(scope="module")
-def trained_run(smoke_builder, data_dir, tmp_path_factory):
-    """A small HierDiffuse trained for 3 epochs on the noise-free synthetic set, through the CLI."""
-    out = str(tmp_path_factory.mktemp("run"))
-    code = cli.main(["train", "--dataset", SMOKE, "--data-dir", data_dir, "--model", "hierdiffuse",
+def train_small(model_name, data_dir, out):
+    """3 epochs on the noise-free synthetic set through the CLI, with the small test model."""
+    code = cli.main(["train", "--dataset", SMOKE, "--data-dir", data_dir, "--model", model_name,
                      "--epochs", "3", "--seed", "0", "--out", out,
                      "--set", "batch_size=128", "--set", "learning_rate=0.003",
                      *sum((["--set", s] for s in TINY_SETS), [])])
@@ -31,9 +29,20 @@ def trained_run(smoke_builder, data_dir, tmp_path_factory):
     return out
 
 
-def test_hierdiffuse_learns_the_planted_interest(trained_run):
+@pytest.fixture(scope="module")
+def trained_run(smoke_builder, data_dir, tmp_path_factory):
+    """A small HierDiffuse trained for 3 epochs on the noise-free synthetic set, through the CLI."""
+    return train_small("hierdiffuse", data_dir, str(tmp_path_factory.mktemp("run")))
+
+
+@pytest.mark.slow
+def test_hierdiffuse_learns_the_planted_interest_better_than_din(trained_run, data_dir, tmp_path):
     metrics = json.load(open(os.path.join(trained_run, "metrics.json")))
-    assert metrics["auc"] > 0.62, metrics  # Chance is 0.5; measured about 0.70.
+    din = json.load(open(os.path.join(train_small("din", data_dir, str(tmp_path)), "metrics.json")))
+    # The same data, steps, batch and learning rate; measured 0.864 against DIN's 0.807
+    # (the paper-as-printed model scored about 0.70 here).
+    assert metrics["auc"] > din["auc"] + 0.02, (metrics["auc"], din["auc"])
+    assert metrics["auc"] > 0.80, metrics  # Chance is 0.5.
     assert {"auc", "logloss", "gauc", "examples", "seconds"} <= metrics.keys()
     assert metrics["examples"] == 1332
     # train_step reports every loss term, and the schedules follow optimizer.iterations.
@@ -63,6 +72,44 @@ def test_evaluate_command_reproduces_the_test_auc(trained_run, data_dir, capsys)
     assert printed["examples"] == saved["examples"]
 
 
+def test_without_dropout_the_head_reads_the_same_h_fusion_in_training_as_at_inference():
+    model = HierDiffuse(HierDiffuseConfig(**SMALL, dropout=0.0, cond_dropout=0.0))
+    x = random_features(model.config, 16)
+    model(x)
+    target = model.embedding(x["target_item"], x["target_cat"])
+    trained_inputs = model.diffusion_inputs(model.read_out(model.encode(x, training=True), target), target)
+    h_train, aux, _ = model.fuse_and_train(*trained_inputs)
+    h_serve = model.fuse(*model.fusion_inputs(x))
+    np.testing.assert_allclose(h_train.numpy(), h_serve.numpy(), rtol=1e-5, atol=1e-6)
+    assert float(aux) > 0  # The TCC losses still see noisy points.
+    noisy = HierDiffuse(model.config.replace(head_on_clean=False))  # The paper's Eq. 1 in training.
+    noisy(x)
+    noisy.set_weights(model.get_weights())
+    h_noisy, _, _ = noisy.fuse_and_train(*trained_inputs)
+    assert not np.allclose(h_noisy.numpy(), h_serve.numpy(), atol=1e-3)
+
+
+def test_the_paper_config_is_the_model_as_printed(smoke_builder):
+    _, paper, _ = training.resolve_configs("hierdiffuse", smoke_builder, "hierdiffuse_paper")
+    assert {k: getattr(paper, k) for k in PAPER_AS_PRINTED} == PAPER_AS_PRINTED
+    _, default, _ = training.resolve_configs("hierdiffuse", smoke_builder)
+    assert all(getattr(default, k) != v for k, v in PAPER_AS_PRINTED.items() if k != "session_recency")
+    model = HierDiffuse(paper)
+    model(random_features(paper, 4))
+    names = {w.path for w in model.weights}
+    assert not any("gate" in n or "activation_unit" in n or "x0_norm" in n for n in names), names
+    # A model saved before the SPEC 2b switches existed reloads as the model it was.
+    saved = HierDiffuse(HierDiffuseConfig(**SMALL)).get_config()
+    for key in PAPER_AS_PRINTED:
+        if key != "normalize_x0":  # Saved configs have always held it.
+            del saved["config"][key]
+    restored = HierDiffuse.from_config(saved).config
+    assert {k: getattr(restored, k) for k in PAPER_AS_PRINTED if k != "normalize_x0"} == {
+        k: v for k, v in PAPER_AS_PRINTED.items() if k != "normalize_x0"}
+    with pytest.raises(ConfigError, match="no packaged config"):
+        training.resolve_configs("hierdiffuse", smoke_builder, "hierdiffuse_papr")
+
+
 def test_inference_is_deterministic_and_training_is_not():
     model = HierDiffuse(HierDiffuseConfig(**SMALL))
     x = random_features(model.config, 16)
@@ -78,7 +125,9 @@ ABLATIONS = [
     {"sampler": "ddim", "sampler_steps": 5}, {"sampler": "ddpm"},
     {"direction": "short_to_long"}, {"direction": "long_to_none"}, {"direction": "short_to_none"},
     {"sgd_weights": "fixed"}, {"embed_combiner": "concat"}, {"head_cross_layers": 1},
-    {"num_hash_buckets": 16},
+    {"num_hash_buckets": 16}, {"readout": "mean"}, {"encoder_gate": False},
+    {"normalize_x0": False}, {"head_short_cross": False}, {"head_on_clean": False},
+    {"session_recency": True},
 ]
 
 
@@ -117,10 +166,9 @@ def test_sampler_switch_changes_only_the_inference_path():
     ddim(x)
     assert len(ddim.weights) == len(tcc_model.weights)
     ddim.set_weights(tcc_model.get_weights())
-    encoded = tcc_model.encode(x)
-    inputs = tcc_model.diffusion_inputs(encoded)
+    inputs = tcc_model.fusion_inputs(x)
     expected = tcc_model.fuse(*inputs, sampler="ddim", steps=5).numpy()
-    np.testing.assert_allclose(ddim.fuse(*ddim.diffusion_inputs(ddim.encode(x))).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(ddim.fuse(*ddim.fusion_inputs(x)).numpy(), expected, rtol=1e-5)
 
 
 def test_config_errors_name_the_field():

@@ -183,7 +183,7 @@ def test_score_command_matches_keras_on_a_prepared_split(smoke_builder, data_dir
                                embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8)
     model = HierDiffuse(config)
     model(model.example_inputs())
-    export.export_saved_model(model, str(tmp_path / "smoke" / "3"), ["user_vector"])
+    export.export_saved_model(model, str(tmp_path / "smoke" / "3"), ["user_tokens"])
     server = DevServer(str(tmp_path / "smoke"), "smoke", port=0)
     port = server.start()
     try:

@@ -36,26 +36,29 @@ def cfg_combine(f_cond, f_null, scale: float):
     return (1.0 + scale) * f_cond - scale * f_null
 
 
-def semantic_groups(tokens, mask, popular):
+def semantic_groups(tokens, mask, popular, pool=None):
     """Pools behaviour vectors into the two SGD groups.
 
     Args:
         tokens: `(B, L, d)` encoded behaviours (K sessions flattened into L).
         mask: `(B, L)` bool, real behaviours.
         popular: `(B, L)` int, 1 where the item is popular.
+        pool: `pool(tokens, group_mask) -> (B, d)`, the readout of one group
+            (e.g. a target-attention readout). Defaults to the masked mean.
 
     Returns:
         `(conds (B, 2, d), shares (B, 2), present (B, 2))`: group 0 is niche
         (y1), group 1 trend-driven (y2); `share_i` is the fraction of the
         behaviours in group i; an empty group is not `present`.
     """
+    pool = pool or (lambda x, m: masked_mean(x, m)[0])
     is_popular = ops.cast(popular, "int32") > 0
     niche_mask = ops.logical_and(mask, ops.logical_not(is_popular))
     trend_mask = ops.logical_and(mask, is_popular)
-    y1, n1 = masked_mean(tokens, niche_mask)
-    y2, n2 = masked_mean(tokens, trend_mask)
+    n1 = ops.sum(ops.cast(niche_mask, tokens.dtype), axis=-1)
+    n2 = ops.sum(ops.cast(trend_mask, tokens.dtype), axis=-1)
     total = ops.maximum(n1 + n2, 1.0)
-    conds = ops.stack([y1, y2], axis=1)  # (B, 2, d)
+    conds = ops.stack([pool(tokens, niche_mask), pool(tokens, trend_mask)], axis=1)  # (B, 2, d)
     shares = ops.stack([n1 / total, n2 / total], axis=1)  # (B, 2)
     present = ops.stack([n1 > 0, n2 > 0], axis=1)  # (B, 2)
     return conds, shares, present

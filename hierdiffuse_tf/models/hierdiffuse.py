@@ -1,16 +1,25 @@
 """HierDiffuse (paper section 3): interest fusion as guided, one-step denoising.
 
-    h_L = f_L(long behaviours)                       (3.1)
-    h_S = mean_k f_S(session k)                      (Eq. 3)
-    x_{t*} = sqrt(ab_{t*}) x0 + sqrt(1 - ab_{t*}) eps (Eq. 1, 2; x0 = h_L)
-    h_fusion = f_theta(x_{t*}, t*, guidance)         (Eq. 4, 6; one TCC step)
-    logit = head([h_fusion, e_target, h_fusion * e_target, h_S])
+    tokens_L = f_L(long behaviours), tokens_S = f_S(each session)   (3.1)
+    h_L = R_L(tokens_L; e_t)                          (readout, per target)
+    h_S = mean_k R_S(tokens_S,k; e_t)                 (Eq. 3)
+    x0 = LayerNorm(h_L)                               (SPEC 2b)
+    x_{t*} = sqrt(ab_{t*}) x0 + sqrt(1 - ab_{t*}) eps (Eq. 1, 2)
+    h_fusion = f_theta(x_{t*}, t*, guidance)          (Eq. 4, 6; one TCC step)
+    logit = head([h_fusion, e_t, h_fusion * e_t, h_S, h_S * e_t])
 
-In training eps is random and the TCC losses (Eq. 7-8) are added:
+The readout R is a target-attention pooling that starts as the masked mean
+(`readout="target_attention"`) or the paper's mean (`"mean"`). The user side,
+the encoders' tokens, does not depend on the target, so `rank` computes it once
+per request (`user_side`); each candidate costs the readouts, the denoiser and
+the head (`score_candidates`).
+
+In training the TCC losses (Eq. 7-8) are added:
 `BCE + alpha (L_recon + lambda(step) L_TR)`, each squared error averaged over
-the d dimensions (`loss_reduction`; SPEC sums them). At inference eps = 0, so the
-same request always gets the same score, and `sampler` picks the reverse path:
-TCC one step (the default), DDIM k steps or DDPM every step from t*.
+the d dimensions (`loss_reduction`; SPEC sums them), on noisy points. The head
+reads h_fusion from the eps = 0 point, as at inference (`head_on_clean`), so
+the same request always gets the same score, and `sampler` picks the reverse
+path: TCC one step (the default), DDIM k steps or DDPM every step from t*.
 """
 
 from __future__ import annotations
@@ -26,18 +35,30 @@ from hierdiffuse_tf.diffusion.denoiser import make_denoiser
 from hierdiffuse_tf.diffusion.schedule import CosineSchedule
 from hierdiffuse_tf.distribute import batch_random
 from hierdiffuse_tf.guidance.guidance import GuidedDenoiser, semantic_groups
-from hierdiffuse_tf.layers import CTRHead, FeatureEmbedding, LongTermEncoder, ShortTermEncoder
+from hierdiffuse_tf.layers import CTRHead, FeatureEmbedding, MaskedPooling, SequenceEncoder, make_readout
 from hierdiffuse_tf.models.base import CTRModel, Forward
 from hierdiffuse_tf.utils import serializable
 
 
+class UserTokens(NamedTuple):
+    """The user side of `HierDiffuse`: the encoders' tokens, computed once per user."""
+
+    long: Any  # (B, M, d): f_L's tokens.
+    long_mask: Any  # (B, M) bool: real behaviours.
+    long_popular: Any  # (B, M) int: the SGD popularity flags.
+    short: Any  # (B, K, N, d): f_S's tokens, session by session.
+    short_mask: Any  # (B, K, N) bool.
+    short_popular: Any  # (B, K, N) int.
+
+
 class Encoded(NamedTuple):
-    """One side (long or short) of `HierDiffuse.encode`."""
+    """One side (long or short) of the interests read out for a target."""
 
     pooled: Any  # (B, d): h_L or h_S.
     tokens: Any  # (B, L, d): the encoder's tokens (L = M, or K N for the sessions).
     mask: Any  # (B, L) bool: real behaviours.
     popular: Any  # (B, L) int: the SGD popularity flags.
+    readout: Any  # The readout layer that pools these tokens.
 
 
 @serializable
@@ -68,39 +89,63 @@ class HierDiffuse(CTRModel):
         self.embedding = FeatureEmbedding(c.num_items, c.num_cats, c.embed_dim, c.embed_combiner,
                                           c.num_hash_buckets, name="embedding")
         encoder_args = dict(num_layers=c.encoder_layers, num_heads=c.encoder_heads,
-                            intermediate_dim=c.encoder_ffn_dim, dropout=c.dropout)
-        self.long_encoder = LongTermEncoder(c.max_long, name="long_encoder", **encoder_args)
-        self.short_encoder = ShortTermEncoder(c.session_len, name="short_encoder", **encoder_args)
+                            intermediate_dim=c.encoder_ffn_dim, dropout=c.dropout,
+                            gated=c.encoder_gate)
+        self.long_encoder = SequenceEncoder(c.max_long, name="long_encoder", **encoder_args)
+        self.short_encoder = SequenceEncoder(c.session_len, name="short_encoder", **encoder_args)
+        self.long_readout = make_readout(c.readout, c.readout_units, name="long_readout")
+        self.short_readout = make_readout(c.readout, c.readout_units, name="short_readout")
+        self.session_pool = MaskedPooling(name="session_pool")  # Eq. 3 over the sessions.
+        self.session_recency = (
+            keras.layers.Embedding(c.num_sessions, c.embed_dim, embeddings_initializer="zeros",
+                                   name="session_recency") if c.session_recency else None)
         self.schedule = CosineSchedule(c.diffusion_steps, c.schedule_s, c.max_beta, name="schedule")
         denoiser = make_denoiser(c.backbone, c.denoiser_units, c.denoiser_layers, c.time_embed_dim,
                                  num_heads=c.encoder_heads, name="denoiser")
         self.guided = GuidedDenoiser(denoiser, mode=c.guidance, cond_dropout=c.cond_dropout,
                                      cfg_scale=c.cfg_scale, sgd_weights=c.sgd_weights,
                                      sgd_fixed_w=c.sgd_fixed_w, name="guided_denoiser")
-        self.head = CTRHead(c.head_units, c.dropout, c.head_cross_layers, name="head")
+        self.head = CTRHead(c.head_units, c.dropout, c.head_cross_layers,
+                            context_cross=c.head_short_cross, name="head")
         self.x0_norm = keras.layers.LayerNormalization(name="x0_norm") if c.normalize_x0 else None
         self.noise_seed = keras.random.SeedGenerator(name="diffusion_noise_seed")
 
     # The parts of the paper, in order.
 
-    def encode(self, features, training=False) -> dict[str, Encoded]:
-        """Embeddings and both encoders: `{"long": Encoded, "short": Encoded}` (the short
-        side's K sessions flattened to K N tokens)."""
+    def encode(self, features, training=False) -> UserTokens:
+        """Embeddings and both encoders: the user side, which no target changes."""
         long_mask = features["long_items"] > 0  # (B, M)
         short_mask = features["short_items"] > 0  # (B, K, N)
         long_emb = self.embedding(features["long_items"], features["long_cats"])  # (B, M, d)
         short_emb = self.embedding(features["short_items"], features["short_cats"])  # (B, K, N, d)
-        h_long, long_tokens = self.long_encoder(long_emb, long_mask, training=training)
-        h_short, short_tokens = self.short_encoder(short_emb, short_mask, training=training)
-        K, N = self.config.num_sessions, self.config.session_len
+        return UserTokens(
+            self.long_encoder(long_emb, long_mask, training=training), long_mask,
+            features["long_popular"],
+            self.short_encoder(short_emb, short_mask, training=training), short_mask,
+            features["short_popular"])
+
+    def read_out(self, user: UserTokens, target) -> dict[str, Encoded]:
+        """h_L and h_S for each row's target `(B, d)`: `{"long": Encoded, "short": Encoded}`
+        (the short side's K sessions flattened to K N tokens)."""
+        c = self.config
+        K, N, d = c.num_sessions, c.session_len, c.embed_dim
+        h_long = self.long_readout(user.long, user.long_mask, query=target)  # (B, d)
+        # Each session h_S_k on its own (K folded into the batch), then Eq. 3.
+        session_query = ops.reshape(ops.repeat(ops.expand_dims(target, 1), K, axis=1), (-1, d))
+        sessions = self.short_readout(ops.reshape(user.short, (-1, N, d)),
+                                      ops.reshape(user.short_mask, (-1, N)), query=session_query)
+        sessions = ops.reshape(sessions, (-1, K, d))  # (B, K, d); session K - 1 is the newest.
+        if self.session_recency is not None:
+            sessions = sessions + self.session_recency(ops.arange(K - 1, -1, -1))
+        h_short = self.session_pool(sessions, ops.any(user.short_mask, axis=-1))  # (B, d)
         return {
-            "long": Encoded(h_long, long_tokens, long_mask, features["long_popular"]),
-            "short": Encoded(h_short, ops.reshape(short_tokens, (-1, K * N, self.config.embed_dim)),
-                             ops.reshape(short_mask, (-1, K * N)),
-                             ops.reshape(features["short_popular"], (-1, K * N))),
+            "long": Encoded(h_long, user.long, user.long_mask, user.long_popular, self.long_readout),
+            "short": Encoded(h_short, ops.reshape(user.short, (-1, K * N, d)),
+                             ops.reshape(user.short_mask, (-1, K * N)),
+                             ops.reshape(user.short_popular, (-1, K * N)), self.short_readout),
         }
 
-    def diffusion_inputs(self, encoded: dict[str, Encoded]):
+    def diffusion_inputs(self, encoded: dict[str, Encoded], target):
         """x0 and the guidance conditions for the configured direction (Table 2e).
 
         Returns:
@@ -112,9 +157,12 @@ class HierDiffuse(CTRModel):
             x0 = self.x0_norm(x0)
         if guide == "none":
             return x0, None, None, None
-        pooled, tokens, mask, popular = encoded[guide]
+        pooled, tokens, mask, popular, readout = encoded[guide]
         if self.config.guidance == "sgd":
-            return (x0, *semantic_groups(tokens, mask, popular))
+            def pool(x, group_mask):
+                return readout(x, group_mask, query=target)
+
+            return (x0, *semantic_groups(tokens, mask, popular, pool))
         present = ops.any(mask, axis=-1, keepdims=True)  # (B, 1)
         return x0, ops.expand_dims(pooled, 1), ops.ones_like(present, "float32"), present
 
@@ -139,10 +187,17 @@ class HierDiffuse(CTRModel):
         raise ValueError(f"`sampler` must be one of 'tcc', 'ddim', 'ddpm', 'none'. Received: {sampler!r}")
 
     def fuse_and_train(self, x0, conds, shares, present):
-        """Training: h_fusion from a noisy x_{t*}, plus the TCC losses, in one denoiser call."""
+        """Training: h_fusion from x_{t*}, plus the TCC losses, in one denoiser call.
+
+        x_{t*} is the eps = 0 point that inference uses (`head_on_clean`) or a
+        noisy one (the paper's Eq. 1); the TCC losses always take noisy points.
+        """
         c = self.config
         batch = ops.shape(x0)[0]
-        eps = batch_random(keras.random.normal, ops.shape(x0), seed=self.noise_seed, dtype=x0.dtype)
+        if c.head_on_clean:
+            eps = ops.zeros_like(x0)
+        else:
+            eps = batch_random(keras.random.normal, ops.shape(x0), seed=self.noise_seed, dtype=x0.dtype)
         t_star = ops.full((batch,), c.start_step, "int32")
         x_star = self.schedule.q_sample(x0, t_star, eps)
         if not (c.use_recon or c.use_tr):
@@ -171,27 +226,38 @@ class HierDiffuse(CTRModel):
                 "dt": ops.mean(ops.cast(dt, "float32"))}
         return h_fusion, aux, logs
 
-    def user_side(self, features, sampler=None, steps=None):
-        """Inference on the user side only: `(h_fusion, h_S)`, each `(B, d)`.
+    def user_side(self, features) -> UserTokens:
+        """Inference on the user side only: the encoders' tokens and masks.
 
         Nothing here depends on the target, so a ranking request computes it
         once for all its candidates (`score_candidates`).
         """
-        encoded = self.encode(features, training=False)
-        h_fusion = self.fuse(*self.diffusion_inputs(encoded), sampler=sampler, steps=steps)
-        return h_fusion, encoded["short"].pooled
+        return self.encode(features, training=False)
 
-    def score_candidates(self, h_fusion, h_short, items, cats):
-        """Logits `(B,)` of targets `(B,)` for user vectors `(B, d)` (rows aligned)."""
-        return self.head(h_fusion, self.embedding(items, cats), h_short, training=False)
+    def score_candidates(self, user: UserTokens, items, cats, sampler=None, steps=None):
+        """Logits `(B,)` of targets `(B,)` for user sides of `B` rows (rows aligned):
+        the readouts, the fusion (by `sampler`, default the config's) and the head."""
+        target = self.embedding(items, cats)  # (B, d)
+        encoded = self.read_out(user, target)
+        h_fusion = self.fuse(*self.diffusion_inputs(encoded, target), sampler=sampler, steps=steps)
+        return self.head(h_fusion, target, encoded["short"].pooled, training=False)
+
+    def fusion_inputs(self, features):
+        """`diffusion_inputs` for the rows' own targets, at inference (benchmarks, tests)."""
+        target = self.embedding(features["target_item"], features["target_cat"])
+        return self.diffusion_inputs(self.read_out(self.user_side(features), target), target)
+
+    def score(self, features, sampler=None, steps=None):
+        """Logits `(B,)` of the rows of `features` by the chosen reverse path."""
+        return self.score_candidates(self.user_side(features), features["target_item"],
+                                     features["target_cat"], sampler=sampler, steps=steps)
 
     def forward(self, features, training=False, labels=None) -> Forward:
         if not training:
-            h_fusion, h_short = self.user_side(features)
-            return Forward(logit=self.score_candidates(h_fusion, h_short, features["target_item"],
-                                                       features["target_cat"]))
-        encoded = self.encode(features, training=True)
-        h_fusion, aux, logs = self.fuse_and_train(*self.diffusion_inputs(encoded))
+            return Forward(logit=self.score(features))
+        user = self.encode(features, training=True)
         target = self.embedding(features["target_item"], features["target_cat"])  # (B, d)
+        encoded = self.read_out(user, target)
+        h_fusion, aux, logs = self.fuse_and_train(*self.diffusion_inputs(encoded, target))
         logit = self.head(h_fusion, target, encoded["short"].pooled, training=True)
         return Forward(logit=logit, aux_loss=aux, logs=logs)

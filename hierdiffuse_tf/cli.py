@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(hierdiffuse_paper: the model as the paper prints it)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field (repeatable), e.g. --set guidance=cfg")
+    p.add_argument("--eval-split", choices=("test", "validation"), default="test",
+                   help="the split evaluated after training; validation for tuning, so that "
+                        "test is never read")
     p.add_argument("--strategy", choices=config_lib.STRATEGIES, default=None,
                    help="tf.distribute strategy; the batch size (--set batch_size=N) is global")
     p.add_argument("--out", required=True, help="run directory")
@@ -257,9 +260,10 @@ def run(args: argparse.Namespace) -> dict | None:
         pipeline.check_name(args.dataset)
         summary = training.train(args.model, args.dataset, args.out, data_dir=args.data_dir,
                                  epochs=args.epochs, seed=args.seed, config_file=args.config,
-                                 overrides=args.set + ([f"strategy={args.strategy}"] * bool(args.strategy)))
+                                 overrides=args.set + ([f"strategy={args.strategy}"] * bool(args.strategy)),
+                                 eval_split=args.eval_split)
         summary = {k: v for k, v in summary.items() if k != "history"}
-        print(f"test AUC {summary['auc']:.4f}  logloss {summary['logloss']:.4f}  "
+        print(f"{args.eval_split} AUC {summary['auc']:.4f}  logloss {summary['logloss']:.4f}  "
               f"GAUC {summary['gauc']:.4f}  ({summary['examples']} examples, "
               f"{summary['seconds']:.0f} s training) -> {args.out}")
     elif args.command == "export":

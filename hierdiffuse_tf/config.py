@@ -378,7 +378,14 @@ class TrainConfig(BaseConfig):
         seed: seeds weights, dropout, diffusion noise and shuffling.
         shuffle_buffer: examples held by the shuffle buffer.
         strategy: "none", "mirrored" or "multi_worker" (`tf.distribute`).
+        patience: early stopping on validation AUC. 0 trains every epoch
+            and keeps the last epoch's weights; N > 0 stops once N epochs in
+            a row have not beaten the best validation AUC, and keeps (saves,
+            evaluates) the best epoch's weights. `metrics.json` records
+            `best_epoch` either way.
     """
+
+    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"patience": 0}
 
     epochs: int = 2
     batch_size: int = 256
@@ -387,6 +394,7 @@ class TrainConfig(BaseConfig):
     seed: int = 0
     shuffle_buffer: int = 50_000
     strategy: str = "none"
+    patience: int = 0
 
     def __post_init__(self):
         _check(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
@@ -395,6 +403,7 @@ class TrainConfig(BaseConfig):
         _check(self.clipnorm >= 0, "clipnorm", "must be >= 0", self.clipnorm)
         _check(self.shuffle_buffer >= 1, "shuffle_buffer", "must be >= 1", self.shuffle_buffer)
         _one_of("strategy", self.strategy, STRATEGIES)
+        _check(self.patience >= 0, "patience", "must be >= 0", self.patience)
 
 
 def parse_value(text: str, annotation: str) -> Any:

@@ -192,6 +192,9 @@ def train(model_name: str, dataset: str, out_dir: str, data_dir: str | None = No
         keras.callbacks.TerminateOnNaN(),
         *extra_callbacks,
     ]
+    if train_config.patience:  # Stops on validation AUC and keeps the best epoch's weights.
+        callbacks.append(keras.callbacks.EarlyStopping(
+            "val_auc", mode="max", patience=train_config.patience, restore_best_weights=True))
     start = time.perf_counter()
     history = model.fit(make("train", True), validation_data=make("validation", False),
                         epochs=train_config.epochs, callbacks=callbacks, verbose=verbose,
@@ -201,10 +204,17 @@ def train(model_name: str, dataset: str, out_dir: str, data_dir: str | None = No
     metrics = evaluate(model, make(eval_split, False), verbose=verbose)
     metrics.update({"seconds": seconds, "seed": train_config.seed, "model": model_name,
                     "dataset": dataset, "split": eval_split, "epochs_run": len(history.epoch),
+                    "best_epoch": best_epoch(history.history),
                     "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}})
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     return metrics
+
+
+def best_epoch(history: dict) -> int | None:
+    """The 1-based epoch of this run's best validation AUC (the weights kept), or None."""
+    values = history.get("val_auc")
+    return int(np.argmax(values)) + 1 if values else None
 
 
 def load_run_model(model_dir: str) -> CTRModel:

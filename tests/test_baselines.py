@@ -22,6 +22,7 @@ SMALL = dict(num_items=40, num_cats=6, max_long=5, num_sessions=2, session_len=3
              diffusion_steps=20, sampler_steps=4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BASELINES)
 def test_baseline_learns_the_planted_signal(name, smoke_builder, data_dir, tmp_path):
     metrics = training.train(name, "synthetic_interest_ctr/smoke", str(tmp_path), data_dir=data_dir,

@@ -83,6 +83,7 @@ def test_taobao_parser_classifies_rows():
     assert [k for k, _ in kinds] == ["bad", "bad", "bad", "skip"]
 
 
+@pytest.mark.slow
 def test_taobao_builder_features_counts_and_day_split(tmp_path):
     manual = str(tmp_path / "manual")
     lines = write_taobao(manual, extra=BAD_TAOBAO)
@@ -118,6 +119,7 @@ def test_taobao_builder_features_counts_and_day_split(tmp_path):
     assert negatives and all(int(e["target_item"]) not in seen[int(e["user_id"])] for e in negatives)
 
 
+@pytest.mark.slow
 def test_too_many_bad_rows_fail_with_file_and_line_and_leave_nothing(tmp_path):
     manual, data = str(tmp_path / "manual"), str(tmp_path / "data")
     lines = write_taobao(manual, users=3, extra=["1,2,3,pv"] * 20)
@@ -139,6 +141,7 @@ def test_too_many_bad_rows_fail_with_file_and_line_and_leave_nothing(tmp_path):
     assert not tfds.builder("taobao_user_behavior_ctr", data_dir=data).is_prepared()
 
 
+@pytest.mark.slow
 def test_timed_data_plane_streams_lose_no_bytes_written_during_a_flush():
     """Beam's timer flush clears what was written while it sent; the patch keeps every byte."""
     from apache_beam.runners.worker import data_plane
@@ -163,6 +166,7 @@ def test_timed_data_plane_streams_lose_no_bytes_written_during_a_flush():
     assert len(received) > 2 and sum(received) == written
 
 
+@pytest.mark.slow
 def test_amazon_builder_joins_categories_and_counts_bad_reviews(tmp_path):
     manual = str(tmp_path / "manual")
     asins = write_amazon(manual, extra_reviews=["{not json", json.dumps({"asin": "B000000001"})])
@@ -181,6 +185,7 @@ def test_amazon_builder_joins_categories_and_counts_bad_reviews(tmp_path):
     assert all(e["timestamp"] > meta["test_cutoff_timestamp"] for e in load(builder, "test"))
 
 
+@pytest.mark.slow
 def test_prepare_command_passes_beam_options(tmp_path, capsys):
     manual, data = str(tmp_path / "manual"), str(tmp_path / "data")
     write_taobao(manual, users=8)

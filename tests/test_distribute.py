@@ -16,6 +16,7 @@ WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
 
 # DIEN is left out on purpose: its auxiliary loss takes in-batch negatives, which
 # depend on how a batch is sharded (see hierdiffuse_tf/distribute.py).
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["hierdiffuse", "din"])
 def test_mirrored_over_two_cpus_matches_single_device(model):
     # Logical CPUs must be set before TF initialises devices: a fresh process.

@@ -66,6 +66,7 @@ def test_rank_equals_serving_default_once_per_candidate(exported):
     assert tokens["long_mask"].dtype == bool
 
 
+@pytest.mark.slow
 def test_saved_model_runs_in_a_process_that_imports_only_tensorflow(exported):
     model, path = exported
     x = export.example_request(model.config, 4, seed=1)
@@ -105,6 +106,7 @@ def test_export_errors_are_clear(exported, tmp_path):
     assert cli.main(["export", "--model-dir", str(tmp_path), "--out", str(tmp_path / "z")]) == 2
 
 
+@pytest.mark.slow
 def test_xla_export_scores_like_the_plain_graph(exported, tmp_path):
     model, plain_path = exported
     path = export.export_saved_model(model, str(tmp_path / "1"), ["ddim_5", "user_tokens"], xla=True)

@@ -54,6 +54,7 @@ def test_hierdiffuse_learns_the_planted_interest_better_than_din(trained_run, da
     assert config["model_config"]["embed_dim"] == 16 and config["train_config"]["seed"] == 0
 
 
+@pytest.mark.slow
 def test_saved_model_keras_file_scores_equal_the_trained_model(trained_run, smoke_builder):
     model = keras.saving.load_model(os.path.join(trained_run, "model.keras"))
     assert isinstance(model, HierDiffuse) and model.config.embed_dim == 16
@@ -63,6 +64,7 @@ def test_saved_model_keras_file_scores_equal_the_trained_model(trained_run, smok
     np.testing.assert_array_equal(first, again)
 
 
+@pytest.mark.slow
 def test_evaluate_command_reproduces_the_test_auc(trained_run, data_dir, capsys):
     assert cli.main(["evaluate", "--model-dir", trained_run, "--dataset", SMOKE, "--data-dir", data_dir]) == 0
     out = capsys.readouterr().out
@@ -216,6 +218,7 @@ def test_cli_reports_bad_input_as_one_line_errors(data_dir, smoke_builder, tmp_p
         assert err.startswith("error: ") and message in err, (argv, err)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_backup(smoke_builder, data_dir, tmp_path):
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -232,6 +235,7 @@ def test_killed_run_resumes_from_its_backup(smoke_builder, data_dir, tmp_path):
     assert not os.path.exists(tmp_path / "backup")  # Cleaned up after a finished run.
 
 
+@pytest.mark.slow
 def test_lambda_and_dt_read_the_optimizer_step():
     model = HierDiffuse(HierDiffuseConfig(**SMALL, schedule_steps=10))
     x = random_features(model.config, 8)

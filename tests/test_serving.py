@@ -124,6 +124,7 @@ def test_bad_requests_get_invalid_argument_naming_the_input(served):
     assert np.all(np.isfinite(client.predict(x)["ctr"]))  # Still serving after all that.
 
 
+@pytest.mark.slow
 def test_load_test_has_no_errors(served):
     _, target, *_ = served
     result = load_test(Client(target, "hierdiffuse"), features_of(8), concurrency=8, requests=80,
@@ -141,6 +142,7 @@ def test_load_test_refuses_non_loopback_targets(capsys):
     assert "loopback" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_loadtest_and_score_commands(served, smoke_builder, data_dir, tmp_path, capsys):
     _, target, *_ = served
     out = tmp_path / "load.json"
@@ -154,6 +156,7 @@ def test_loadtest_and_score_commands(served, smoke_builder, data_dir, tmp_path, 
     assert "INVALID_ARGUMENT" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_serve_dev_stops_cleanly_on_sigterm(exported_model):
     _, base = exported_model
     proc = subprocess.Popen([sys.executable, "-m", "hierdiffuse_tf.cli", "serve-dev", "--model-base-path", base,
@@ -176,6 +179,7 @@ def test_serve_dev_stops_cleanly_on_sigterm(exported_model):
             proc.kill()
 
 
+@pytest.mark.slow
 def test_score_command_matches_keras_on_a_prepared_split(smoke_builder, data_dir, tmp_path, capsys):
     from hierdiffuse_tf.data import pipeline
 

@@ -220,7 +220,11 @@ def best_epoch(history: dict) -> int | None:
 def load_run_model(model_dir: str) -> CTRModel:
     path = os.path.join(model_dir, "model.keras")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"No model.keras in {model_dir!r}; train with --out {model_dir}")
+        hint = ""
+        if os.path.exists(os.path.join(model_dir, "config.json")):  # A run whose model git does not keep.
+            hint = (f" (trained models are not in git: regenerate it with `hierdiffuse train` and the "
+                    f"model, dataset, seed and configs of {os.path.join(model_dir, 'config.json')})")
+        raise FileNotFoundError(f"No model.keras in {model_dir!r}; train with --out {model_dir}{hint}")
     return keras.saving.load_model(path)
 
 

@@ -1,6 +1,7 @@
 """The package installs whole: every source folder is a regular package, nothing is a top-level `datasets`."""
 
 import os
+import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,3 +22,13 @@ def test_datasets_install_inside_the_package():
     import hierdiffuse_tf.datasets as datasets
 
     assert datasets.__name__ == "hierdiffuse_tf.datasets"
+
+
+def test_the_tracked_tree_stays_small_enough_to_copy_to_a_gpu_machine():
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, timeout=60)
+    if listed.returncode:  # Not a git checkout (an sdist): nothing is tracked.
+        return
+    paths = [p for p in listed.stdout.decode().split("\0") if p]
+    assert not [p for p in paths if p.endswith(".keras")], "trained models stay out of git"
+    total = sum(os.path.getsize(os.path.join(ROOT, p)) for p in paths if os.path.isfile(os.path.join(ROOT, p)))
+    assert total < 60 * 2**20, f"the tracked tree is {total / 2**20:.1f} MiB; the limit is 60 MiB"

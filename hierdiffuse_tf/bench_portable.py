@@ -3,7 +3,7 @@
 `bench inference` times the TensorFlow serving stack (`tf.function`, XLA, the
 SavedModel, `rank`). This bench times only the model math, which is written
 once in `keras.ops`, under whichever backend `KERAS_BACKEND` selects, so it
-runs where TensorFlow is not installed: the GPU figures in the README were
+runs where TensorFlow is not installed: the GPU figures in docs/benchmarks.md were
 taken with it, with JAX on an H100. Each path is one compiled function of the
 model's variables and the batch (`jax.jit` on JAX, `tf.function` with XLA on
 TensorFlow; eager under `no_grad` on torch, eager on numpy), warmed up, then timed in

@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="shared inference batch size for timing")
     p.add_argument("--timing-batches", type=int, default=20, help="test batches timed per repeat")
     p.add_argument("--noise", default="0,0.1,0.2,0.3,0.5", help="noise-click rates (robustness)")
-    p.add_argument("--readme", default="README.md", help="README to splice results into (readme)")
+    p.add_argument("--readme", default=None, metavar="FILE",
+                   help="readme: the one Markdown file to splice results into (default: README.md and "
+                        "every docs/*.md of the current directory that hold a results block)")
     p.add_argument("--trials", type=int, default=4, help="tune: trials per model (the same for every model)")
     p.add_argument("--variant", action="append", default=[], metavar="'KEY=VALUE ...'",
                    help="compare: one config variant (space-separated overrides); repeat for more")
@@ -83,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signatures", default="ddim_10,user_tokens,rank",
                    help="extra signatures beside serving_default: ddim_<k>, user_tokens, rank")
     p.add_argument("--xla", action="store_true",
-                   help="compile the scoring signatures with XLA (faster on CPU; see the README)")
+                   help="compile the scoring signatures with XLA (faster on CPU; see docs/serving.md)")
 
     p = sub.add_parser("serve-dev", help="development stand-in for tensorflow_model_server (gRPC)")
     p.add_argument("--model-base-path", required=True, help="BASE/NAME holding numbered versions")
@@ -158,7 +160,9 @@ def run_experiment(args: argparse.Namespace):
     if args.name:
         experiments.check_table_name(args.name)
     if args.which == "readme":
-        return {"spliced": experiments.splice_readme(args.readme, args.out)}
+        if args.readme:
+            return {"spliced": experiments.splice_readme(args.readme, args.out)}
+        return {"spliced": experiments.splice_docs(args.out)}  # {file: the blocks it filled}
     shared = dict(seeds=args.seeds, epochs=args.epochs, data_dir=args.data_dir, common=args.set,
                   command=command)  # Every table command takes these; `common` is the --set pairs.
     models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None

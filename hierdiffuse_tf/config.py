@@ -216,7 +216,7 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
             "mean" over its d dimensions (the default, as in our DiffuRec and
             DreamRec) or "sum", SPEC's squared norm, d times larger. A
             documented deviation: at alpha = 0.5 the summed losses outweigh
-            the BCE and cost validation AUC on ml-100k (see the README).
+            the BCE and cost validation AUC on ml-100k (see docs/experiments.md, "What we tried").
         use_recon: keep L_recon (Table 2c).
         use_tr: keep L_TR (Table 2c).
         lambda_start: lambda of L_TR at step 0.
@@ -244,16 +244,24 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
         head_on_clean: in training the head reads h_fusion from the eps = 0
             point, as at inference; the TCC losses stay on noisy points. Off:
             the head reads a noisy x_{t*} in training (the paper's Eq. 1).
+        long_encoder_layers: transformer blocks of f_L; -1 takes
+            `encoder_layers`, 0 keeps no block (f_L is the position-embedded
+            behaviours, which the target readout pools).
+        long_chunk: if > 0, f_L's blocks attend within chunks of this many
+            long-term behaviours (it must divide max_long); 0 attends over
+            the whole sequence (the paper's f_L). See docs/performance.md.
         session_recency: add a learned embedding of each session's recency
             (0 = the most recent) to its vector h_S_k before Eq. 3's mean.
         sampler: the inference path: "tcc" (one step), "ddim" or "ddpm" (Table 2d);
-            "none" skips the fusion stage (h_fusion = x0), the floor that the
-            benchmark compares against.
+            "none" skips the fusion stage (h_fusion = x0): the floor that the
+            benchmark compares against, and, set for training, the model
+            without diffusion (Table 2f; no TCC losses).
     """
 
     LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {
         "loss_reduction": "sum", "readout": "mean", "encoder_gate": False,
-        "head_short_cross": False, "head_on_clean": False, "session_recency": False}
+        "head_short_cross": False, "head_on_clean": False, "session_recency": False,
+        "long_encoder_layers": -1, "long_chunk": 0}
 
     schedule_s: float = 0.008
     max_beta: float = 0.999
@@ -282,6 +290,8 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
     head_short_cross: bool = True
     head_on_clean: bool = True
     session_recency: bool = False
+    long_encoder_layers: int = -1
+    long_chunk: int = 0
     sampler: str = "tcc"
 
     def validate(self) -> None:
@@ -300,6 +310,10 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
         _one_of("sampler", self.sampler, SAMPLERS)
         _one_of("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
         _one_of("readout", self.readout, READOUTS)
+        _check(self.long_encoder_layers >= -1, "long_encoder_layers",
+               "must be -1 (encoder_layers) or >= 0", self.long_encoder_layers)
+        _check(self.long_chunk >= 0 and (self.long_chunk == 0 or self.max_long % self.long_chunk == 0),
+               "long_chunk", f"must be 0 or divide max_long={self.max_long}", self.long_chunk)
         _check(all(u >= 1 for u in self.readout_units), "readout_units", "must be positive widths",
                self.readout_units)
         _check(len(self.sgd_fixed_w) == 2, "sgd_fixed_w", "must have two weights (w1, w2)",

@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import fcntl
 import functools
+import glob
 import itertools
 import json
 import os
@@ -28,12 +29,12 @@ from typing import Sequence
 import numpy as np
 
 from hierdiffuse_tf import training
-from hierdiffuse_tf.config import ConfigError, ModelConfig, TrainConfig, override_key
+from hierdiffuse_tf.config import PAPER_AS_PRINTED, ConfigError, ModelConfig, TrainConfig, override_key
 from hierdiffuse_tf.data import pipeline
 from hierdiffuse_tf.models import MODELS, get_model_class
 
 TABLE1_MODELS = ("avg_pool_dnn", "din", "dien", "diffurec", "dreamrec", "hierdiffuse")
-# The paper's Table 1 (AUC), for the side-by-side view in the README.
+# The paper's Table 1 (AUC), for the side-by-side view in docs/experiments.md.
 PAPER_TABLE1 = {
     "avg_pool_dnn": (0.7689, 0.8539, 0.7512), "din": (0.7862, 0.8995, 0.7564),
     "dien": (0.8377, 0.9222, 0.7611), "diffurec": (0.8395, 0.9258, 0.7607),
@@ -68,6 +69,17 @@ TABLE2_ROWS = (
     Row("e", "+Long->none", ("direction=long_to_none",), paper_auc=0.7644, paper_infer=15.5),
     Row("e", "+Short->Long", ("direction=short_to_long",), paper_auc=0.7647, paper_infer=16.0),
     Row("e", "+Long->Short (ours)", paper_auc=0.7680, paper_infer=16.1),
+    # (f) is ours: SPEC 2b's changes to the paper's model, each turned off on its own, all of
+    # them at once (the model as the paper prints it), and no fusion stage at all.
+    Row("f", "paper as printed (SPEC 2)",
+        tuple(f"{k}={str(v).lower()}" for k, v in PAPER_AS_PRINTED.items() if k != "session_recency")),
+    Row("f", "w/o target readout", ("readout=mean",)),
+    Row("f", "w/o encoder gate", ("encoder_gate=false",)),
+    Row("f", "w/o x0 norm", ("normalize_x0=false",)),
+    Row("f", "w/o h_S * e_t in the head", ("head_short_cross=false",)),
+    Row("f", "head reads a noisy x_t*", ("head_on_clean=false",)),
+    Row("f", "no fusion stage (h_fusion = x0)", ("sampler=none",)),
+    Row("f", "ours (SPEC 2b)"),
 )
 # The tuning budget (`experiment tune`): every model gets the same search space and
 # the same number of trials, one seed each, compared on the validation split only.
@@ -370,7 +382,7 @@ def write_table(rows: list[dict], columns: list[tuple[str, str, str]], out: str,
 
 
 def check_table_name(name: str) -> None:
-    """A table's file name is one word, so that a README block `<!-- results:NAME -->` can name it."""
+    """A table's file name is one word, so that a docs block `<!-- results:NAME -->` can name it."""
     if not re.fullmatch(r"\w+", name):
         raise ConfigError(f"--name: {name!r} is not a table name; use letters, digits and '_' "
                           "(say, table1_defaults)")
@@ -727,4 +739,22 @@ def splice_readme(readme: str, results: str) -> list[str]:
     with open(readme, "w") as f:
         f.write(text)
     return replaced
+
+
+def splice_docs(results: str, files: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """`splice_readme` over each Markdown file that holds a `<!-- results:NAME -->` block; what it filled, per file.
+
+    By default the files are README.md and every docs/*.md of the current directory (the repository root).
+    """
+    if files is None:
+        files = [f for f in ["README.md", *sorted(glob.glob(os.path.join("docs", "*.md")))] if os.path.exists(f)]
+        if not files:
+            raise FileNotFoundError(f"no README.md or docs/*.md in {os.getcwd()}; run from the repository root")
+    spliced = {}
+    for path in files:
+        with open(path) as f:
+            if not re.search(r"^<!-- results:", f.read(), flags=re.M):
+                continue  # No block: the file is left as it is, not rewritten.
+        spliced[path] = splice_readme(path, results)
+    return spliced
 

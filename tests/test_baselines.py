@@ -71,6 +71,21 @@ def test_din_activation_unit_ignores_padding():
     np.testing.assert_allclose(ops.convert_to_numpy(pooled)[0], (keys[0, :2] * weights[0, :2, None]).sum(0), rtol=1e-5)
 
 
+def test_activation_unit_scores_equal_the_dense_over_the_concatenation():
+    rng = np.random.default_rng(1)
+    keys = rng.normal(size=(3, 5, 6)).astype("float32")
+    query = rng.normal(size=(3, 6)).astype("float32")
+    mask = rng.random((3, 5)) < 0.8
+    unit = ActivationUnit(units=(7,))
+    unit(keys, query, mask)
+    kernel, bias = (ops.convert_to_numpy(v) for v in (unit.hidden[0][0].kernel, unit.hidden[0][0].bias))
+    q = np.broadcast_to(query[:, None], keys.shape)
+    h = np.concatenate([keys, q, keys - q, keys * q], axis=-1) @ kernel + bias  # DIN's definition.
+    expected = ops.convert_to_numpy(unit.score(unit.hidden[0][1](h)))[..., 0] * mask
+    np.testing.assert_allclose(ops.convert_to_numpy(unit.scores(keys, query, mask)), expected,
+                               rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("combiner", ["sum", "concat"])
 def test_avg_pool_dnn_pools_the_mean_of_real_behaviours(combiner):
     model = AvgPoolDNN(BaselineConfig(**SMALL, embed_combiner=combiner))

@@ -79,7 +79,7 @@ def test_without_dropout_the_head_reads_the_same_h_fusion_in_training_as_at_infe
     x = random_features(model.config, 16)
     model(x)
     target = model.embedding(x["target_item"], x["target_cat"])
-    trained_inputs = model.diffusion_inputs(model.read_out(model.encode(x, training=True), target), target)
+    trained_inputs = model.diffusion_inputs(model.read_out(model.encode(x, training=True), target))
     h_train, aux, _ = model.fuse_and_train(*trained_inputs)
     h_serve = model.fuse(*model.fusion_inputs(x))
     np.testing.assert_allclose(h_train.numpy(), h_serve.numpy(), rtol=1e-5, atol=1e-6)
@@ -129,7 +129,7 @@ ABLATIONS = [
     {"sgd_weights": "fixed"}, {"embed_combiner": "concat"}, {"head_cross_layers": 1},
     {"num_hash_buckets": 16}, {"readout": "mean"}, {"encoder_gate": False},
     {"normalize_x0": False}, {"head_short_cross": False}, {"head_on_clean": False},
-    {"session_recency": True},
+    {"session_recency": True}, {"sampler": "none"}, {"long_chunk": 3}, {"long_encoder_layers": 0},
 ]
 
 

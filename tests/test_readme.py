@@ -1,5 +1,7 @@
-"""The README's commands are real: every `hierdiffuse` command parses, and the fast ones run."""
+"""The README's and docs/' commands are real: every `hierdiffuse` command parses, the fast ones run,
+and every relative link points at a file that exists."""
 
+import glob
 import os
 import re
 import shlex
@@ -12,17 +14,23 @@ from hierdiffuse_tf import cli
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def markdown_files():
+    """README.md and every docs/*.md, relative to the repository root."""
+    return ["README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
+
+
 def readme_commands():
-    text = open(os.path.join(ROOT, "README.md")).read()
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        block = re.sub(r"\\\n\s*", " ", block)  # Join continued lines.
-        for line in block.splitlines():
-            line = line.split("  #")[0].strip().rstrip("&").strip()
-            line = re.sub(r"^(\w+=('[^']*'|\S+)\s+)+", "", line)  # Drop VAR=value prefixes.
-            for part in line.split("&&"):
-                if part.strip().startswith("hierdiffuse "):
-                    commands.append(shlex.split(part.strip())[1:])
+    for name in markdown_files():
+        text = open(os.path.join(ROOT, name)).read()
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+            block = re.sub(r"\\\n\s*", " ", block)  # Join continued lines.
+            for line in block.splitlines():
+                line = line.split("  #")[0].strip().rstrip("&").strip()
+                line = re.sub(r"^(\w+=('[^']*'|\S+)\s+)+", "", line)  # Drop VAR=value prefixes.
+                for part in line.split("&&"):
+                    if part.strip().startswith("hierdiffuse "):
+                        commands.append(shlex.split(part.strip())[1:])
     return commands
 
 
@@ -36,15 +44,54 @@ def test_readme_has_the_two_quickstart_commands():
     assert ci.strip().splitlines()[-1] == "python -m pytest"
 
 
+def test_the_docs_hold_commands():
+    pages = {name for name in markdown_files() if "```bash" in open(os.path.join(ROOT, name)).read()}
+    assert {"docs/datasets.md", "docs/training.md", "docs/experiments.md", "docs/serving.md",
+            "docs/benchmarks.md"} <= pages
+
+
 @pytest.mark.parametrize("argv", readme_commands(), ids=lambda a: " ".join(a[:2]))
 def test_every_readme_command_parses(argv):
     args = cli.build_parser().parse_args(argv)
     assert args.command == argv[0]
 
 
-def test_fast_readme_commands_run(tmp_path):
-    readme = tmp_path / "README.md"
-    shutil.copy(os.path.join(ROOT, "README.md"), readme)
+@pytest.mark.parametrize("name", markdown_files())
+def test_every_relative_link_points_at_a_file(name):
+    text = open(os.path.join(ROOT, name)).read()
+    text = re.sub(r"```.*?```", "", text, flags=re.S)  # Code blocks hold no links.
+    missing = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):  # [text](target) and ![alt](target)
+        path = target.split("#")[0]
+        if not path or re.match(r"^[a-z][a-z0-9+.-]*:", path):  # An anchor in the page, or a URL.
+            continue
+        if not os.path.exists(os.path.normpath(os.path.join(ROOT, os.path.dirname(name), path))):
+            missing.append(target)
+    assert not missing, f"{name} links to missing files: {missing}"
+
+
+def test_fast_readme_commands_run(tmp_path, monkeypatch):
+    shutil.copy(os.path.join(ROOT, "README.md"), tmp_path / "README.md")
+    shutil.copytree(os.path.join(ROOT, "docs"), tmp_path / "docs")
     results = os.path.join(ROOT, "results")
-    assert cli.main(["experiment", "readme", "--out", results, "--readme", str(readme)]) == 0
-    assert "results:bench_inference" in readme.read_text()
+    monkeypatch.chdir(tmp_path)  # `experiment readme` splices README.md and docs/*.md of the current directory.
+    assert cli.main(["experiment", "readme", "--out", results]) == 0
+    assert "results:bench_inference" in (tmp_path / "docs" / "benchmarks.md").read_text()
+    # One file, named.
+    assert cli.main(["experiment", "readme", "--out", results, "--readme", "docs/benchmarks.md"]) == 0
+
+
+def test_splice_docs_fills_each_file_and_leaves_files_without_blocks_alone(tmp_path, monkeypatch):
+    from hierdiffuse_tf import experiments
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "t.md").write_text("| new |\n")
+    (tmp_path / "docs").mkdir()
+    block = "<!-- results:t -->\nold\n<!-- /results:t -->\n"
+    (tmp_path / "README.md").write_text("no block; prose may quote `<!-- results:t -->`\n")
+    (tmp_path / "docs" / "a.md").write_text(block)
+    os.utime(tmp_path / "README.md", (0, 0))
+    monkeypatch.chdir(tmp_path)
+    assert experiments.splice_docs("results") == {os.path.join("docs", "a.md"): ["t"]}
+    assert (tmp_path / "docs" / "a.md").read_text() == "<!-- results:t -->\n| new |\n<!-- /results:t -->\n"
+    assert os.stat(tmp_path / "README.md").st_mtime == 0  # Not rewritten.

@@ -19,7 +19,7 @@ Rules (SPEC 1, made concrete for this dataset):
   than `max_bad_fraction` (1 % by default) fails the build, naming the line.
 
 Ids are dense from the train split; the full data has about 4M items, so
-train with `--set num_hash_buckets=N` to bound the embedding tables (README).
+train with `--set num_hash_buckets=N` to bound the embedding tables (docs/training.md).
 """
 
 from __future__ import annotations

@@ -64,11 +64,28 @@ class ActivationUnit(keras.layers.Layer):
         self.score.build((None, None, width))
 
     def scores(self, keys, query, padding_mask):
-        """`(B, L)` scores, 0 at padding."""
-        q = ops.broadcast_to(ops.expand_dims(query, 1), ops.shape(keys))  # (B, L, d)
-        h = ops.concatenate([keys, q, keys - q, keys * q], axis=-1)  # (B, L, 4d)
-        for dense, act in self.hidden:
-            h = act(dense(h))
+        """`(B, L)` scores, 0 at padding.
+
+        The first layer is the Dense over `[k, q, k - q, k * q]`, computed
+        without building that `(B, L, 4d)` tensor: with the kernel's four
+        `(d, units)` blocks W1..W4 it is `k (W1 + W3) + q (W2 - W3) + (k q) W4`,
+        where the query's term is computed once per row, not once per behaviour.
+        """
+        d = keys.shape[-1]
+        h = None
+        for i, (dense, act) in enumerate(self.hidden):
+            if i == 0:
+                w = ops.convert_to_tensor(dense.kernel)
+                w1, w2, w3, w4 = (w[j * d:(j + 1) * d] for j in range(4))
+                per_row = ops.matmul(query, w2 - w3) + ops.convert_to_tensor(dense.bias)  # (B, u)
+                h = (ops.matmul(keys, w1 + w3) + ops.matmul(keys * ops.expand_dims(query, 1), w4)
+                     + ops.expand_dims(per_row, 1))  # (B, L, u)
+            else:
+                h = dense(h)
+            h = act(h)
+        if h is None:  # No hidden layer: the score reads the concatenation itself.
+            q = ops.broadcast_to(ops.expand_dims(query, 1), ops.shape(keys))
+            h = ops.concatenate([keys, q, keys - q, keys * q], axis=-1)
         return ops.squeeze(self.score(h), -1) * ops.cast(padding_mask, keys.dtype)
 
     def call(self, keys, query, padding_mask):
@@ -121,11 +138,11 @@ class TargetAttentionReadout(MaskedPooling):
                                    name="activation_unit")
         self.unit.build(x_shape)
 
-    def call(self, x, padding_mask, query=None):
+    def token_weights(self, x, padding_mask, query=None):
+        """`(B, L)` weights `1 + a_l` at real behaviours, 0 at padding."""
         if query is None:
             raise ValueError("TargetAttentionReadout needs `query`, the target embedding")
-        weights = ops.cast(padding_mask, x.dtype) * (1.0 + self.unit.scores(x, query, padding_mask))
-        return self.pool_weighted(x, weights, padding_mask)
+        return ops.cast(padding_mask, x.dtype) * (1.0 + self.unit.scores(x, query, padding_mask))
 
     def get_config(self):
         return {**super().get_config(), "units": list(self.units)}

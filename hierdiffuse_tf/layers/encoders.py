@@ -49,10 +49,13 @@ class MaskedPooling(keras.layers.Layer):
         padding_mask: `(..., L)` bool tensor.
         query: ignored. Accepted so that every readout takes the same
             arguments (see `attention.TargetAttentionReadout`).
+        return_weights: bool. Also return the token weights, so that other
+            poolings of the same tokens (`pool_weighted`) can reuse them.
 
     Returns:
         `(..., d)`: the mean of the unmasked rows, or the learned `empty`
-        vector where every row is masked.
+        vector where every row is masked; with `return_weights`, also the
+        `(..., L)` weights.
 
     Example:
     >>> pool = MaskedPooling()
@@ -70,11 +73,14 @@ class MaskedPooling(keras.layers.Layer):
         # `convert_to_tensor`: JAX no longer takes a Keras variable in `jnp.where`.
         return ops.where(ops.expand_dims(count > 0, -1), pooled, ops.convert_to_tensor(self.empty))
 
-    def call(self, x, padding_mask, query=None):
-        return self.pool_weighted(x, ops.cast(padding_mask, x.dtype), padding_mask)
+    def token_weights(self, x, padding_mask, query=None):
+        """`(..., L)` pooling weights before the division by the count: the mask here."""
+        return ops.cast(padding_mask, x.dtype)
 
-    def compute_output_shape(self, x_shape, padding_mask_shape=None, query_shape=None):
-        return tuple(x_shape[:-2]) + (x_shape[-1],)
+    def call(self, x, padding_mask, query=None, return_weights=False):
+        weights = self.token_weights(x, padding_mask, query)
+        pooled = self.pool_weighted(x, weights, padding_mask)
+        return (pooled, weights) if return_weights else pooled
 
 
 @serializable
@@ -83,13 +89,19 @@ class SequenceEncoder(keras.layers.Layer):
 
     Args:
         sequence_length: int. The maximum sequence length L.
-        num_layers: int. Transformer blocks. Defaults to 1.
+        num_layers: int. Transformer blocks; 0 leaves the position-embedded
+            behaviours as they are. Defaults to 1.
         num_heads: int. Attention heads. Defaults to 2.
         intermediate_dim: int. Feed-forward width. Defaults to 64.
         dropout: float. Dropout rate. Defaults to 0.1.
         gated: bool. ReZero gate: return `x + g (T(x + pos) - x)` with a
             learned scalar g that starts at 0. Defaults to False (the plain
             stack, `T(x + pos)`).
+        chunk_size: int. If > 0, the blocks attend within consecutive chunks
+            of this many behaviours (which must divide `sequence_length`),
+            after the position embeddings of the whole sequence are added.
+            Attention then costs L c instead of L^2, and XLA compiles it well
+            on CPU. Defaults to 0 (attention over the whole sequence).
         **kwargs: base layer arguments.
 
     Call arguments:
@@ -107,11 +119,16 @@ class SequenceEncoder(keras.layers.Layer):
     """
 
     def __init__(self, sequence_length: int, num_layers: int = 1, num_heads: int = 2,
-                 intermediate_dim: int = 64, dropout: float = 0.1, gated: bool = False, **kwargs):
+                 intermediate_dim: int = 64, dropout: float = 0.1, gated: bool = False,
+                 chunk_size: int = 0, **kwargs):
         super().__init__(**kwargs)
-        if sequence_length < 1 or num_layers < 1 or num_heads < 1:
-            raise ValueError("`sequence_length`, `num_layers` and `num_heads` must be >= 1. "
+        if sequence_length < 1 or num_layers < 0 or num_heads < 1:
+            raise ValueError("`sequence_length` and `num_heads` must be >= 1, `num_layers` >= 0. "
                              f"Received: {sequence_length}, {num_layers}, {num_heads}")
+        if chunk_size < 0 or (chunk_size and sequence_length % chunk_size):
+            raise ValueError(f"`chunk_size` must be 0 or divide `sequence_length={sequence_length}`. "
+                             f"Received: `chunk_size={chunk_size}`")
+        self.chunk_size = chunk_size
         self.sequence_length = sequence_length
         self.num_layers = num_layers
         self.num_heads = num_heads
@@ -124,6 +141,8 @@ class SequenceEncoder(keras.layers.Layer):
         self.positions = keras_hub.layers.PositionEmbedding(
             self.sequence_length, dtype=self.dtype_policy, name="positions")
         self.positions.build(folded)
+        if self.chunk_size:
+            folded = (None, self.chunk_size, x_shape[-1])
         self.blocks = []
         for i in range(self.num_layers):
             block = keras_hub.layers.TransformerEncoder(
@@ -140,8 +159,12 @@ class SequenceEncoder(keras.layers.Layer):
         e = ops.reshape(x, (-1, L, d))  # (B [K], L, d): sessions fold into the batch.
         mask = ops.reshape(padding_mask, (-1, L))
         h = e + self.positions(e)
+        if self.chunk_size:  # Chunks fold into the batch too; positions stay the whole sequence's.
+            h = ops.reshape(h, (-1, self.chunk_size, d))
+        block_mask = ops.reshape(mask, (-1, self.chunk_size)) if self.chunk_size else mask
         for block in self.blocks:
-            h = block(h, padding_mask=mask, training=training)
+            h = block(h, padding_mask=block_mask, training=training)
+        h = ops.reshape(h, (-1, L, d))
         if self.gated:
             h = e + ops.cast(self.gate, h.dtype) * (h - e)
         h = h * ops.expand_dims(ops.cast(mask, h.dtype), -1)
@@ -154,4 +177,4 @@ class SequenceEncoder(keras.layers.Layer):
         return {**super().get_config(), "sequence_length": self.sequence_length,
                 "num_layers": self.num_layers, "num_heads": self.num_heads,
                 "intermediate_dim": self.intermediate_dim, "dropout": self.dropout,
-                "gated": self.gated}
+                "gated": self.gated, "chunk_size": self.chunk_size}

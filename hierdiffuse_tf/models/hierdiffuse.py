@@ -58,6 +58,7 @@ class Encoded(NamedTuple):
     tokens: Any  # (B, L, d): the encoder's tokens (L = M, or K N for the sessions).
     mask: Any  # (B, L) bool: real behaviours.
     popular: Any  # (B, L) int: the SGD popularity flags.
+    weights: Any  # (B, L): the readout's token weights for the target (0 at padding).
     readout: Any  # The readout layer that pools these tokens.
 
 
@@ -91,7 +92,9 @@ class HierDiffuse(CTRModel):
         encoder_args = dict(num_layers=c.encoder_layers, num_heads=c.encoder_heads,
                             intermediate_dim=c.encoder_ffn_dim, dropout=c.dropout,
                             gated=c.encoder_gate)
-        self.long_encoder = SequenceEncoder(c.max_long, name="long_encoder", **encoder_args)
+        long_layers = c.encoder_layers if c.long_encoder_layers < 0 else c.long_encoder_layers
+        self.long_encoder = SequenceEncoder(c.max_long, chunk_size=c.long_chunk, name="long_encoder",
+                                            **{**encoder_args, "num_layers": long_layers})
         self.short_encoder = SequenceEncoder(c.session_len, name="short_encoder", **encoder_args)
         self.long_readout = make_readout(c.readout, c.readout_units, name="long_readout")
         self.short_readout = make_readout(c.readout, c.readout_units, name="short_readout")
@@ -126,26 +129,34 @@ class HierDiffuse(CTRModel):
 
     def read_out(self, user: UserTokens, target) -> dict[str, Encoded]:
         """h_L and h_S for each row's target `(B, d)`: `{"long": Encoded, "short": Encoded}`
-        (the short side's K sessions flattened to K N tokens)."""
+        (the short side's K sessions flattened to K N tokens).
+
+        Each side's token weights are computed once: the sessions (Eq. 3) and
+        the SGD groups pool the same short tokens for the same target, so they
+        share one activation-unit pass.
+        """
         c = self.config
         K, N, d = c.num_sessions, c.session_len, c.embed_dim
-        h_long = self.long_readout(user.long, user.long_mask, query=target)  # (B, d)
-        # Each session h_S_k on its own (K folded into the batch), then Eq. 3.
-        session_query = ops.reshape(ops.repeat(ops.expand_dims(target, 1), K, axis=1), (-1, d))
-        sessions = self.short_readout(ops.reshape(user.short, (-1, N, d)),
-                                      ops.reshape(user.short_mask, (-1, N)), query=session_query)
-        sessions = ops.reshape(sessions, (-1, K, d))  # (B, K, d); session K - 1 is the newest.
-        if self.session_recency is not None:
+        h_long, long_weights = self.long_readout(user.long, user.long_mask, query=target,
+                                                 return_weights=True)  # (B, d), (B, M)
+        short = ops.reshape(user.short, (-1, K * N, d))
+        short_mask = ops.reshape(user.short_mask, (-1, K * N))
+        _, short_weights = self.short_readout(short, short_mask, query=target,
+                                              return_weights=True)  # (B, K N)
+        # Each session's h_S_k from its own tokens, then Eq. 3 over the non-empty sessions.
+        sessions = self.short_readout.pool_weighted(
+            user.short, ops.reshape(short_weights, (-1, K, N)), user.short_mask)  # (B, K, d)
+        if self.session_recency is not None:  # Session K - 1 is the newest.
             sessions = sessions + self.session_recency(ops.arange(K - 1, -1, -1))
         h_short = self.session_pool(sessions, ops.any(user.short_mask, axis=-1))  # (B, d)
         return {
-            "long": Encoded(h_long, user.long, user.long_mask, user.long_popular, self.long_readout),
-            "short": Encoded(h_short, ops.reshape(user.short, (-1, K * N, d)),
-                             ops.reshape(user.short_mask, (-1, K * N)),
-                             ops.reshape(user.short_popular, (-1, K * N)), self.short_readout),
+            "long": Encoded(h_long, user.long, user.long_mask, user.long_popular, long_weights,
+                            self.long_readout),
+            "short": Encoded(h_short, short, short_mask, ops.reshape(user.short_popular, (-1, K * N)),
+                             short_weights, self.short_readout),
         }
 
-    def diffusion_inputs(self, encoded: dict[str, Encoded], target):
+    def diffusion_inputs(self, encoded: dict[str, Encoded]):
         """x0 and the guidance conditions for the configured direction (Table 2e).
 
         Returns:
@@ -157,10 +168,10 @@ class HierDiffuse(CTRModel):
             x0 = self.x0_norm(x0)
         if guide == "none":
             return x0, None, None, None
-        pooled, tokens, mask, popular, readout = encoded[guide]
+        pooled, tokens, mask, popular, weights, readout = encoded[guide]
         if self.config.guidance == "sgd":
-            def pool(x, group_mask):
-                return readout(x, group_mask, query=target)
+            def pool(x, group_mask):  # The side's token weights, restricted to the group.
+                return readout.pool_weighted(x, weights * ops.cast(group_mask, x.dtype), group_mask)
 
             return (x0, *semantic_groups(tokens, mask, popular, pool))
         present = ops.any(mask, axis=-1, keepdims=True)  # (B, 1)
@@ -239,13 +250,13 @@ class HierDiffuse(CTRModel):
         the readouts, the fusion (by `sampler`, default the config's) and the head."""
         target = self.embedding(items, cats)  # (B, d)
         encoded = self.read_out(user, target)
-        h_fusion = self.fuse(*self.diffusion_inputs(encoded, target), sampler=sampler, steps=steps)
+        h_fusion = self.fuse(*self.diffusion_inputs(encoded), sampler=sampler, steps=steps)
         return self.head(h_fusion, target, encoded["short"].pooled, training=False)
 
     def fusion_inputs(self, features):
         """`diffusion_inputs` for the rows' own targets, at inference (benchmarks, tests)."""
         target = self.embedding(features["target_item"], features["target_cat"])
-        return self.diffusion_inputs(self.read_out(self.user_side(features), target), target)
+        return self.diffusion_inputs(self.read_out(self.user_side(features), target))
 
     def score(self, features, sampler=None, steps=None):
         """Logits `(B,)` of the rows of `features` by the chosen reverse path."""
@@ -258,6 +269,10 @@ class HierDiffuse(CTRModel):
         user = self.encode(features, training=True)
         target = self.embedding(features["target_item"], features["target_cat"])  # (B, d)
         encoded = self.read_out(user, target)
-        h_fusion, aux, logs = self.fuse_and_train(*self.diffusion_inputs(encoded, target))
+        inputs = self.diffusion_inputs(encoded)
+        if self.config.sampler == "none":  # No fusion stage (Table 2f): h_fusion = x0, nothing to denoise.
+            h_fusion, aux, logs = inputs[0], 0.0, {}
+        else:
+            h_fusion, aux, logs = self.fuse_and_train(*inputs)
         logit = self.head(h_fusion, target, encoded["short"].pooled, training=True)
         return Forward(logit=logit, aux_loss=aux, logs=logs)

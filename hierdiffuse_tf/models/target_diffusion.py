@@ -5,7 +5,7 @@ sequence and then rank candidates against it. For CTR we keep that generator
 and feed its output ŷ to the shared head with the real target:
 `head([ŷ, e_target, ŷ * e_target, h_seq])`.
 
-What is kept and what changed (also in the README):
+What is kept and what changed (also in docs/experiments.md):
 
 * The generator learns to reconstruct the embedding of *clicked* targets only
   (`recon_weight * mean_d (f(x_t, t, seq) - e_target)^2` over positives; a

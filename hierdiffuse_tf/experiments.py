@@ -73,6 +73,7 @@ TABLE2_ROWS = (
     # them at once (the model as the paper prints it), and no fusion stage at all.
     Row("f", "paper as printed (SPEC 2)",
         tuple(f"{k}={str(v).lower()}" for k, v in PAPER_AS_PRINTED.items() if k != "session_recency")),
+    Row("f", "w/ f_L transformer", ("long_encoder_layers=-1",)),
     Row("f", "w/o target readout", ("readout=mean",)),
     Row("f", "w/o encoder gate", ("encoder_gate=false",)),
     Row("f", "w/o x0 norm", ("normalize_x0=false",)),

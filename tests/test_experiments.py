@@ -213,6 +213,7 @@ def test_ablation_switches_change_only_what_they_name(row):
               "direction": ("guided_denoiser/g_",),
               "readout": ("long_readout/activation_unit", "short_readout/activation_unit"),
               "encoder_gate": ("long_encoder/gate", "short_encoder/gate"),
+              "long_encoder_layers": ("long_encoder/block_",),
               "normalize_x0": ("x0_norm/",), "head_short_cross": ("head/hidden_0/kernel",),
               "sampler": ("guided_denoiser/",)}  # No fusion stage: the denoiser is never built.
     allowed = tuple(p for k in changes for p in owners.get(k, ()))

@@ -96,10 +96,12 @@ def test_the_paper_config_is_the_model_as_printed(smoke_builder):
     assert {k: getattr(paper, k) for k in PAPER_AS_PRINTED} == PAPER_AS_PRINTED
     _, default, _ = training.resolve_configs("hierdiffuse", smoke_builder)
     assert all(getattr(default, k) != v for k, v in PAPER_AS_PRINTED.items() if k != "session_recency")
+    assert default.long_encoder_layers == 0 and paper.long_encoder_layers == -1
     model = HierDiffuse(paper)
     model(random_features(paper, 4))
     names = {w.path for w in model.weights}
     assert not any("gate" in n or "activation_unit" in n or "x0_norm" in n for n in names), names
+    assert any("long_encoder/block_0" in n for n in names)  # f_L is a transformer, as printed.
     # A model saved before the SPEC 2b switches existed reloads as the model it was.
     saved = HierDiffuse(HierDiffuseConfig(**SMALL)).get_config()
     for key in PAPER_AS_PRINTED:
@@ -129,7 +131,7 @@ ABLATIONS = [
     {"sgd_weights": "fixed"}, {"embed_combiner": "concat"}, {"head_cross_layers": 1},
     {"num_hash_buckets": 16}, {"readout": "mean"}, {"encoder_gate": False},
     {"normalize_x0": False}, {"head_short_cross": False}, {"head_on_clean": False},
-    {"session_recency": True}, {"sampler": "none"}, {"long_chunk": 3}, {"long_encoder_layers": 0},
+    {"session_recency": True}, {"sampler": "none"}, {"long_chunk": 3}, {"long_encoder_layers": -1},
 ]
 
 

@@ -74,6 +74,11 @@ class CTRModel(keras.Model, abc.ABC):
 
     config_cls: type[ModelConfig] = ModelConfig
     log_names: tuple[str, ...] = ()
+    # XLA (`jit_compile`) where it measured faster on CPU (docs/performance.md). Scoring is
+    # faster under XLA for every model; training is not where a transformer's attention
+    # is differentiated (XLA's CPU backward of it ran about 10x slower).
+    jit_train: bool = False
+    jit_predict: bool = True
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)

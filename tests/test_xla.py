@@ -1,0 +1,47 @@
+"""XLA where it is faster: every model scores under XLA within 1e-5 of the plain graph on the
+same weights, and the models that train under XLA take the same first step as without it."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import random_features
+from hierdiffuse_tf import training
+from hierdiffuse_tf.models import MODELS, build_model
+
+SMALL = dict(num_items=40, num_cats=6, max_long=6, num_sessions=2, session_len=3, embed_dim=8,
+             encoder_ffn_dim=16, denoiser_units=16, time_embed_dim=8, head_units=(16,),
+             diffusion_steps=20, sampler_steps=4)
+
+
+def small(name, **changes):
+    fields = MODELS[name].config_cls.field_names()
+    return build_model(name, {k: v for k, v in {**SMALL, **changes}.items() if k in fields})
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_xla_scores_equal_the_plain_graph(name):
+    model = small(name)
+    x = {k: tf.constant(v) for k, v in random_features(model.config, 16).items()}
+    model(x)
+    assert model.jit_predict  # Measured faster for every model (docs/performance.md).
+    xla = training.compiled_scorer(model)(x).numpy()
+    plain = training.compiled_scorer(model, jit_compile=False)(x).numpy()
+    np.testing.assert_allclose(xla, plain, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(MODELS) if MODELS[n].jit_train])
+def test_a_model_that_trains_under_xla_takes_the_same_step_as_without(name):
+    x = random_features(small(name).config, 32)
+    y = np.random.default_rng(0).integers(0, 2, 32).astype("float32")
+    weights = {}
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        model = small(name, dropout=0.0)  # XLA draws other dropout masks from the same seed.
+        model(x)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit)
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
+        weights[jit] = model.get_weights()
+    for plain, xla in zip(weights[False], weights[True]):
+        np.testing.assert_allclose(xla, plain, atol=1e-5)

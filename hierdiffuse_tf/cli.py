@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the results here")
 
     p = sub.add_parser("bench", help="benchmarks; `inference` times every inference path in one run")
-    p.add_argument("which", choices=["inference", "train", "data", "beam"])
+    p.add_argument("which", choices=["inference", "train", "profile", "data", "beam"])
     p.add_argument("--dataset", default="movielens_100k_ctr", help="data: the prepared dataset to read")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--steps", type=int, default=30, help="train/data: timed training steps")
@@ -292,6 +292,10 @@ def run(args: argparse.Namespace) -> dict | None:
         elif args.which == "train":
             summary = bench.bench_train(batch_size=args.batch_size, steps=args.steps, model_values=values)
             bench.write(summary, args.json, bench.markdown_throughput)
+        elif args.which == "profile":
+            summary = bench.profile_train_step(args.batch_size, model_values=values)
+            bench.write(summary, args.json, bench.markdown_profile)
+            print(bench.markdown_profile(summary))
         elif args.which == "beam":
             summary = bench.bench_beam(args.rows, [int(w) for w in args.workers.split(",")], args.workdir,
                                        on_run=lambda r: bench.write(r, args.json, bench.markdown_beam))

@@ -148,7 +148,8 @@ class SequenceDiffusionConfig(ModelConfig):
     """Fields shared by the models with transformer encoders and a diffusion stage.
 
     Args:
-        encoder_layers: transformer blocks per encoder.
+        encoder_layers: transformer blocks per encoder (0: none, the
+            position-embedded behaviours as they are).
         encoder_heads: attention heads per block.
         encoder_ffn_dim: feed-forward width of each block.
         diffusion_steps: T of the cosine schedule (Eq. 10-11).
@@ -172,9 +173,11 @@ class SequenceDiffusionConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("encoder_layers", "encoder_heads", "encoder_ffn_dim", "denoiser_units",
-                     "time_embed_dim", "sampler_steps"):
+        for name in ("encoder_heads", "encoder_ffn_dim", "denoiser_units", "time_embed_dim",
+                     "sampler_steps"):
             _check(getattr(self, name) >= 1, name, "must be >= 1", getattr(self, name))
+        _check(self.encoder_layers >= 0, "encoder_layers", "must be >= 0 (0: no transformer block)",
+               self.encoder_layers)
         _check(self.embed_dim % self.encoder_heads == 0, "encoder_heads",
                f"must divide embed_dim={self.embed_dim}", self.encoder_heads)
         _check(self.diffusion_steps >= 2, "diffusion_steps", "must be >= 2", self.diffusion_steps)

@@ -119,3 +119,17 @@ def test_bench_portable_times_the_model_math_without_tensorflow(tmp_path):
         assert row["diagnostics"]["call_floor_ms"] > 0
         assert row["deterministic"] == {"tcc": True, "ddim_10": True, "ddpm_all": True, "no_fusion": True}
     assert "batch 8" in (tmp_path / "portable.md").read_text()
+
+
+@pytest.mark.slow
+def test_bench_profile_reports_each_part_of_a_training_step(tmp_path):
+    tiny = dict(embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8, max_long=8,
+                diffusion_steps=20)
+    result = bench.profile_train_step(batch_size=16, steps=2, repeats=1, model_values=tiny)
+    assert {p["part"] for p in result["parts"]} == {name for name, _ in bench.PROFILE_PARTS}
+    assert result["step_ms"]["full"] > 0 and result["step_ms"]["din (for scale)"] > 0
+    for part in result["parts"]:
+        full, without = result["step_ms"]["full"], result["step_ms"][part["part"]]
+        assert part["ms"] == pytest.approx(full - without)
+    bench.write(result, str(tmp_path / "profile.json"), bench.markdown_profile)
+    assert "share of the step" in (tmp_path / "profile.md").read_text()

@@ -124,6 +124,22 @@ def test_bad_requests_get_invalid_argument_naming_the_input(served):
     assert np.all(np.isfinite(client.predict(x)["ctr"]))  # Still serving after all that.
 
 
+def test_large_requests_are_scored_and_mixed_batch_sizes_are_invalid_arguments(served):
+    model, target, *_ = served
+    client = Client(target, "hierdiffuse")
+    scores = client.predict(features_of(4096))["ctr"]
+    assert scores.shape == (4096,) and np.all(np.isfinite(scores))
+    big = features_of(20_000)  # Past gRPC's 4 MB default, which TF Serving raises to 2 GB.
+    assert client.request(big).ByteSize() > 4 << 20
+    np.testing.assert_allclose(client.predict(big)["ctr"][:5], model(big)["ctr"].numpy()[:5], atol=1e-6)
+    mixed = {**features_of(4), "target_item": np.ones(3, np.int64)}
+    code, details = code_of(lambda: client.predict(mixed))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    if served[3] == "stand-in":
+        assert "batch sizes differ" in details and "target_item: 3" in details and "long_items: 4" in details
+    assert np.all(np.isfinite(client.predict(features_of(2))["ctr"]))  # Still serving.
+
+
 @pytest.mark.slow
 def test_load_test_has_no_errors(served):
     _, target, *_ = served

@@ -22,6 +22,14 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      predict_pb2, prediction_service_pb2_grpc)
 
 
+# TF Serving raises gRPC's message limits to the int32 maximum (its server sets
+# `SetMaxMessageSize(kint32max)`), so a large batch is not refused as RESOURCE_EXHAUSTED;
+# the client and the stand-in server set the same limits.
+MAX_MESSAGE_BYTES = 2**31 - 1
+MESSAGE_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+
+
 class Client:
     """Scores features over gRPC with TF Serving's `PredictionService`.
 
@@ -38,8 +46,7 @@ class Client:
         self.model_name = model_name
         self.signature = signature
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
+        self.channel = grpc.insecure_channel(target, options=MESSAGE_OPTIONS)  # As TF Serving's.
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
 

@@ -22,6 +22,7 @@ from concurrent import futures
 import grpc
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
+from hierdiffuse_tf.serving.client import MESSAGE_OPTIONS  # noqa: E402  (TF Serving's message limits)
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
@@ -86,8 +87,18 @@ class LoadedModel:
                                    f"Input {name!r}: expected shape {spec.shape.as_list()} "
                                    f"(None = any), got {list(value.shape)}")
             tensors[name] = tf.constant(value, dtype=spec.dtype)
+        # Inputs whose batch dimension is free must agree on it (`rank`: the candidates).
+        batches = {name: tensors[name].shape[0] for name, spec in specs.items()
+                   if spec.shape.rank and spec.shape[0] is None}
+        if len(set(batches.values())) > 1:
+            sizes = ", ".join(f"{name}: {size}" for name, size in sorted(batches.items()))
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Signature {signature_name!r}: the inputs' batch sizes differ ({sizes})")
         outputs = self.signatures[signature_name](**tensors)
         return {k: v.numpy() for k, v in outputs.items()}
+
+
+GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class _Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
@@ -111,6 +122,8 @@ class _Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
             outputs = self.model.predict(signature, request.inputs)
         except RequestError as error:
             context.abort(error.code, str(error))
+        except tf.errors.OpError as error:  # TF's status codes are gRPC's, as TF Serving returns them.
+            context.abort(GRPC_CODES.get(error.error_code, grpc.StatusCode.INTERNAL), error.message)
         except Exception as error:  # Never crash on a request.
             context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
         response = predict_pb2.PredictResponse()
@@ -154,7 +167,7 @@ class DevServer:
     def __init__(self, model_base_path: str, model_name: str, host: str = "127.0.0.1",
                  port: int = 8500, workers: int = 8):
         self.model = LoadedModel(model_name, model_base_path)
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=MESSAGE_OPTIONS)
         servicer = _Servicer(self.model)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, self.server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, self.server)

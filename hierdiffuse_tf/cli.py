@@ -79,11 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="table1/table2: the table's file name under --out (default: table1 or table2), "
                         "e.g. table1_defaults beside the tuned table1")
 
-    p = sub.add_parser("export", help="write the serving SavedModel of a trained HierDiffuse run")
+    p = sub.add_parser("export", help="write the serving SavedModel of a trained run (any model)")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--out", required=True, help="BASE/NAME/VERSION, e.g. models/hierdiffuse/1")
-    p.add_argument("--signatures", default="ddim_10,user_tokens,rank",
-                   help="extra signatures beside serving_default: ddim_<k>, user_tokens, rank")
+    p.add_argument("--signatures", default=None,
+                   help="HierDiffuse's extra signatures beside serving_default: ddim_<k>, user_tokens, "
+                        "rank (default: ddim_10,user_tokens,rank; the other models export "
+                        "serving_default only)")
     p.add_argument("--xla", action="store_true",
                    help="compile the scoring signatures with XLA (faster on CPU; see docs/serving.md)")
 
@@ -273,9 +275,10 @@ def run(args: argparse.Namespace) -> dict | None:
     elif args.command == "export":
         from hierdiffuse_tf import export
 
-        path = export.export_saved_model(training.load_run_model(args.model_dir), args.out,
-                                         [s for s in args.signatures.split(",") if s], xla=args.xla)
-        summary = {"saved_model": path, "signatures": ["serving_default", *args.signatures.split(",")]}
+        asked = None if args.signatures is None else [s for s in args.signatures.split(",") if s]
+        path = export.export_saved_model(training.load_run_model(args.model_dir), args.out, asked,
+                                         xla=args.xla)
+        summary = {"saved_model": path, "signatures": export.signature_names(path)}
     elif args.command == "experiment":
         summary = run_experiment(args)
     elif args.command == "bench":

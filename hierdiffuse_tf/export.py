@@ -26,7 +26,7 @@ import keras
 import tensorflow as tf
 
 from hierdiffuse_tf.config import ConfigError
-from hierdiffuse_tf.models import HierDiffuse
+from hierdiffuse_tf.models import CTRModel, HierDiffuse
 from hierdiffuse_tf.models.base import MODEL_FEATURES, feature_shapes
 from hierdiffuse_tf.models.base import example_features as example_request  # noqa: F401  (public name)
 
@@ -41,12 +41,15 @@ def input_specs(config, names=MODEL_FEATURES, batch=None) -> dict:
 DEFAULT_SIGNATURES = ("ddim_10", "user_tokens", "rank")
 
 
-def export_saved_model(model: HierDiffuse, path: str, signatures=DEFAULT_SIGNATURES,
+def export_saved_model(model: CTRModel, path: str, signatures=None,
                        warmup_batch: int = 4, xla: bool = False) -> str:
     """Writes the SavedModel to `path` (e.g. `BASE/NAME/VERSION`) and returns it.
 
-    `signatures` picks the extra signatures beside `serving_default`:
-    `ddim_<k>` (any k), `user_tokens` and `rank`.
+    Every model in the registry exports `serving_default`; the other models than
+    HierDiffuse export only that (`export_scorer`).
+
+    `signatures` picks HierDiffuse's extra signatures beside `serving_default`:
+    `ddim_<k>` (any k), `user_tokens` and `rank` (None: `DEFAULT_SIGNATURES`).
 
     `xla=True` compiles the scoring and user-vector signatures with XLA
     (`jit_compile=True`): faster on CPU (see docs/performance.md), but XLA
@@ -56,7 +59,8 @@ def export_saved_model(model: HierDiffuse, path: str, signatures=DEFAULT_SIGNATU
     candidate count varies per request).
     """
     if not isinstance(model, HierDiffuse):
-        raise ConfigError(f"Only HierDiffuse exports for serving; got {type(model).__name__}")
+        return export_scorer(model, path, signatures or (), warmup_batch, xla)
+    signatures = DEFAULT_SIGNATURES if signatures is None else signatures
     ddim_steps = []
     for name in signatures:
         if name.startswith("ddim_") and name[5:].isdigit() and int(name[5:]) >= 1:
@@ -104,6 +108,40 @@ def export_saved_model(model: HierDiffuse, path: str, signatures=DEFAULT_SIGNATU
     archive.write_out(path, verbose=False)
     write_warmup_requests(path, config, warmup_batch, with_user_tokens="user_tokens" in signatures)
     return path
+
+
+def export_scorer(model: CTRModel, path: str, signatures=(), warmup_batch: int = 4,
+                  xla: bool = False) -> str:
+    """The SavedModel of a model without a user side to split off (the Table 1 baselines):
+    `serving_default` only, `{"ctr", "logit"}` from the SPEC 1 features.
+
+    Any other signature asked for is refused by name: `ddim_<k>`, `user_tokens` and
+    `rank` need a model that splits the user side from the candidate (HierDiffuse).
+    """
+    if signatures:
+        raise ConfigError(f"{type(model).__name__} exports serving_default only; {list(signatures)} "
+                          "need a model that splits the user side from the candidate (HierDiffuse)")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def score(features):
+        out = model(features, training=False)
+        return {"ctr": out["ctr"], "logit": out["logit"]}
+
+    fn = tf.function(score, jit_compile=True, autograph=False) if xla else score
+    archive.add_endpoint("serving_default", fn, input_signature=[input_specs(model.config)])
+    archive.write_out(path, verbose=False)
+    write_warmup_requests(path, model.config, warmup_batch, with_user_tokens=False)
+    return path
+
+
+def signature_names(path: str) -> list[str]:
+    """The signatures a written SavedModel serves, read from its `saved_model.pb`."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto = saved_model_pb2.SavedModel.FromString(f.read())
+    return sorted(k for k in proto.meta_graphs[0].signature_def if not k.startswith("__"))
 
 
 def write_warmup_requests(path: str, config, batch: int, model_name: str = "hierdiffuse",

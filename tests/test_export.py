@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from hierdiffuse_tf import cli, export
-from hierdiffuse_tf.config import BaselineConfig, ConfigError
+from hierdiffuse_tf.config import BaselineConfig, ConfigError, HierDiffuseConfig
 from hierdiffuse_tf.models import DIN, HierDiffuse
 
 
@@ -98,8 +98,9 @@ def test_warmup_requests_are_prediction_logs(exported):
 
 def test_export_errors_are_clear(exported, tmp_path):
     din = DIN(BaselineConfig(num_items=50, num_cats=6, max_long=6, num_sessions=2, session_len=3))
-    with pytest.raises(ConfigError, match="Only HierDiffuse exports"):
-        export.export_saved_model(din, str(tmp_path / "x"))
+    din(export.example_request(din.config, 2))
+    with pytest.raises(ConfigError, match=r"DIN exports serving_default only; \['rank'\]"):
+        export.export_saved_model(din, str(tmp_path / "x"), ["rank"])
     model = HierDiffuse(exported[0].config)
     with pytest.raises(ConfigError, match="Unknown signature 'beam'"):
         export.export_saved_model(model, str(tmp_path / "y"), ["beam"])
@@ -120,3 +121,53 @@ def test_xla_export_scores_like_the_plain_graph(exported, tmp_path):
     # The XLA-compiled function is what the signature runs.
     graph = compiled.signatures["serving_default"].graph.as_graph_def()
     assert any(f.attr["_XlaMustCompile"].b for f in graph.library.function)
+
+
+HierDiffuseConfigForShapes = HierDiffuseConfig(num_items=50, num_cats=6, max_long=6, num_sessions=2,
+                                               session_len=3)
+# Every model in the registry exports, and its SavedModel scores as Keras does in a process
+# that imports only TensorFlow (TF Serving runs no project Python).
+TF_ONLY = """
+import json, sys, numpy as np, tensorflow as tf
+x = dict(np.load(sys.argv[1]))
+out = {}
+for name, path in json.loads(sys.argv[2]).items():
+    sig = tf.saved_model.load(path).signatures["serving_default"]
+    out[name] = sig(**{k: tf.constant(v) for k, v in x.items()})["ctr"].numpy().tolist()
+assert not any(m.startswith(("hierdiffuse_tf", "keras_hub", "keras_rs")) for m in sys.modules), "project code"
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_every_model_exports_through_the_cli_and_scores_in_a_tensorflow_only_process(tmp_path):
+    import keras
+
+    from hierdiffuse_tf.models import MODELS, build_model
+
+    small = dict(num_items=50, num_cats=6, max_long=6, num_sessions=2, session_len=3, embed_dim=8,
+                 encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8, diffusion_steps=20,
+                 sampler_steps=4, head_units=(8,))
+    x = export.example_request(HierDiffuseConfigForShapes, 5, seed=2)
+    features = {k: x[k] for k in export.MODEL_FEATURES}
+    paths, expected = {}, {}
+    for name, cls in MODELS.items():
+        model = build_model(name, {k: v for k, v in small.items() if k in cls.config_cls.field_names()})
+        expected[name] = model(features)["ctr"].numpy()
+        run = tmp_path / name
+        run.mkdir()
+        model.save(run / "model.keras")
+        keras.saving.load_model(run / "model.keras")  # What `export --model-dir` reads.
+        paths[name] = str(tmp_path / "models" / name / "1")
+        assert cli.main(["export", "--model-dir", str(run), "--out", paths[name]]) == 0
+        signatures = set(export.signature_names(paths[name]))
+        assert signatures == ({"serving_default", "ddim_10", "user_tokens", "rank"}
+                              if name == "hierdiffuse" else {"serving_default"}), (name, signatures)
+    np.savez(tmp_path / "x.npz", **features)
+    result = subprocess.run([sys.executable, "-c", TF_ONLY, str(tmp_path / "x.npz"), json.dumps(paths)],
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    for name in MODELS:
+        np.testing.assert_allclose(scores[name], expected[name], atol=1e-5, err_msg=name)

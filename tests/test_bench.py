@@ -44,7 +44,10 @@ def test_bench_train_reports_each_model_with_peak_memory(tmp_path):
     result = json.loads(out.read_text())
     assert [r["model"] for r in result["rows"]] == ["hierdiffuse", "din", "avg_pool_dnn"]
     assert all(r["examples_per_sec"] > 0 and r["peak_rss_mb"] > 100 for r in result["rows"])
-    assert set(result["ratios"]) == {"din_over_hierdiffuse", "avg_pool_dnn_over_hierdiffuse"}
+    assert set(result["ratios"]) == {"din_over_hierdiffuse", "avg_pool_dnn_over_hierdiffuse",
+                                     "hierdiffuse_over_din"}
+    assert result["ratios"]["hierdiffuse_over_din"] == pytest.approx(1 / result["ratios"]["din_over_hierdiffuse"])
+    assert [r["xla"] for r in result["rows"]] == [False, True, True]  # Each model as `train` compiles it.
 
 
 @pytest.mark.slow

@@ -296,7 +296,7 @@ def run(args: argparse.Namespace) -> dict | None:
             summary = bench.bench_train(batch_size=args.batch_size, steps=args.steps, model_values=values)
             bench.write(summary, args.json, bench.markdown_throughput)
         elif args.which == "profile":
-            summary = bench.profile_train_step(args.batch_size, model_values=values)
+            summary = bench.profile_train_step(args.batch_size, steps=args.steps, model_values=values)
             bench.write(summary, args.json, bench.markdown_profile)
             print(bench.markdown_profile(summary))
         elif args.which == "beam":

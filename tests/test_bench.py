@@ -129,6 +129,7 @@ def test_bench_profile_reports_each_part_of_a_training_step(tmp_path):
     tiny = dict(embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8, max_long=8,
                 diffusion_steps=20)
     result = bench.profile_train_step(batch_size=16, steps=2, repeats=1, model_values=tiny)
+    assert result["repeats"] == 1
     assert {p["part"] for p in result["parts"]} == {name for name, _ in bench.PROFILE_PARTS}
     assert result["step_ms"]["full"] > 0 and result["step_ms"]["din (for scale)"] > 0
     for part in result["parts"]:

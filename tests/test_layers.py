@@ -117,3 +117,21 @@ def test_the_head_input_carries_both_crosses():
     assert head.hidden[0].kernel.shape[0] == 5 * 8
     paper = CTRHead(units=(16,))  # SPEC 2 as printed: no h_S * e_t.
     assert ops.convert_to_numpy(paper.features(user, target, context)).shape == (4, 4 * 8)
+
+
+def test_every_public_layer_is_documented_and_serializable():
+    import inspect
+
+    import keras
+
+    import hierdiffuse_tf.layers as layers
+
+    public = [obj for name, obj in vars(layers).items()
+              if inspect.isclass(obj) and issubclass(obj, keras.layers.Layer)]
+    assert {"ActivationUnit", "TargetAttentionReadout", "AUGRUCell", "SequenceEncoder", "MLPDenoiser",
+            "TransformerDenoiser", "GuidedDenoiser", "CTRHead"} <= {c.__name__ for c in public}
+    for cls in public:
+        doc = "\n".join(inspect.getdoc(k) or "" for k in cls.__mro__[:3])  # A subclass may take its base's.
+        missing = [s for s in ("Example:", "Returns:") if s not in doc]
+        assert not missing, (cls.__name__, missing)
+        assert keras.saving.get_registered_name(cls).startswith("hierdiffuse_tf>"), cls.__name__

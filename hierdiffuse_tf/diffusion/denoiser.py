@@ -29,6 +29,9 @@ class TimeEmbedding(keras.layers.Layer):
 
     Returns:
         `(B, dim)`.
+
+    Example:
+    >>> TimeEmbedding(32)(ops.convert_to_tensor([0, 50, 99]))  # (3, 32)
     """
 
     def __init__(self, dim: int = 32, **kwargs):
@@ -71,6 +74,10 @@ class Denoiser(keras.layers.Layer):
 
     Returns:
         `(B, d)`, the predicted x0.
+
+    Example:
+    >>> denoiser = MLPDenoiser(units=128, num_layers=2)
+    >>> x0_hat = denoiser(x_t, t, condition)  # (B, d)
     """
 
     def __init__(self, units: int = 128, num_layers: int = 2, time_embed_dim: int = 32, **kwargs):

@@ -94,6 +94,15 @@ class GuidedDenoiser(keras.layers.Layer):
 
     Returns:
         `(B, d)`, the guided x0 prediction.
+
+    Example:
+    >>> guided = GuidedDenoiser(MLPDenoiser(64), mode="sgd")
+    >>> conds, shares, present = semantic_groups(tokens, mask, popular)
+    >>> x0_hat = guided(x_t, t, conds, shares, present)  # (B, d)
+
+    References:
+        Ni et al., HierDiffuse, EMNLP 2025 (Eq. 5-6); Ho and Salimans,
+        Classifier-Free Diffusion Guidance, 2022.
     """
 
     def __init__(self, denoiser: Denoiser, mode: str = "sgd", cond_dropout: float = 0.1,

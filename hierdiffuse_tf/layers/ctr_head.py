@@ -32,6 +32,10 @@ class CTRHead(keras.layers.Layer):
 
     Returns:
         `(B,)` logits.
+
+    Example:
+    >>> head = CTRHead(units=(64, 32), context_cross=True)
+    >>> logit = head(h_fusion, target_embedding, h_short)  # (B,)
     """
 
     def __init__(self, units=(64, 32), dropout: float = 0.1, cross_layers: int = 0,

@@ -124,6 +124,19 @@ def test_bad_requests_get_invalid_argument_naming_the_input(served):
     assert np.all(np.isfinite(client.predict(x)["ctr"]))  # Still serving after all that.
 
 
+def test_out_of_range_ids_and_an_empty_batch_are_answered_ok(served):
+    model, target, *_ = served
+    client = Client(target, "hierdiffuse")
+    x = features_of(3)
+    x["target_item"] = np.array([-5, 10**12, 2**62], np.int64)  # Negative, past int32, huge.
+    x["long_items"][0, :] = -1
+    scores = client.predict(x)["ctr"]
+    assert scores.shape == (3,) and np.all(np.isfinite(scores))
+    np.testing.assert_allclose(scores, model(x)["ctr"].numpy(), atol=1e-6)  # Mapped in the graph.
+    empty = client.predict(features_of(0))
+    assert empty["ctr"].shape == (0,) and empty["logit"].shape == (0,)
+
+
 def test_large_requests_are_scored_and_mixed_batch_sizes_are_invalid_arguments(served):
     model, target, *_ = served
     client = Client(target, "hierdiffuse")

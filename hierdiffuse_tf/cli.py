@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override applied to every run whose model has the field, e.g. --set batch_size=512")
     p.add_argument("--models", default=None, help="comma-separated subset of the table's models")
-    p.add_argument("--groups", default=None, help="table2: comma-separated subset of the groups a-e")
+    p.add_argument("--groups", default=None, help="table2: comma-separated subset of the groups a-f")
     p.add_argument("--batch-size", type=int, default=256, help="shared inference batch size for timing")
     p.add_argument("--timing-batches", type=int, default=20, help="test batches timed per repeat")
     p.add_argument("--noise", default="0,0.1,0.2,0.3,0.5", help="noise-click rates (robustness)")
@@ -202,7 +202,8 @@ def run_experiment(args: argparse.Namespace):
         groups = set(args.groups.split(","))
         unknown = groups - {r.group for r in rows}
         if unknown:
-            raise ConfigError(f"--groups: unknown groups {sorted(unknown)}; Table 2 has a, b, c, d, e")
+            raise ConfigError(f"--groups: unknown groups {sorted(unknown)}; Table 2 has "
+                              f"{', '.join(sorted({r.group for r in rows}))}")
         rows = tuple(r for r in rows if r.group in groups)
     return experiments.table2(args.dataset, args.out, batch_size=args.batch_size, rows_spec=rows,
                               timing_batches_count=args.timing_batches, **shared)

@@ -104,14 +104,19 @@ def test_bad_requests_get_invalid_argument_naming_the_input(served):
     x = features_of(4)
     wrong_dtype = client.request(x)
     wrong_dtype.inputs["target_item"].CopyFrom(tf.make_tensor_proto(x["target_item"].astype(np.float32)))
+    string_dtype = client.request(x)
+    string_dtype.inputs["long_items"].CopyFrom(tf.make_tensor_proto(np.full((4, 6), "a", dtype=object)))
     cases = {
         "dtype": wrong_dtype,
+        "string": string_dtype,
+        "rank": client.request({**x, "target_item": x["target_item"].reshape(4, 1)}),
         "shape": client.request({**x, "short_items": np.zeros((4, 3, 3), np.int64)}),
         "missing": client.request({k: v for k, v in x.items() if k != "long_cats"}),
         "unknown": client.request({**x, "coupon": np.zeros(4, np.int64)}),
         "signature": client.request(x, signature="beam_search"),
     }
-    expected = {"dtype": "'target_item': expected dtype int64", "shape": "'short_items': expected shape",
+    expected = {"dtype": "'target_item': expected dtype int64", "string": "'long_items': expected dtype int64",
+                "rank": "'target_item': expected shape", "shape": "'short_items': expected shape",
                 "missing": "missing inputs ['long_cats']", "unknown": "unknown inputs ['coupon']",
                 "signature": "Unknown signature 'beam_search'"}
     for name, request in cases.items():

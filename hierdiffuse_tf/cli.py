@@ -144,8 +144,37 @@ def _beam_options(text: str | None):
 
 
 # Experiment flags that only some experiments read; elsewhere they are refused, not ignored.
-EXPERIMENT_ONLY_FLAGS = {"tuned": ("table1", "table2"), "name": ("table1", "table2"),
-                         "variant": ("compare",), "groups": ("table2",)}
+# The flags each experiment reads; any other experiment flag given is refused, never ignored.
+_RUNS = {"data_dir", "epochs", "out", "set"}
+EXPERIMENT_FLAGS = {
+    "tune": _RUNS | {"dataset", "models", "trials"},
+    "compare": _RUNS | {"dataset", "seeds", "models", "variant"},
+    "table1": _RUNS | {"dataset", "seeds", "models", "batch_size", "timing_batches", "tuned", "name"},
+    "table2": _RUNS | {"dataset", "seeds", "batch_size", "timing_batches", "tuned", "name", "groups"},
+    "robustness": _RUNS | {"seeds", "models", "noise"},
+    "readme": {"out", "readme"},
+}
+
+
+def check_experiment_flags(args: argparse.Namespace) -> None:
+    """A flag the experiment does not read is an error naming the experiments that do.
+
+    The flags given are read from the command line `main` parsed (so a flag given
+    with its default value counts too), or else are those that differ from the defaults.
+    """
+    from hierdiffuse_tf.config import ConfigError
+
+    known = set().union(*EXPERIMENT_FLAGS.values())
+    if getattr(args, "argv", None):
+        given = [t.split("=", 1)[0][2:].replace("-", "_") for t in args.argv if t.startswith("--")]
+    else:
+        defaults = vars(build_parser().parse_args(["experiment", args.which]))
+        given = [flag for flag in sorted(known) if getattr(args, flag) != defaults[flag]]
+    for flag in given:
+        if flag in known and flag not in EXPERIMENT_FLAGS[args.which]:
+            readers = [w for w, flags in EXPERIMENT_FLAGS.items() if flag in flags]
+            raise ConfigError(f"--{flag.replace('_', '-')} is for {' and '.join(readers)}, "
+                              f"not {args.which}")
 
 
 def run_experiment(args: argparse.Namespace):
@@ -156,9 +185,7 @@ def run_experiment(args: argparse.Namespace):
 
     argv = getattr(args, "argv", None) or sys.argv[1:]  # `main` records the arguments it parsed.
     command = "hierdiffuse " + " ".join(shlex.quote(a) for a in argv)
-    for flag, allowed in EXPERIMENT_ONLY_FLAGS.items():
-        if getattr(args, flag) and args.which not in allowed:
-            raise ConfigError(f"--{flag} is for {' and '.join(allowed)}, not {args.which}")
+    check_experiment_flags(args)
     if args.name:
         experiments.check_table_name(args.name)
     if args.which == "readme":

@@ -382,6 +382,13 @@ def test_tune_picks_the_best_finite_validation_auc(tmp_path, monkeypatch):
         experiments.train_runs(str(tmp_path / "tuning"), "any", [("din", ())], 1, 1, None)
 
 
+def test_a_flag_the_experiment_does_not_read_is_a_one_line_error_even_at_its_default(capsys):
+    argv = ["experiment", "robustness", "--dataset", "movielens_100k_ctr"]  # The default dataset.
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --dataset is for tune and compare and table1 and table2, not robustness\n"
+
+
 def test_tuned_is_refused_where_it_would_be_ignored(tmp_path):
     with pytest.raises(ConfigError, match="--tuned is for table1 and table2"):
         cli.run_experiment(cli.build_parser().parse_args(
@@ -418,6 +425,8 @@ def test_compare_reads_validation_only_and_takes_deltas_against_the_defaults(tmp
     (["experiment", "table1", "--variant", "alpha=0.1"], "--variant is for compare"),
     (["experiment", "tune", "--name", "table1_defaults"], "--name is for table1 and table2"),
     (["experiment", "table1", "--groups", "a"], "--groups is for table2, not table1"),
+    (["experiment", "tune", "--seeds", "2"], "--seeds is for compare and table1 and table2 and robustness"),
+    (["experiment", "robustness", "--dataset", "x"], "--dataset is for tune and compare and table1 and table2"),
     (["experiment", "table1", "--models", "din,dinn"], "Unknown model 'dinn'"),
     (["experiment", "robustness", "--noise", "0,abc"], "--noise: expected comma-separated rates"),
     (["experiment", "table1", "--name", "ml100k/table1"], "'ml100k/table1' is not a table name"),

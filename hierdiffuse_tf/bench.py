@@ -184,12 +184,8 @@ def profile_train_step(batch_size: int = 256, steps: int = 30, repeats: int = 2,
     variants = {"full": ("hierdiffuse", values),
                 **{name: ("hierdiffuse", {**values, **change}) for name, change in PROFILE_PARTS},
                 "din (for scale)": ("din", values)}
-    best = {name: 0.0 for name in variants}
-    for _ in range(repeats):
-        for name, (model, change) in variants.items():
-            row = run_isolated(f"train_throughput({model!r}, {batch_size}, {steps}, {change!r})")
-            best[name] = max(best[name], row["examples_per_sec"])
-    ms = {name: 1000.0 * batch_size / rate for name, rate in best.items()}
+    best = best_throughputs(variants, batch_size, steps, repeats)
+    ms = {name: 1000.0 * batch_size / row["examples_per_sec"] for name, row in best.items()}
     full = ms["full"]
     parts = [{"part": name, "ms": full - ms[name], "share": (full - ms[name]) / full}
              for name, _ in PROFILE_PARTS]
@@ -238,17 +234,24 @@ def run_isolated(call: str, show_progress: bool = False) -> dict:
     return json.loads(lines[-1])
 
 
+def best_throughputs(jobs: dict, batch_size: int, steps: int, repeats: int) -> dict:
+    """`train_throughput` of each job `{key: (model name, config values)}` in its own
+    process; `repeats` rounds visit every job in turn, and each keeps its fastest row."""
+    best = {}
+    for _ in range(repeats):
+        for key, (model, values) in jobs.items():
+            row = run_isolated(f"train_throughput({model!r}, {batch_size}, {steps}, {values!r})")
+            if key not in best or row["examples_per_sec"] > best[key]["examples_per_sec"]:
+                best[key] = row
+    return best
+
+
 def bench_train(models=("hierdiffuse", "din", "avg_pool_dnn"), batch_size: int = 256, steps: int = 30,
                 model_values: dict | None = None, repeats: int = 2) -> dict:
     """`train_throughput` of each model in its own process, so each peak memory is its own;
     `repeats` rounds visit every model in turn, and each model keeps its best round."""
-    rows = {}
-    for _ in range(repeats):
-        for name in models:
-            row = run_isolated(f"train_throughput({name!r}, {batch_size}, {steps}, {model_values!r})")
-            if name not in rows or row["examples_per_sec"] > rows[name]["examples_per_sec"]:
-                rows[name] = row
-    rows = [rows[name] for name in models]
+    best = best_throughputs({name: (name, model_values) for name in models}, batch_size, steps, repeats)
+    rows = [best[name] for name in models]
     by = {r["model"]: r for r in rows}
     ratios = {f"{m}_over_hierdiffuse": by[m]["examples_per_sec"] / by["hierdiffuse"]["examples_per_sec"]
               for m in by if m != "hierdiffuse" and "hierdiffuse" in by}

@@ -216,7 +216,8 @@ def train(model_name: str, dataset: str, out_dir: str, data_dir: str | None = No
 
 
 def best_epoch(history: dict) -> int | None:
-    """The 1-based epoch of this run's best validation AUC (the weights kept), or None."""
+    """The 1-based epoch of this run's best validation AUC, or None. Its weights are the
+    ones kept when `patience` > 0; with patience 0 the last epoch's are kept."""
     values = history.get("val_auc")
     return int(np.argmax(values)) + 1 if values else None
 

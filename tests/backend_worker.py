@@ -10,19 +10,13 @@ import sys
 import keras
 import numpy as np
 
+from conftest import small_model  # This file's folder is on sys.path.
 from hierdiffuse_tf.export import example_request
-from hierdiffuse_tf.models import build_model
-
-SMALL = dict(num_items=40, num_cats=6, max_long=6, num_sessions=2, session_len=3, embed_dim=8,
-             encoder_ffn_dim=16, denoiser_units=16, time_embed_dim=8, head_units=(16,),
-             diffusion_steps=20, sampler_steps=4, dropout=0.0)
 
 
 def main(name: str) -> None:
     keras.utils.set_random_seed(0)
-    model = build_model(name, {k: v for k, v in SMALL.items()
-                               if k in type(build_model(name, {"num_items": 40, "num_cats": 6}))
-                               .config_cls.field_names()})
+    model = small_model(name, dropout=0.0)
     x = {k: keras.ops.convert_to_tensor(v) for k, v in example_request(model.config, 16).items()}
     y = keras.ops.convert_to_tensor(np.random.default_rng(0).integers(0, 2, 16).astype("float32"))
     first = keras.ops.convert_to_numpy(model(x)["ctr"])

@@ -17,6 +17,20 @@ TINY_SETS = [f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
              for k, v in TINY_MODEL.items()]
 
 
+# A small model of any registry name: each model takes the fields its config has.
+SMALL_ANY_MODEL = dict(num_items=40, num_cats=6, max_long=6, num_sessions=2, session_len=3, embed_dim=8,
+                       encoder_ffn_dim=16, denoiser_units=16, time_embed_dim=8, head_units=(16,),
+                       diffusion_steps=20, sampler_steps=4)
+
+
+def small_model(name: str, **changes):
+    """A small model `name` from the registry, `SMALL_ANY_MODEL` with `changes`."""
+    from hierdiffuse_tf.models import MODELS, build_model
+
+    fields = MODELS[name].config_cls.field_names()
+    return build_model(name, {k: v for k, v in {**SMALL_ANY_MODEL, **changes}.items() if k in fields})
+
+
 def random_features(config, batch_size: int = 8, seed: int = 0) -> dict:
     """A batch of random features with the shapes a model config expects."""
     from hierdiffuse_tf.export import example_request

@@ -143,16 +143,13 @@ print(json.dumps(out))
 def test_every_model_exports_through_the_cli_and_scores_in_a_tensorflow_only_process(tmp_path):
     import keras
 
-    from hierdiffuse_tf.models import MODELS, build_model
-
-    small = dict(num_items=50, num_cats=6, max_long=6, num_sessions=2, session_len=3, embed_dim=8,
-                 encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8, diffusion_steps=20,
-                 sampler_steps=4, head_units=(8,))
+    from conftest import small_model
+    from hierdiffuse_tf.models import MODELS
     x = export.example_request(HierDiffuseConfigForShapes, 5, seed=2)
     features = {k: x[k] for k in export.MODEL_FEATURES}
     paths, expected = {}, {}
-    for name, cls in MODELS.items():
-        model = build_model(name, {k: v for k, v in small.items() if k in cls.config_cls.field_names()})
+    for name in MODELS:
+        model = small_model(name, num_items=50, encoder_ffn_dim=8, denoiser_units=8, head_units=(8,))
         expected[name] = model(features)["ctr"].numpy()
         run = tmp_path / name
         run.mkdir()

@@ -7,17 +7,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import random_features
+from conftest import small_model as small
 from hierdiffuse_tf import training
-from hierdiffuse_tf.models import MODELS, build_model
-
-SMALL = dict(num_items=40, num_cats=6, max_long=6, num_sessions=2, session_len=3, embed_dim=8,
-             encoder_ffn_dim=16, denoiser_units=16, time_embed_dim=8, head_units=(16,),
-             diffusion_steps=20, sampler_steps=4)
-
-
-def small(name, **changes):
-    fields = MODELS[name].config_cls.field_names()
-    return build_model(name, {k: v for k, v in {**SMALL, **changes}.items() if k in fields})
+from hierdiffuse_tf.models import MODELS
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

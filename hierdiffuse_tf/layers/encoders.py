@@ -23,20 +23,22 @@ from keras import ops
 from hierdiffuse_tf.utils import serializable
 
 
-def masked_mean(x, mask, axis: int = -2):
+def masked_mean(x, mask, axis: int = -2, weights=None):
     """Mean of `x` over `axis` where `mask` is true, and the count of such rows.
 
     Args:
         x: `(..., L, d)` values.
         mask: `(..., L)` booleans.
         axis: the axis of L in `x`.
+        weights: `(..., L)` weights of the rows in the sum (0 at masked rows);
+            the mask's 0/1 by default. The sum is still divided by the count.
 
     Returns:
         `(mean (..., d), count (...))`; the mean is 0 where the count is 0.
     """
-    weights = ops.cast(mask, x.dtype)
+    count = ops.sum(ops.cast(mask, x.dtype), axis=-1)
+    weights = ops.cast(mask, x.dtype) if weights is None else weights
     total = ops.sum(x * ops.expand_dims(weights, -1), axis=axis)
-    count = ops.sum(weights, axis=-1)
     return total / ops.expand_dims(ops.maximum(count, 1.0), -1), count
 
 
@@ -67,9 +69,7 @@ class MaskedPooling(keras.layers.Layer):
 
     def pool_weighted(self, x, weights, padding_mask):
         """`sum_l weights_l x_l / count`, or `empty` where the count of real rows is 0."""
-        count = ops.sum(ops.cast(padding_mask, x.dtype), axis=-1)  # (...)
-        total = ops.sum(x * ops.expand_dims(weights, -1), axis=-2)  # (..., d)
-        pooled = total / ops.expand_dims(ops.maximum(count, 1.0), -1)
+        pooled, count = masked_mean(x, padding_mask, weights=weights)
         # `convert_to_tensor`: JAX no longer takes a Keras variable in `jnp.where`.
         return ops.where(ops.expand_dims(count > 0, -1), pooled, ops.convert_to_tensor(self.empty))
 

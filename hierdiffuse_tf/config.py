@@ -258,6 +258,10 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
         long_chunk: if > 0, f_L's blocks attend within chunks of this many
             long-term behaviours (it must divide max_long); 0 attends over
             the whole sequence (the paper's f_L). See docs/performance.md.
+        next_behaviour_weight: weight of DIEN's auxiliary loss on the
+            behaviour embeddings (long then short, oldest first): the mean
+            of the behaviours up to t must tell e_{t+1} from another row's
+            (`layers/next_behaviour.py`). 0 (the default) leaves it out.
         session_recency: add a learned embedding of each session's recency
             (0 = the most recent) to its vector h_S_k before Eq. 3's mean.
         sampler: the inference path: "tcc" (one step), "ddim" or "ddpm" (Table 2d);
@@ -298,6 +302,7 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
     head_short_cross: bool = True
     head_on_clean: bool = True
     session_recency: bool = False
+    next_behaviour_weight: float = 0.0
     long_encoder_layers: int = 0
     long_chunk: int = 0
     sampler: str = "tcc"
@@ -327,6 +332,8 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
         _check(len(self.sgd_fixed_w) == 2, "sgd_fixed_w", "must have two weights (w1, w2)",
                self.sgd_fixed_w)
         _check(self.alpha >= 0.0, "alpha", "must be >= 0", self.alpha)
+        _check(self.next_behaviour_weight >= 0.0, "next_behaviour_weight", "must be >= 0",
+               self.next_behaviour_weight)
         _check(0.0 <= self.curriculum_switch <= 1.0, "curriculum_switch", "must be in [0, 1]",
                self.curriculum_switch)
         _check(0.0 < self.dt_small <= self.dt_large <= 1.0, "dt_small",

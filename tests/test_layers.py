@@ -6,6 +6,7 @@ from keras import ops
 
 from hierdiffuse_tf.layers import (CTRHead, FeatureEmbedding, MaskedPooling, SequenceEncoder,
                                    TargetAttentionReadout, sanitize_ids)
+from hierdiffuse_tf.layers.next_behaviour import next_behaviour_loss, prefix_mean
 from layer_testing import run_layer_test
 
 
@@ -135,3 +136,25 @@ def test_every_public_layer_is_documented_and_serializable():
         missing = [s for s in ("Example:", "Returns:") if s not in doc]
         assert not missing, (cls.__name__, missing)
         assert keras.saving.get_registered_name(cls).startswith("hierdiffuse_tf>"), cls.__name__
+
+
+def test_prefix_mean_reads_only_the_past_and_skips_padding():
+    seq = np.array([[[1.0], [3.0], [0.0], [8.0]]], "float32")
+    mask = np.array([[True, True, False, True]])
+    np.testing.assert_allclose(ops.convert_to_numpy(prefix_mean(seq, mask))[0, :, 0], [1, 2, 2, 4])
+
+
+def test_next_behaviour_loss_counts_only_real_pairs():
+    rng = np.random.default_rng(0)
+    seq = rng.normal(size=(3, 5, 4)).astype("float32")
+    mask = np.ones((3, 5), bool)
+
+    def score(h, e):  # Perfect on positives, which sit where e equals the row's next behaviour.
+        return ops.sum(h * e, axis=-1)
+
+    loss = float(next_behaviour_loss(score, seq, seq, mask))
+    assert np.isfinite(loss) and loss > 0
+    padded = np.concatenate([seq, rng.normal(size=(3, 2, 4)).astype("float32")], axis=1)
+    padded_mask = np.concatenate([mask, np.zeros((3, 2), bool)], axis=1)
+    # Padding behind the sequence changes nothing: pairs with a padded step do not count.
+    assert float(next_behaviour_loss(score, padded, padded, padded_mask)) == pytest.approx(loss, rel=1e-6)

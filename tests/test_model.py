@@ -132,6 +132,7 @@ ABLATIONS = [
     {"num_hash_buckets": 16}, {"readout": "mean"}, {"encoder_gate": False},
     {"normalize_x0": False}, {"head_short_cross": False}, {"head_on_clean": False},
     {"session_recency": True}, {"sampler": "none"}, {"long_chunk": 3}, {"long_encoder_layers": -1},
+    {"next_behaviour_weight": 1.0},
 ]
 
 
@@ -144,6 +145,8 @@ def test_every_switch_builds_trains_and_round_trips(switch, tmp_path):
     model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)  # Tracing costs more here.
     logs = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
     assert np.isfinite(logs["loss"][0])
+    if switch.get("next_behaviour_weight"):  # Its loss is logged and is in the training loss.
+        assert logs["next"][0] > 0 and logs["loss"][0] > logs["bce"][0] + logs["next"][0]
     if not switch.get("use_tr", True):
         assert switch.get("use_recon", True) or logs["loss"][0] == pytest.approx(logs["bce"][0], rel=1e-5)
     path = str(tmp_path / "m.keras")

@@ -92,7 +92,12 @@ class CTRModel(keras.Model, abc.ABC):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.bce_tracker = keras.metrics.Mean(name="bce")
         self.auc_metric = keras.metrics.AUC(name="auc", from_logits=True)
-        self.log_trackers = {name: keras.metrics.Mean(name=name) for name in self.log_names}
+        self.log_trackers = {name: keras.metrics.Mean(name=name) for name in self.logged(config)}
+
+    @classmethod
+    def logged(cls, config) -> tuple[str, ...]:
+        """The names `forward` logs in training with this config: `log_names` by default."""
+        return cls.log_names
 
     @abc.abstractmethod
     def forward(self, features: dict, training: bool = False, labels=None) -> Forward:

@@ -14,6 +14,7 @@ import keras
 from keras import ops
 
 from hierdiffuse_tf.layers.augru import AUGRUCell  # noqa: F401  (also public here)
+from hierdiffuse_tf.layers.next_behaviour import next_behaviour_loss
 from hierdiffuse_tf.models.base import Forward
 from hierdiffuse_tf.models.sequence_base import SequenceCTRModel
 from hierdiffuse_tf.utils import serializable
@@ -46,13 +47,7 @@ class DIEN(SequenceCTRModel):
 
     def auxiliary_loss(self, states, seq, mask):
         """BCE of telling e_{t+1} (label 1) from another example's e_{t+1} (label 0)."""
-        negatives = ops.roll(seq, 1, axis=0)
-        negative_mask = ops.roll(mask, 1, axis=0)
-        h, nxt, neg = states[:, :-1], seq[:, 1:], negatives[:, 1:]
-        valid = ops.cast(mask[:, :-1] & mask[:, 1:] & negative_mask[:, 1:], "float32")  # (B, L-1)
-        pos_loss = ops.binary_crossentropy(ops.ones_like(valid), self.aux_logits(h, nxt), from_logits=True)
-        neg_loss = ops.binary_crossentropy(ops.zeros_like(valid), self.aux_logits(h, neg), from_logits=True)
-        return ops.sum((pos_loss + neg_loss) * valid) / ops.maximum(ops.sum(valid), 1.0)
+        return next_behaviour_loss(self.aux_logits, states, seq, mask)
 
     def forward(self, features, training=False, labels=None) -> Forward:
         seq, mask, target = self.sequence(features)

@@ -36,7 +36,9 @@ from hierdiffuse_tf.diffusion.schedule import CosineSchedule
 from hierdiffuse_tf.distribute import batch_random
 from hierdiffuse_tf.guidance.guidance import GuidedDenoiser, semantic_groups
 from hierdiffuse_tf.layers import CTRHead, FeatureEmbedding, MaskedPooling, SequenceEncoder, make_readout
+from hierdiffuse_tf.layers.next_behaviour import next_behaviour_loss, prefix_mean
 from hierdiffuse_tf.models.base import CTRModel, Forward
+from hierdiffuse_tf.models.sequence_base import behaviour_sequence
 from hierdiffuse_tf.utils import serializable
 
 
@@ -84,6 +86,10 @@ class HierDiffuse(CTRModel):
     config_cls = HierDiffuseConfig
     log_names = ("recon", "tr", "tr_weight", "dt")
 
+    @classmethod
+    def logged(cls, config) -> tuple[str, ...]:
+        return cls.log_names + (("next",) if config.next_behaviour_weight else ())
+
     def __init__(self, config: HierDiffuseConfig, **kwargs):
         super().__init__(config, **kwargs)
         c = config
@@ -112,6 +118,12 @@ class HierDiffuse(CTRModel):
                             context_cross=c.head_short_cross, name="head")
         self.x0_norm = keras.layers.LayerNormalization(name="x0_norm") if c.normalize_x0 else None
         self.noise_seed = keras.random.SeedGenerator(name="diffusion_noise_seed")
+        self.next_net = []
+        if c.next_behaviour_weight:  # Built now: only training calls them (see DIEN).
+            self.next_net = [keras.layers.Dense(c.embed_dim, activation="sigmoid", name="next_hidden"),
+                             keras.layers.Dense(1, name="next_logit")]
+            self.next_net[0].build((None, 2 * c.embed_dim))
+            self.next_net[1].build((None, c.embed_dim))
 
     # The parts of the paper, in order.
 
@@ -237,6 +249,19 @@ class HierDiffuse(CTRModel):
                 "dt": ops.mean(ops.cast(dt, "float32"))}
         return h_fusion, aux, logs
 
+    def next_behaviour(self, features):
+        """DIEN's auxiliary loss on the embeddings, each prefix's mean as the state."""
+        items = behaviour_sequence(features, "items")
+        seq = self.embedding(items, behaviour_sequence(features, "cats"))  # (B, M + K N, d)
+
+        def score(states, behaviours):
+            h = ops.concatenate([states, behaviours], axis=-1)
+            for layer in self.next_net:
+                h = layer(h)
+            return ops.squeeze(h, -1)
+
+        return next_behaviour_loss(score, prefix_mean(seq, items > 0), seq, items > 0)
+
     def user_side(self, features) -> UserTokens:
         """Inference on the user side only: the encoders' tokens and masks.
 
@@ -275,4 +300,7 @@ class HierDiffuse(CTRModel):
         else:
             h_fusion, aux, logs = self.fuse_and_train(*inputs)
         logit = self.head(h_fusion, target, encoded["short"].pooled, training=True)
+        if self.next_net:
+            logs["next"] = self.next_behaviour(features)
+            aux = aux + self.config.next_behaviour_weight * logs["next"]
         return Forward(logit=logit, aux_loss=aux, logs=logs)

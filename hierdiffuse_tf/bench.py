@@ -20,8 +20,8 @@ import tensorflow as tf
 
 from hierdiffuse_tf import bench_portable, export
 from hierdiffuse_tf.bench_portable import DEFAULT_SHAPE, built, time_paths, write  # noqa: F401  (shared)
-from hierdiffuse_tf.config import BaselineConfig, HierDiffuseConfig
-from hierdiffuse_tf.models import DIN, AvgPoolDNN, HierDiffuse
+from hierdiffuse_tf.config import HierDiffuseConfig
+from hierdiffuse_tf.models import HierDiffuse, build_model
 
 def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int = 7,
                     model_values: dict | None = None) -> dict:
@@ -30,7 +30,6 @@ def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int =
     model = HierDiffuse(config)
     x = {k: tf.constant(v) for k, v in export.example_request(config, batch_size).items()}
     model(x)
-    baseline_values = {k: v for k, v in values.items() if k in BaselineConfig.field_names()}
 
     def scorer(m, **kw):
         return tf.function(lambda: m(x, training=False)["ctr"], **kw)
@@ -80,8 +79,8 @@ def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int =
             "keras_call": scorer(model),
             "savedmodel": lambda: serving(**features)["ctr"],
             "savedmodel_xla": lambda: serving_xla(**features)["ctr"],
-            "avg_pool_dnn": scorer(built(AvgPoolDNN(BaselineConfig(**baseline_values)), x)),
-            "din": scorer(built(DIN(BaselineConfig(**baseline_values)), x)),
+            "avg_pool_dnn": scorer(built(build_model("avg_pool_dnn", values, shared=True), x)),
+            "din": scorer(built(build_model("din", values, shared=True), x)),
             "rank_1x%d" % candidates: lambda: rank(**user, candidate_items=items, candidate_cats=cats)["ctr"],
             "batch_%d_rows" % candidates: lambda: serving(**single_rows)["ctr"],
         }
@@ -139,12 +138,9 @@ def train_throughput(model_name: str, batch_size: int = 256, steps: int = 30,
 
     import keras
 
-    from hierdiffuse_tf.models import get_model_class
-
-    cls = get_model_class(model_name)
     values = {**DEFAULT_SHAPE, **(model_values or {})}
-    config = cls.config_cls(**{k: v for k, v in values.items() if k in cls.config_cls.field_names()})
-    model = cls(config)
+    model = build_model(model_name, values, shared=True)
+    config = model.config
     x = {k: tf.constant(v) for k, v in export.example_request(config, batch_size).items()}
     y = tf.cast(tf.random.uniform((batch_size,), 0, 2, tf.int32), tf.float32)
     model(x)

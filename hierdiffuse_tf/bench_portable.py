@@ -22,8 +22,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from hierdiffuse_tf.config import BaselineConfig, HierDiffuseConfig
-from hierdiffuse_tf.models import DIN, AvgPoolDNN, HierDiffuse
+from hierdiffuse_tf.config import HierDiffuseConfig
+from hierdiffuse_tf.models import HierDiffuse, build_model
 from hierdiffuse_tf.models.base import example_features
 
 # ml-100k's vocabulary with the default model size.
@@ -123,14 +123,13 @@ def bench_portable(batch_sizes=(256,), repeats: int = 7, model_values: dict | No
     """Batches/s of every model-math path at each batch size, plus the issue-7 ratios."""
     values = {**DEFAULT_SHAPE, "diffusion_steps": 100, **(model_values or {})}
     config = HierDiffuseConfig(**values)
-    baseline_values = {k: v for k, v in values.items() if k in BaselineConfig.field_names()}
     features = {k: ops.convert_to_tensor(v) for k, v in example_features(config, 8).items()}
     model = built(HierDiffuse(config), features)
     # DDPM-100 for the fusion stage: all T steps from t = T, the same weights.
     from_t = built(HierDiffuse(config.replace(t_star=config.diffusion_steps)), features)
     from_t.set_weights(model.get_weights())
-    baselines = {"avg_pool_dnn": built(AvgPoolDNN(BaselineConfig(**baseline_values)), features),
-                 "din": built(DIN(BaselineConfig(**baseline_values)), features)}
+    baselines = {name: built(build_model(name, values, shared=True), features)
+                 for name in ("avg_pool_dnn", "din")}
 
     def whole(sampler, steps=None):
         def run(x):

@@ -47,6 +47,9 @@ class BaseConfig:
     # Fields added after configs were saved, with the value that the code used
     # before each field existed: a saved config that lacks one ran with it.
     LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {}
+    # Fields that configs saved earlier may carry and this class no longer has: dropped
+    # on loading (say, the shared baseline config's fields that a model never read).
+    RETIRED_FIELDS: typing.ClassVar[frozenset[str]] = frozenset()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,8 +75,11 @@ class BaseConfig:
 
     @classmethod
     def from_saved(cls, values: Mapping[str, Any]):
-        """`from_dict` for a config saved earlier: missing fields take their legacy values."""
-        return cls.from_dict({**cls.LEGACY_DEFAULTS, **values})
+        """`from_dict` for a config saved earlier: missing fields take their legacy values,
+        and retired fields are dropped."""
+        own = set(cls.field_names())
+        kept = {k: v for k, v in values.items() if k in own or k not in cls.RETIRED_FIELDS}
+        return cls.from_dict({**cls.LEGACY_DEFAULTS, **kept})
 
     def replace(self, **changes):
         return self.from_dict({**self.to_dict(), **changes})
@@ -85,9 +91,21 @@ def unknown_key_message(key: str, known: Sequence[str], where: str) -> str:
     return f"Unknown config key {key!r} for {where}.{hint} Known keys: {sorted(known)}"
 
 
+# Until each baseline family had its own config, one shared `BaselineConfig`
+# carried all of these; a baseline's saved config may still hold them.
+SHARED_BASELINE_FIELDS = frozenset({
+    "encoder_layers", "encoder_heads", "encoder_ffn_dim", "diffusion_steps", "sampler_steps",
+    "denoiser_units", "time_embed_dim", "cfg_scale", "cond_dropout", "attention_units",
+    "aux_loss_weight", "recon_weight"})
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(BaseConfig):
     """Fields every CTR model in the registry shares (features, embeddings, head).
+
+    Avg-Pool DNN takes these alone; each other model family has a subclass
+    with its own fields (`DINConfig`, `DIENConfig`, `TargetDiffusionConfig`,
+    `HierDiffuseConfig`).
 
     Args:
         num_items: item vocabulary size, including 0 (padding) and 1 (OOV).
@@ -116,6 +134,8 @@ class ModelConfig(BaseConfig):
     dropout: float = 0.1
     head_units: tuple[int, ...] = (64, 32)
     head_cross_layers: int = 0
+    RETIRED_FIELDS: typing.ClassVar[frozenset[str]] = SHARED_BASELINE_FIELDS
+
     num_hash_buckets: int = 0
 
     def __post_init__(self):
@@ -270,6 +290,7 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
             without diffusion (Table 2f; no TCC losses).
     """
 
+    RETIRED_FIELDS: typing.ClassVar[frozenset[str]] = frozenset()  # It never had the baselines'.
     LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {
         "loss_reduction": "sum", "readout": "mean", "encoder_gate": False,
         "head_short_cross": False, "head_on_clean": False, "session_recency": False,
@@ -364,35 +385,60 @@ PAPER_AS_PRINTED = {"readout": "mean", "encoder_gate": False, "normalize_x0": Fa
 
 
 @dataclasses.dataclass(frozen=True)
-class BaselineConfig(SequenceDiffusionConfig):
-    """The Table 1 baselines (SPEC 3): one config, each model reads its own fields.
-
-    The baselines see the same features and embeddings as HierDiffuse. Their
-    behaviour sequence is the long-term sequence followed by the K sessions,
-    oldest first (length M + K N).
-
-    Takes the `SequenceDiffusionConfig` fields (encoders, T, DDIM steps, the
-    denoiser width, CFG scale and condition dropout: DiffuRec and DreamRec use
-    them) and these:
+class DINConfig(ModelConfig):
+    """DIN (SPEC 3): the `ModelConfig` fields and its activation unit.
 
     Args:
         attention_units: hidden widths of DIN's activation unit.
-        aux_loss_weight: weight of DIEN's auxiliary (next-behaviour) loss.
-        recon_weight: weight of the diffusion reconstruction loss.
     """
 
     attention_units: tuple[int, ...] = (36,)
-    aux_loss_weight: float = 1.0
-    recon_weight: float = 0.5
 
     def validate(self) -> None:
         super().validate()
         _check(all(u >= 1 for u in self.attention_units), "attention_units",
                "must be positive widths", self.attention_units)
+
+
+@dataclasses.dataclass(frozen=True)
+class DIENConfig(ModelConfig):
+    """DIEN (SPEC 3): the `ModelConfig` fields and its auxiliary loss.
+
+    Args:
+        aux_loss_weight: weight of DIEN's auxiliary (next-behaviour) loss.
+    """
+
+    aux_loss_weight: float = 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        _check(self.aux_loss_weight >= 0, "aux_loss_weight", "must be >= 0", self.aux_loss_weight)
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetDiffusionConfig(SequenceDiffusionConfig):
+    """DiffuRec and DreamRec (SPEC 3): diffusion that generates the target side.
+
+    Takes the `SequenceDiffusionConfig` fields (the sequence transformer, T,
+    the DDIM steps, DreamRec's denoiser width, CFG scale and condition
+    dropout) and these:
+
+    Args:
+        denoiser_layers: hidden layers of DreamRec's MLP denoiser.
+        recon_weight: weight of the diffusion reconstruction loss.
+    """
+
+    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"denoiser_layers": 2}
+
+    denoiser_layers: int = 2
+    recon_weight: float = 0.5
+
+    def validate(self) -> None:
+        super().validate()
+        _check(self.denoiser_layers >= 1, "denoiser_layers", "must be >= 1", self.denoiser_layers)
         _check(self.sampler_steps <= self.diffusion_steps, "sampler_steps",
                f"must be <= diffusion_steps={self.diffusion_steps}", self.sampler_steps)
-        for name in ("aux_loss_weight", "recon_weight"):
-            _check(getattr(self, name) >= 0, name, "must be >= 0", getattr(self, name))
+        _check(self.recon_weight >= 0, "recon_weight", "must be >= 0", self.recon_weight)
 
 
 @dataclasses.dataclass(frozen=True)

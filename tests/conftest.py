@@ -25,10 +25,17 @@ SMALL_ANY_MODEL = dict(num_items=40, num_cats=6, max_long=6, num_sessions=2, ses
 
 def small_model(name: str, **changes):
     """A small model `name` from the registry, `SMALL_ANY_MODEL` with `changes`."""
-    from hierdiffuse_tf.models import MODELS, build_model
+    from hierdiffuse_tf.models import build_model
+
+    return build_model(name, {**SMALL_ANY_MODEL, **changes}, shared=True)
+
+
+def tiny_sets(name: str) -> list[str]:
+    """`TINY_SETS` restricted to the fields of model `name`'s config."""
+    from hierdiffuse_tf.models import MODELS
 
     fields = MODELS[name].config_cls.field_names()
-    return build_model(name, {k: v for k, v in {**SMALL_ANY_MODEL, **changes}.items() if k in fields})
+    return [pair for pair in TINY_SETS if pair.split("=")[0] in fields]
 
 
 def random_features(config, batch_size: int = 8, seed: int = 0) -> dict:

@@ -12,7 +12,7 @@ import types
 import numpy as np
 import pytest
 
-from conftest import TINY_SETS, random_features
+from conftest import TINY_SETS, random_features, tiny_sets
 from hierdiffuse_tf import cli, experiments
 from hierdiffuse_tf.config import ConfigError, HierDiffuseConfig
 from hierdiffuse_tf.models import HierDiffuse
@@ -347,10 +347,12 @@ def test_tune_evaluates_a_tables_run_of_the_same_config_instead_of_retraining(
     assert reused["auc"] != pytest.approx(source["auc"], abs=1e-9)  # Not the table's test AUC.
     # A run under any other config or seed is trained, never taken from the table.
     reusable = functools.partial(experiments._reusable_run, str(tmp_path), "avg_pool_dnn")
-    assert reusable(0, "avg_pool_dnn", SMOKE, data_dir, FAST, 1) == source["run_dir"]
-    assert reusable(0, "avg_pool_dnn", SMOKE, data_dir, [*TINY_SETS, "batch_size=256"], 1) is None
-    assert reusable(0, "avg_pool_dnn", SMOKE, data_dir, FAST, 2) is None
-    assert reusable(1, "avg_pool_dnn", SMOKE, data_dir, FAST, 1) is None
+    fast = experiments.overrides_for("avg_pool_dnn", FAST, [])  # The fields Avg-Pool has.
+    assert reusable(0, "avg_pool_dnn", SMOKE, data_dir, fast, 1) == source["run_dir"]
+    assert reusable(0, "avg_pool_dnn", SMOKE, data_dir, [*tiny_sets("avg_pool_dnn"), "batch_size=256"],
+                    1) is None
+    assert reusable(0, "avg_pool_dnn", SMOKE, data_dir, fast, 2) is None
+    assert reusable(1, "avg_pool_dnn", SMOKE, data_dir, fast, 1) is None
 
 
 def test_load_tuned_names_a_file_without_results(tmp_path):

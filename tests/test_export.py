@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from hierdiffuse_tf import cli, export
-from hierdiffuse_tf.config import BaselineConfig, ConfigError, HierDiffuseConfig
+from hierdiffuse_tf.config import ConfigError, DINConfig, HierDiffuseConfig
 from hierdiffuse_tf.models import DIN, HierDiffuse
 
 
@@ -97,7 +97,7 @@ def test_warmup_requests_are_prediction_logs(exported):
 
 
 def test_export_errors_are_clear(exported, tmp_path):
-    din = DIN(BaselineConfig(num_items=50, num_cats=6, max_long=6, num_sessions=2, session_len=3))
+    din = DIN(DINConfig(num_items=50, num_cats=6, max_long=6, num_sessions=2, session_len=3))
     din(export.example_request(din.config, 2))
     with pytest.raises(ConfigError, match=r"DIN exports serving_default only; \['rank'\]"):
         export.export_saved_model(din, str(tmp_path / "x"), ["rank"])

@@ -30,7 +30,14 @@ def get_model_class(name: str) -> type[CTRModel]:
     return MODELS[name]
 
 
-def build_model(name: str, config_values: dict) -> CTRModel:
-    """A model of registry name `name` from a dict of config values."""
+def build_model(name: str, config_values: dict, shared: bool = False) -> CTRModel:
+    """A model of registry name `name` from a dict of config values.
+
+    With `shared`, `config_values` may hold other models' fields too (one
+    shape for several models, as the benchmarks build them): only the
+    model's own fields are read.
+    """
     cls = get_model_class(name)
+    if shared:
+        config_values = {k: v for k, v in config_values.items() if k in cls.config_cls.field_names()}
     return cls(cls.config_cls.from_dict(config_values))

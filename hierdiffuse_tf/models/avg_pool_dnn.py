@@ -6,7 +6,7 @@ import keras
 import keras_rs
 from keras import ops
 
-from hierdiffuse_tf.config import BaselineConfig
+from hierdiffuse_tf.config import ModelConfig
 from hierdiffuse_tf.layers import CTRHead, sanitize_ids
 from hierdiffuse_tf.models.base import CTRModel, Forward
 from hierdiffuse_tf.models.sequence_base import behaviour_sequence
@@ -27,9 +27,9 @@ class AvgPoolDNN(CTRModel):
 
     jit_train = True  # Measured faster under XLA on CPU (docs/performance.md).
 
-    config_cls = BaselineConfig
+    config_cls = ModelConfig
 
-    def __init__(self, config: BaselineConfig, **kwargs):
+    def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(config, **kwargs)
         c = config
         init = keras.initializers.RandomNormal(stddev=0.05)

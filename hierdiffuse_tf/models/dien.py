@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from hierdiffuse_tf.config import DIENConfig
 from hierdiffuse_tf.layers.augru import AUGRUCell  # noqa: F401  (also public here)
 from hierdiffuse_tf.layers.next_behaviour import next_behaviour_loss
 from hierdiffuse_tf.models.base import Forward
@@ -24,9 +25,10 @@ from hierdiffuse_tf.utils import serializable
 class DIEN(SequenceCTRModel):
     """Deep Interest Evolution Network on the shared features and head."""
 
+    config_cls = DIENConfig
     log_names = ("aux",)
 
-    def __init__(self, config, **kwargs):
+    def __init__(self, config: DIENConfig, **kwargs):
         super().__init__(config, **kwargs)
         d = config.embed_dim
         self.extractor = keras.layers.GRU(d, return_sequences=True, name="interest_extractor")

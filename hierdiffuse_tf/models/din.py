@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hierdiffuse_tf.config import DINConfig
 from hierdiffuse_tf.layers.attention import ActivationUnit  # noqa: F401  (also public here)
 from hierdiffuse_tf.models.base import Forward
 from hierdiffuse_tf.models.sequence_base import SequenceCTRModel
@@ -12,9 +13,10 @@ from hierdiffuse_tf.utils import serializable
 class DIN(SequenceCTRModel):
     """Deep Interest Network: the activation unit pools the behaviours for each target."""
 
+    config_cls = DINConfig
     jit_train = True  # Measured faster under XLA on CPU (docs/performance.md).
 
-    def __init__(self, config, **kwargs):
+    def __init__(self, config: DINConfig, **kwargs):
         super().__init__(config, **kwargs)
         self.attention = ActivationUnit(config.attention_units, name="attention")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from keras import ops
 
-from hierdiffuse_tf.config import BaselineConfig
+from hierdiffuse_tf.config import ModelConfig
 from hierdiffuse_tf.layers import CTRHead, FeatureEmbedding
 from hierdiffuse_tf.models.base import CTRModel
 
@@ -24,11 +24,10 @@ def behaviour_sequence(features: dict, key: str):
 
 
 class SequenceCTRModel(CTRModel):
-    """Shared embedding, sequence and head of the baselines; subclasses implement `forward`."""
+    """Shared embedding, sequence and head of the baselines; subclasses implement `forward`
+    and set `config_cls` (a `ModelConfig` with their own fields)."""
 
-    config_cls = BaselineConfig
-
-    def __init__(self, config: BaselineConfig, **kwargs):
+    def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(config, **kwargs)
         c = config
         self.embedding = FeatureEmbedding(c.num_items, c.num_cats, c.embed_dim, c.embed_combiner,

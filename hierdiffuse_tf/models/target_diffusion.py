@@ -41,6 +41,7 @@ import abc
 import keras
 from keras import ops
 
+from hierdiffuse_tf.config import TargetDiffusionConfig
 from hierdiffuse_tf.diffusion import samplers
 from hierdiffuse_tf.diffusion.denoiser import MLPDenoiser, TimeEmbedding
 from hierdiffuse_tf.diffusion.schedule import CosineSchedule
@@ -55,9 +56,10 @@ from hierdiffuse_tf.utils import serializable
 class TargetDiffusionModel(SequenceCTRModel, abc.ABC):
     """Shared training and sampling; subclasses give `predict_x0(x_t, t, context)`."""
 
+    config_cls = TargetDiffusionConfig
     log_names = ("recon",)
 
-    def __init__(self, config, **kwargs):
+    def __init__(self, config: TargetDiffusionConfig, **kwargs):
         super().__init__(config, **kwargs)
         c = config
         self.schedule = CosineSchedule(c.diffusion_steps, name="schedule")
@@ -131,7 +133,7 @@ class DreamRec(TargetDiffusionModel):
         super().__init__(config, **kwargs)
         c = config
         self.guided = GuidedDenoiser(
-            MLPDenoiser(c.denoiser_units, 2, c.time_embed_dim, name="denoiser"), mode="cfg",
+            MLPDenoiser(c.denoiser_units, c.denoiser_layers, c.time_embed_dim, name="denoiser"), mode="cfg",
             cond_dropout=c.cond_dropout, cfg_scale=c.cfg_scale, name="guided_denoiser")
 
     def predict_x0(self, x_t, t, context, training=False):

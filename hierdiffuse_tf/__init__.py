@@ -6,7 +6,7 @@ Importing the package registers the TFDS builders (`movielens_100k_ctr`,
 `import hierdiffuse_tf`.
 
 The model math is plain `keras.ops`: where TensorFlow Datasets is not
-installed (a JAX or torch machine running `hierdiffuse_tf.bench_portable`),
+installed (a JAX or torch machine running `hierdiffuse_tf.bench.portable`),
 the package imports without the builders.
 """
 

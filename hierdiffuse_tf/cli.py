@@ -19,12 +19,137 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True,
-                        help="movielens_100k_ctr or synthetic_interest_ctr[/noise_10]")
+                        help="movielens_100k_ctr, movielens_1m_ctr or synthetic_interest_ctr[/noise_10]")
     parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's own)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hierdiffuse", description=__doc__.splitlines()[0])
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one-line `ConfigError`s.
+
+    A flag that the chosen sub-command does not take is refused, and the error
+    names the sibling sub-commands that do take it (`commands`).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, dict[str, argparse.ArgumentParser]] = {}
+
+    def error(self, message):
+        raise config_lib.ConfigError(f"{self.prog}: {message}")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            raise config_lib.ConfigError(self._misplaced(parsed, extra))
+        return parsed
+
+    def _misplaced(self, parsed, extra) -> str:
+        flag = next((t.split("=", 1)[0] for t in extra if t.startswith("--")), None)
+        group = self.commands.get(getattr(parsed, "command", None), {})
+        chosen = getattr(parsed, "which", None)
+        readers = [name for name, p in group.items() if flag in p._option_string_actions]
+        if flag and chosen and readers:
+            return f"{flag} is for {' and '.join(readers)}, not {chosen}"
+        return f"unrecognized arguments: {' '.join(extra)}"
+
+
+def _flags(parser: argparse.ArgumentParser, *names: str) -> None:
+    """Adds the named shared flags (`SHARED_FLAGS`) to a sub-command."""
+    for name in names:
+        args, kwargs = SHARED_FLAGS[name]
+        parser.add_argument(*args, **kwargs)
+
+
+def _set_flag(help_text: str) -> tuple:
+    return (("--set",), dict(action="append", default=[], metavar="KEY=VALUE", help=help_text))
+
+
+# Flags that several experiments or benchmarks take, each defined once.
+SHARED_FLAGS = {
+    "dataset": (("--dataset",), dict(default="movielens_100k_ctr", help="a prepared dataset")),
+    "data_dir": (("--data-dir",), dict(default=None, help="TFDS data dir (default: TFDS's own)")),
+    "seeds": (("--seeds",), dict(type=int, default=3)),
+    "epochs": (("--epochs",), dict(type=int, default=None)),
+    "out": (("--out",), dict(default="results")),
+    "set": _set_flag("override applied to every run whose model has the field, e.g. --set batch_size=512"),
+    "models": (("--models",), dict(default=None, help="comma-separated subset of the models")),
+    "batch_size": (("--batch-size",), dict(type=int, default=256,
+                                           help="shared inference batch size for timing")),
+    "timing_batches": (("--timing-batches",), dict(type=int, default=20,
+                                                   help="test batches timed per repeat")),
+    "tuned": (("--tuned",), dict(default=None, help="a tuning.json from `experiment tune`; adds "
+                                                     "each model's best overrides")),
+    "name": (("--name",), dict(default=None, help="the table's file name under --out (default: "
+                                                  "table1 or table2), e.g. table1_defaults")),
+    "json": (("--json",), dict(default=None, help="write the result (and a .md table beside it)")),
+    "model_set": _set_flag("model config override, e.g. --set embed_dim=64"),
+    "steps": (("--steps",), dict(type=int, default=30, help="timed training steps")),
+}
+
+
+def _add_experiments(which) -> dict:
+    """`hierdiffuse experiment NAME`: each experiment with exactly the flags it reads."""
+    runs = ("data_dir", "epochs", "out", "set")
+    p = which.add_parser("tune", help="the same tuning budget for every model, on validation")
+    _flags(p, "dataset", *runs, "models")
+    p.add_argument("--trials", type=int, default=4, help="trials per model (the same for every model)")
+    tune = p
+    p = which.add_parser("compare", help="config variants of one model against its defaults, on validation")
+    _flags(p, "dataset", *runs, "seeds", "models")
+    p.add_argument("--variant", action="append", default=[], metavar="'KEY=VALUE ...'",
+                   help="one config variant (space-separated overrides); repeat for more")
+    compare = p
+    p = which.add_parser("table1", help="Table 1: every model, every seed")
+    _flags(p, "dataset", *runs, "seeds", "models", "batch_size", "timing_batches", "tuned", "name")
+    table1 = p
+    p = which.add_parser("table2", help="Table 2: HierDiffuse's ablations")
+    _flags(p, "dataset", *runs, "seeds", "batch_size", "timing_batches", "tuned", "name")
+    p.add_argument("--groups", default=None, help="comma-separated subset of the groups a-f")
+    table2 = p
+    p = which.add_parser("robustness", help="AUC against the noise-click rate (synthetic data)")
+    _flags(p, *runs, "seeds", "models")
+    p.add_argument("--noise", default="0,0.1,0.2,0.3,0.5", help="noise-click rates")
+    robustness = p
+    p = which.add_parser("readme", help="splice the result tables into README.md and docs/")
+    _flags(p, "out")
+    p.add_argument("--readme", default=None, metavar="FILE",
+                   help="the one Markdown file to splice results into (default: README.md and every "
+                        "docs/*.md of the current directory that hold a results block)")
+    return {"tune": tune, "compare": compare, "table1": table1, "table2": table2,
+            "robustness": robustness, "readme": p}
+
+
+def _add_benches(which) -> dict:
+    """`hierdiffuse bench NAME`: each benchmark with exactly the flags it reads."""
+    p = which.add_parser("inference", help="every inference path of one model, in one run")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=7)
+    _flags(p, "json", "model_set")
+    inference = p
+    p = which.add_parser("train", help="training examples/s of HierDiffuse, DIN and Avg-Pool")
+    p.add_argument("--batch-size", type=int, default=256)
+    _flags(p, "steps", "json", "model_set")
+    train = p
+    p = which.add_parser("profile", help="where HierDiffuse's training step spends its time")
+    p.add_argument("--batch-size", type=int, default=256)
+    _flags(p, "steps", "json", "model_set")
+    profile = p
+    p = which.add_parser("data", help="the input pipeline against HierDiffuse's training rate")
+    _flags(p, "dataset", "data_dir")
+    p.add_argument("--batch-size", type=int, default=256)
+    _flags(p, "steps", "json")
+    data = p
+    p = which.add_parser("beam", help="the Beam builder's throughput at each worker count")
+    p.add_argument("--rows", type=int, default=2_000_000, help="rows of the generated UserBehavior.csv")
+    p.add_argument("--workers", default="1,2", help="DirectRunner worker counts to time")
+    p.add_argument("--workdir", default="/tmp/hierdiffuse_beam_bench",
+                   help="where the generated file and the builds go")
+    _flags(p, "json")
+    return {"inference": inference, "train": train, "profile": profile, "data": data, "beam": p}
+
+
+def build_parser() -> CommandParser:
+    parser = CommandParser(prog="hierdiffuse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="build a dataset with TFDS")
@@ -53,32 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tf.distribute strategy; the batch size (--set batch_size=N) is global")
     p.add_argument("--out", required=True, help="run directory")
 
-    p = sub.add_parser("experiment", help="regenerate the paper's tables (resumable)")
-    p.add_argument("which", choices=["tune", "compare", "table1", "table2", "robustness", "readme"])
-    p.add_argument("--dataset", default="movielens_100k_ctr")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--out", default="results")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override applied to every run whose model has the field, e.g. --set batch_size=512")
-    p.add_argument("--models", default=None, help="comma-separated subset of the table's models")
-    p.add_argument("--groups", default=None, help="table2: comma-separated subset of the groups a-f")
-    p.add_argument("--batch-size", type=int, default=256, help="shared inference batch size for timing")
-    p.add_argument("--timing-batches", type=int, default=20, help="test batches timed per repeat")
-    p.add_argument("--noise", default="0,0.1,0.2,0.3,0.5", help="noise-click rates (robustness)")
-    p.add_argument("--readme", default=None, metavar="FILE",
-                   help="readme: the one Markdown file to splice results into (default: README.md and "
-                        "every docs/*.md of the current directory that hold a results block)")
-    p.add_argument("--trials", type=int, default=4, help="tune: trials per model (the same for every model)")
-    p.add_argument("--variant", action="append", default=[], metavar="'KEY=VALUE ...'",
-                   help="compare: one config variant (space-separated overrides); repeat for more")
-    p.add_argument("--tuned", default=None,
-                   help="table1/table2: a tuning.json from `experiment tune`; adds each model's best overrides")
-    p.add_argument("--name", default=None,
-                   help="table1/table2: the table's file name under --out (default: table1 or table2), "
-                        "e.g. table1_defaults beside the tuned table1")
-
+    experiments = sub.add_parser("experiment", help="regenerate the paper's tables (resumable)")
+    which = experiments.add_subparsers(dest="which", required=True, metavar="EXPERIMENT")
+    parser.commands["experiment"] = _add_experiments(which)
     p = sub.add_parser("export", help="write the serving SavedModel of a trained run (any model)")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--out", required=True, help="BASE/NAME/VERSION, e.g. models/hierdiffuse/1")
@@ -113,21 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=120.0)
     p.add_argument("--json", default=None, help="write the results here")
 
-    p = sub.add_parser("bench", help="benchmarks; `inference` times every inference path in one run")
-    p.add_argument("which", choices=["inference", "train", "profile", "data", "beam"])
-    p.add_argument("--dataset", default="movielens_100k_ctr", help="data: the prepared dataset to read")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--steps", type=int, default=30, help="train/data: timed training steps")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--json", default=None, help="write the result (and a .md table beside it)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="model config override, e.g. --set embed_dim=64")
-    p.add_argument("--rows", type=int, default=2_000_000, help="beam: rows of the generated UserBehavior.csv")
-    p.add_argument("--workers", default="1,2", help="beam: DirectRunner worker counts to time")
-    p.add_argument("--workdir", default="/tmp/hierdiffuse_beam_bench",
-                   help="beam: where the generated file and the builds go")
-
+    benches = sub.add_parser("bench", help="benchmarks, each timed in one run and written as JSON")
+    which = benches.add_subparsers(dest="which", required=True, metavar="BENCHMARK")
+    parser.commands["bench"] = _add_benches(which)
     p = sub.add_parser("evaluate", help="evaluate a trained run on a split")
     _add_data_args(p)
     p.add_argument("--model-dir", required=True)
@@ -143,87 +233,59 @@ def _beam_options(text: str | None):
     return PipelineOptions(shlex.split(text))
 
 
-# Experiment flags that only some experiments read; elsewhere they are refused, not ignored.
-# The flags each experiment reads; any other experiment flag given is refused, never ignored.
-_RUNS = {"data_dir", "epochs", "out", "set"}
-EXPERIMENT_FLAGS = {
-    "tune": _RUNS | {"dataset", "models", "trials"},
-    "compare": _RUNS | {"dataset", "seeds", "models", "variant"},
-    "table1": _RUNS | {"dataset", "seeds", "models", "batch_size", "timing_batches", "tuned", "name"},
-    "table2": _RUNS | {"dataset", "seeds", "batch_size", "timing_batches", "tuned", "name", "groups"},
-    "robustness": _RUNS | {"seeds", "models", "noise"},
-    "readme": {"out", "readme"},
-}
+def _models(args) -> tuple[str, ...] | None:
+    """`--models` as names; an unknown one fails here, before any dataset is looked for."""
+    from hierdiffuse_tf.models import get_model_class
 
-
-def check_experiment_flags(args: argparse.Namespace) -> None:
-    """A flag the experiment does not read is an error naming the experiments that do.
-
-    The flags given are read from the command line `main` parsed (so a flag given
-    with its default value counts too), or else are those that differ from the defaults.
-    """
-    from hierdiffuse_tf.config import ConfigError
-
-    known = set().union(*EXPERIMENT_FLAGS.values())
-    if getattr(args, "argv", None):
-        given = [t.split("=", 1)[0][2:].replace("-", "_") for t in args.argv if t.startswith("--")]
-    else:
-        defaults = vars(build_parser().parse_args(["experiment", args.which]))
-        given = [flag for flag in sorted(known) if getattr(args, flag) != defaults[flag]]
-    for flag in given:
-        if flag in known and flag not in EXPERIMENT_FLAGS[args.which]:
-            readers = [w for w, flags in EXPERIMENT_FLAGS.items() if flag in flags]
-            raise ConfigError(f"--{flag.replace('_', '-')} is for {' and '.join(readers)}, "
-                              f"not {args.which}")
+    if not args.models:
+        return None
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    for model in models:
+        get_model_class(model)
+    return models
 
 
 def run_experiment(args: argparse.Namespace):
     from hierdiffuse_tf import experiments
     from hierdiffuse_tf.config import ConfigError
     from hierdiffuse_tf.data import pipeline
-    from hierdiffuse_tf.models import get_model_class
 
     argv = getattr(args, "argv", None) or sys.argv[1:]  # `main` records the arguments it parsed.
     command = "hierdiffuse " + " ".join(shlex.quote(a) for a in argv)
-    check_experiment_flags(args)
-    if args.name:
-        experiments.check_table_name(args.name)
     if args.which == "readme":
         if args.readme:
             return {"spliced": experiments.splice_readme(args.readme, args.out)}
         return {"spliced": experiments.splice_docs(args.out)}  # {file: the blocks it filled}
-    shared = dict(seeds=args.seeds, epochs=args.epochs, data_dir=args.data_dir, common=args.set,
-                  command=command)  # Every table command takes these; `common` is the --set pairs.
-    models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
-    for model in models or ():
-        get_model_class(model)  # An unknown name fails here, before any dataset is looked for.
-    if args.which == "compare" and not args.variant:
-        raise ConfigError("compare needs at least one --variant, e.g. --variant 'alpha=0.1'")
-    if args.which == "compare" and models and len(models) != 1:
-        raise ConfigError(f"compare takes one model in --models. Received: {list(models)}")
+    if getattr(args, "name", None):
+        experiments.check_table_name(args.name)
+    models = _models(args) if hasattr(args, "models") else None
+    runs = dict(epochs=args.epochs, data_dir=args.data_dir, common=args.set, command=command)
     if args.which == "robustness":
         try:
             noise = [float(v) for v in args.noise.split(",") if v.strip()]
         except ValueError:
             raise ConfigError(f"--noise: expected comma-separated rates such as 0,0.1,0.2. "
                               f"Received: {args.noise!r}") from None
-        return experiments.robustness(args.out, noise, models=models or experiments.ROBUSTNESS_MODELS,
-                                      **shared)
+        return experiments.robustness(args.out, noise, seeds=args.seeds,
+                                      models=models or experiments.ROBUSTNESS_MODELS, **runs)
+    if args.which == "compare" and not args.variant:
+        raise ConfigError("compare needs at least one --variant, e.g. --variant 'alpha=0.1'")
+    if args.which == "compare" and models and len(models) != 1:
+        raise ConfigError(f"compare takes one model in --models. Received: {list(models)}")
     pipeline.check_name(args.dataset)
     pipeline.prepared_builder(args.dataset, args.data_dir)
     if args.which == "tune":
         return experiments.tune(args.dataset, args.out, models=models or experiments.TABLE1_MODELS,
-                                trials=args.trials, epochs=args.epochs, data_dir=args.data_dir,
-                                common=args.set, command=command)
+                                trials=args.trials, **runs)
     if args.which == "compare":
         return experiments.compare(args.dataset, args.out, [v.split() for v in args.variant],
-                                   model=(models or ("hierdiffuse",))[0], **shared)
-    shared["tuned"] = experiments.load_tuned(args.tuned) if args.tuned else None
-    shared["name"] = args.name or args.which
+                                   model=(models or ("hierdiffuse",))[0], seeds=args.seeds, **runs)
+    table = dict(seeds=args.seeds, batch_size=args.batch_size, timing_batches_count=args.timing_batches,
+                 tuned=experiments.load_tuned(args.tuned) if args.tuned else None,
+                 name=args.name or args.which, **runs)
     if args.which == "table1":
-        return experiments.table1(args.dataset, args.out, batch_size=args.batch_size,
-                                  timing_batches_count=args.timing_batches,
-                                  models=models or experiments.TABLE1_MODELS, **shared)
+        return experiments.table1(args.dataset, args.out, models=models or experiments.TABLE1_MODELS,
+                                  **table)
     rows = experiments.TABLE2_ROWS
     if args.groups:
         groups = set(args.groups.split(","))
@@ -232,8 +294,47 @@ def run_experiment(args: argparse.Namespace):
             raise ConfigError(f"--groups: unknown groups {sorted(unknown)}; Table 2 has "
                               f"{', '.join(sorted({r.group for r in rows}))}")
         rows = tuple(r for r in rows if r.group in groups)
-    return experiments.table2(args.dataset, args.out, batch_size=args.batch_size, rows_spec=rows,
-                              timing_batches_count=args.timing_batches, **shared)
+    return experiments.table2(args.dataset, args.out, rows_spec=rows, **table)
+
+
+def run_bench(args: argparse.Namespace) -> dict:
+    from hierdiffuse_tf.bench.timing import write
+    from hierdiffuse_tf.config import HierDiffuseConfig, apply_overrides
+
+    values = {}
+    if hasattr(args, "set"):
+        apply_overrides(values, {}, HierDiffuseConfig, args.set)
+    if args.which == "inference":
+        from hierdiffuse_tf.bench import inference
+
+        summary = inference.bench_inference(args.batch_size, repeats=args.repeats, model_values=values)
+        write(summary, args.json, inference.markdown)
+        print(inference.markdown(summary))
+        return {"ratios": summary["ratios"], "batches_per_sec": summary["batches_per_sec"]}
+    if args.which in ("train", "profile"):
+        from hierdiffuse_tf.bench import training
+
+        if args.which == "train":
+            summary = training.bench_train(batch_size=args.batch_size, steps=args.steps, model_values=values)
+            write(summary, args.json, training.markdown_throughput)
+            return summary
+        summary = training.profile_train_step(args.batch_size, steps=args.steps, model_values=values)
+        write(summary, args.json, training.markdown_profile)
+        print(training.markdown_profile(summary))
+        return summary
+    from hierdiffuse_tf.bench import data, training
+
+    if args.which == "beam":
+        summary = data.bench_beam(args.rows, [int(w) for w in args.workers.split(",")], args.workdir,
+                                  on_run=lambda r: write(r, args.json, data.markdown_beam))
+        print(data.markdown_beam(summary))
+        return summary
+    from hierdiffuse_tf.data import pipeline
+
+    pipeline.check_name(args.dataset)
+    summary = data.bench_data(args.dataset, args.data_dir, args.batch_size, steps=args.steps)
+    write(summary, args.json, training.markdown_throughput)
+    return summary
 
 
 def run_serving(args: argparse.Namespace):
@@ -310,33 +411,7 @@ def run(args: argparse.Namespace) -> dict | None:
     elif args.command == "experiment":
         summary = run_experiment(args)
     elif args.command == "bench":
-        from hierdiffuse_tf import bench
-        from hierdiffuse_tf.config import HierDiffuseConfig, apply_overrides
-
-        values = {}
-        apply_overrides(values, {}, HierDiffuseConfig, args.set)
-        if args.which == "inference":
-            summary = bench.bench_inference(args.batch_size, repeats=args.repeats, model_values=values)
-            bench.write(summary, args.json, bench.markdown)
-            print(bench.markdown(summary))
-            summary = {"ratios": summary["ratios"], "batches_per_sec": summary["batches_per_sec"]}
-        elif args.which == "train":
-            summary = bench.bench_train(batch_size=args.batch_size, steps=args.steps, model_values=values)
-            bench.write(summary, args.json, bench.markdown_throughput)
-        elif args.which == "profile":
-            summary = bench.profile_train_step(args.batch_size, steps=args.steps, model_values=values)
-            bench.write(summary, args.json, bench.markdown_profile)
-            print(bench.markdown_profile(summary))
-        elif args.which == "beam":
-            summary = bench.bench_beam(args.rows, [int(w) for w in args.workers.split(",")], args.workdir,
-                                       on_run=lambda r: bench.write(r, args.json, bench.markdown_beam))
-            print(bench.markdown_beam(summary))
-        else:
-            from hierdiffuse_tf.data import pipeline
-
-            pipeline.check_name(args.dataset)
-            summary = bench.bench_data(args.dataset, args.data_dir, args.batch_size, steps=args.steps)
-            bench.write(summary, args.json, bench.markdown_throughput)
+        summary = run_bench(args)
     elif args.command in ("serve-dev", "score", "loadtest"):
         summary = run_serving(args)
     elif args.command == "evaluate":
@@ -349,20 +424,14 @@ def run(args: argparse.Namespace) -> dict | None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # Recorded in each table's caption.
-    from hierdiffuse_tf.config import ConfigError
-    from hierdiffuse_tf.data.pipeline import DatasetError
-    from hierdiffuse_tf.data.tfds_base import RawDataError
+    from hierdiffuse_tf.errors import HierDiffuseError
 
+    args = None
     try:
+        args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # Recorded in each table's caption.
         run(args)
-    except (ConfigError, DatasetError, RawDataError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except ValueError as error:  # Bad command-line values (e.g. a non-loopback load-test target).
-        if args.command not in ("loadtest", "score"):
-            raise
+    except (HierDiffuseError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # A gRPC failure of score / loadtest, e.g. no server there.

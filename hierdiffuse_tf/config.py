@@ -16,6 +16,8 @@ import os
 import typing
 from typing import Any, Mapping, Sequence
 
+from hierdiffuse_tf.errors import HierDiffuseError
+
 DIRECTIONS = ("long_to_short", "short_to_long", "long_to_none", "short_to_none")
 GUIDANCES = ("sgd", "cfg", "none")
 SAMPLERS = ("tcc", "ddim", "ddpm", "none")
@@ -27,7 +29,7 @@ COMBINERS = ("sum", "concat")
 STRATEGIES = ("none", "mirrored", "multi_worker")
 
 
-class ConfigError(ValueError):
+class ConfigError(HierDiffuseError):
     """A config value or key is invalid; the message names the field."""
 
 

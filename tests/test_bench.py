@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from hierdiffuse_tf import bench, bench_portable, cli
+from hierdiffuse_tf import cli
+from hierdiffuse_tf.bench import data, inference, portable, timing, training
 
 
 @pytest.mark.slow
@@ -15,7 +16,7 @@ def test_bench_inference_reports_every_path_and_ratio(tmp_path, capsys):
                      "--set", "embed_dim=8", "--set", "encoder_ffn_dim=8", "--set", "denoiser_units=8",
                      "--set", "time_embed_dim=8", "--set", "max_long=8", "--set", "diffusion_steps=20"]) == 0
     result = json.loads(out.read_text())
-    assert set(bench.TARGETS) | {"fusion_tcc_over_ddpm_from_t_star"} == set(result["ratios"])
+    assert set(inference.TARGETS) | {"fusion_tcc_over_ddpm_from_t_star"} == set(result["ratios"])
     assert {f"{p}_xla" for p in ("fusion_tcc", "fusion_ddim_10", "fusion_ddpm_100")} <= set(
         result["batches_per_sec"])
     assert {"tcc", "ddim_10", "ddpm_all", "no_fusion", "fusion_tcc", "savedmodel", "savedmodel_xla", "din",
@@ -66,27 +67,25 @@ def test_bench_beam_times_the_taobao_builder_per_worker_count(tmp_path):
     from hierdiffuse_tf import bench
 
     written = []  # After every build, so an out-of-memory kill keeps the finished ones.
-    result = bench.bench_beam(rows=600, workers=(1,), workdir=str(tmp_path), on_run=written.append)
+    result = data.bench_beam(rows=600, workers=(1,), workdir=str(tmp_path), on_run=written.append)
     (run,) = result["runs"]
     assert written == [result]
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", result["git_commit"])  # `-dirty`: uncommitted code.
     assert run["workers"] == 1 and run["examples"] > 0 and run["rows_per_sec"] > 0
     # Each build runs in its own process, so its peak memory is its own.
     assert run["peak_rss_mb"]["runner"] > 0 and run["peak_rss_mb"]["largest_worker"] > 0
-    assert "| 1 |" in bench.markdown_beam(result)
+    assert "| 1 |" in data.markdown_beam(result)
 
 
 def test_bench_beam_records_a_killed_build_instead_of_dying(tmp_path, monkeypatch):
-    from hierdiffuse_tf import bench
+    def oom(module, call, show_progress=False):
+        raise timing.IsolatedRunError(-9, "")
 
-    def oom(call, show_progress=False):
-        raise bench.IsolatedRunError(-9, "")
-
-    monkeypatch.setattr(bench, "run_isolated", oom)
-    result = bench.bench_beam(rows=50, workers=(1, 2), workdir=str(tmp_path))
+    monkeypatch.setattr(data, "run_isolated", oom)
+    result = data.bench_beam(rows=50, workers=(1, 2), workdir=str(tmp_path))
     assert [r["complete"] for r in result["runs"]] == [False, False]
     assert "signal 9" in result["runs"][0]["error"] and result["ratios"] == {}
-    assert "no: The benchmark process was killed by signal 9" in bench.markdown_beam(result)
+    assert "no: The benchmark process was killed by signal 9" in data.markdown_beam(result)
 
 
 # Runs in a fresh interpreter where TensorFlow cannot be imported, as on a JAX-only GPU machine.
@@ -96,10 +95,10 @@ for name in ("tensorflow", "tensorflow_datasets"):
     sys.modules[name] = None
 find_spec = importlib.util.find_spec
 importlib.util.find_spec = lambda name, *a: None if name in ("tensorflow", "tensorflow_datasets") else find_spec(name, *a)
-from hierdiffuse_tf import bench_portable
+from hierdiffuse_tf.bench import portable, timing
 tiny = dict(embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8, max_long=8, diffusion_steps=20)
-result = bench_portable.bench_portable((4, 8), repeats=1, model_values=tiny)
-bench_portable.write(result, sys.argv[1], bench_portable.markdown)
+result = portable.bench_portable((4, 8), repeats=1, model_values=tiny)
+timing.write(result, sys.argv[1], portable.markdown)
 """
 
 
@@ -115,7 +114,7 @@ def test_bench_portable_times_the_model_math_without_tensorflow(tmp_path):
     result = json.loads(out.read_text())
     assert result["backend"] == "jax" and set(result["results"]) == {"4", "8"}
     for row in result["results"].values():
-        assert set(row["ratios"]) == set(bench_portable.TARGETS)
+        assert set(row["ratios"]) == set(portable.TARGETS)
         assert all(0 < v < float("inf") for v in row["ratios"].values())
         assert {"tcc", "ddim_10", "ddpm_all", "no_fusion", "fusion_tcc", "fusion_ddim_10", "fusion_ddpm_100",
                 "din", "avg_pool_dnn", "call_floor"} == set(row["batches_per_sec"])
@@ -128,12 +127,12 @@ def test_bench_portable_times_the_model_math_without_tensorflow(tmp_path):
 def test_bench_profile_reports_each_part_of_a_training_step(tmp_path):
     tiny = dict(embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8, max_long=8,
                 diffusion_steps=20)
-    result = bench.profile_train_step(batch_size=16, steps=2, repeats=1, model_values=tiny)
+    result = training.profile_train_step(batch_size=16, steps=2, repeats=1, model_values=tiny)
     assert result["repeats"] == 1
-    assert {p["part"] for p in result["parts"]} == {name for name, _ in bench.PROFILE_PARTS}
+    assert {p["part"] for p in result["parts"]} == {name for name, _ in training.PROFILE_PARTS}
     assert result["step_ms"]["full"] > 0 and result["step_ms"]["din (for scale)"] > 0
     for part in result["parts"]:
         full, without = result["step_ms"]["full"], result["step_ms"][part["part"]]
         assert part["ms"] == pytest.approx(full - without)
-    bench.write(result, str(tmp_path / "profile.json"), bench.markdown_profile)
+    timing.write(result, str(tmp_path / "profile.json"), training.markdown_profile)
     assert "share of the step" in (tmp_path / "profile.md").read_text()

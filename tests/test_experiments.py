@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SETS, random_features, tiny_sets
-from hierdiffuse_tf import cli, experiments
+from hierdiffuse_tf import cli, experiments, training
+from hierdiffuse_tf.data import pipeline
 from hierdiffuse_tf.config import ConfigError, HierDiffuseConfig
 from hierdiffuse_tf.models import HierDiffuse
 
@@ -27,7 +28,7 @@ def patch_sleep(monkeypatch, on_wait) -> None:
     own_time = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time)
                                         if not name.startswith("__")})
     own_time.sleep = on_wait
-    monkeypatch.setattr(experiments, "time", own_time)
+    monkeypatch.setattr(experiments.runs, "time", own_time)
 
 
 @pytest.mark.slow
@@ -131,7 +132,7 @@ def test_learning_curves_average_the_seeds_over_the_epochs_all_of_them_ran():
 
 @pytest.mark.slow
 def test_robustness_writes_a_table_and_a_plot(smoke_builder, data_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(experiments, "NOISE_CONFIGS", {0.0: "smoke"})
+    monkeypatch.setattr(experiments.tables, "NOISE_CONFIGS", {0.0: "smoke"})
     rows = experiments.robustness(str(tmp_path), [0.0], seeds=1, epochs=1, data_dir=data_dir,
                                   models=("avg_pool_dnn",), common=FAST)
     assert rows[0]["noise"] == 0.0 and rows[0]["model"] == "avg_pool_dnn"
@@ -141,9 +142,9 @@ def test_robustness_writes_a_table_and_a_plot(smoke_builder, data_dir, tmp_path,
 
 
 def test_robustness_trains_the_free_noise_rates_before_waiting_for_a_held_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(experiments, "NOISE_CONFIGS", {0.0: "a", 0.1: "b"})
-    monkeypatch.setattr(experiments.pipeline, "prepared_builder", lambda *args, **kwargs: None)
-    monkeypatch.setattr(experiments, "plot_robustness", lambda rows, path: None)
+    monkeypatch.setattr(experiments.tables, "NOISE_CONFIGS", {0.0: "a", 0.1: "b"})
+    monkeypatch.setattr(pipeline, "prepared_builder", lambda *args, **kwargs: None)
+    monkeypatch.setattr(experiments.tables, "plot_robustness", lambda rows, path: None)
     events = []
 
     def fake_train(model, dataset, run_dir, **kwargs):
@@ -158,7 +159,7 @@ def test_robustness_trains_the_free_noise_rates_before_waiting_for_a_held_run(tm
         json.dump({"auc": 0.7, "logloss": 0.5}, open(held / "metrics.json", "w"))
         experiments.release_run(str(held))
 
-    monkeypatch.setattr(experiments.training, "train", fake_train)
+    monkeypatch.setattr(training, "train", fake_train)
     patch_sleep(monkeypatch, finish_elsewhere)
     rows = experiments.robustness(str(tmp_path), [0.0, 0.1], seeds=1, models=("din",))
     assert events == ["synthetic_interest_ctr/b", "waited"]
@@ -229,7 +230,7 @@ def test_train_runs_waits_for_a_run_held_by_another_process(tmp_path, monkeypatc
         trained.append(run_dir)
         json.dump({"auc": 0.5}, open(os.path.join(run_dir, "metrics.json"), "w"))
 
-    monkeypatch.setattr(experiments.training, "train", fake_train)
+    monkeypatch.setattr(training, "train", fake_train)
     held = tmp_path / "runs" / "din" / "seed0"
     assert experiments.claim_run(str(held))  # "Another process" (a live pid: ours) holds it.
     assert not experiments.claim_run(str(held))
@@ -332,8 +333,8 @@ def test_tune_evaluates_a_tables_run_of_the_same_config_instead_of_retraining(
     table_runs = experiments.train_runs(str(tmp_path), SMOKE, [("avg_pool_dnn", ())], 1, 1, data_dir, FAST)
     source = table_runs["avg_pool_dnn"][0]
     trained = []
-    real_train = experiments.training.train
-    monkeypatch.setattr(experiments.training, "train",
+    real_train = training.train
+    monkeypatch.setattr(training, "train",
                         lambda *args, **kwargs: trained.append(kwargs["overrides"]) or real_train(*args, **kwargs))
     experiments.tune(SMOKE, str(tmp_path), models=("avg_pool_dnn",), trials=2, epochs=1,
                      data_dir=data_dir, common=FAST)
@@ -342,11 +343,11 @@ def test_tune_evaluates_a_tables_run_of_the_same_config_instead_of_retraining(
     reused = json.load(open(tmp_path / "tuning" / "runs" / "avg_pool_dnn" / "seed0" / "metrics.json"))
     assert reused["split"] == "validation" and reused["evaluated_from"] == source["run_dir"]
     assert reused["history"] == source["history"] and reused["seconds"] == source["seconds"]
-    on_validation = experiments.training.evaluate_run(source["run_dir"], SMOKE, "validation", data_dir, 512)
+    on_validation = training.evaluate_run(source["run_dir"], SMOKE, "validation", data_dir, 512)
     assert reused["auc"] == pytest.approx(on_validation["auc"], abs=1e-9)
     assert reused["auc"] != pytest.approx(source["auc"], abs=1e-9)  # Not the table's test AUC.
     # A run under any other config or seed is trained, never taken from the table.
-    reusable = functools.partial(experiments._reusable_run, str(tmp_path), "avg_pool_dnn")
+    reusable = functools.partial(experiments.runs._reusable_run, str(tmp_path), "avg_pool_dnn")
     fast = experiments.overrides_for("avg_pool_dnn", FAST, [])  # The fields Avg-Pool has.
     assert reusable(0, "avg_pool_dnn", SMOKE, data_dir, fast, 1) == source["run_dir"]
     assert reusable(0, "avg_pool_dnn", SMOKE, data_dir, [*tiny_sets("avg_pool_dnn"), "batch_size=256"],
@@ -372,7 +373,7 @@ def test_tune_picks_the_best_finite_validation_auc(tmp_path, monkeypatch):
             auc = float("nan") if model == "dien" else planted.get(tuple(overrides), 0.6)
             json.dump({"auc": auc, "split": eval_split}, f)
 
-    monkeypatch.setattr(experiments.training, "train", fake_train)
+    monkeypatch.setattr(training, "train", fake_train)
     assert set(planted) <= set(experiments.tuning_trials(9))
     assert experiments.tune("any", str(tmp_path), models=("din",), trials=9) == {"din": list(winner)}
     with pytest.raises(ConfigError, match="every trial of dien diverged"):
@@ -409,7 +410,7 @@ def test_compare_reads_validation_only_and_takes_deltas_against_the_defaults(tmp
             json.dump({"auc": curve[-1], "logloss": 0.5, "split": eval_split,
                        "history": {"val_auc": curve}}, f)
 
-    monkeypatch.setattr(experiments.training, "train", fake_train)
+    monkeypatch.setattr(training, "train", fake_train)
     rows = experiments.compare("any", str(tmp_path), [["alpha=0.1"], ["t_star=5", "sampler_steps=5"], []])
     assert splits == ["validation"] * 3  # The defaults come first and once; test is never read.
     assert [r["variant"] for r in rows] == ["(defaults)", "alpha=0.1", "t_star=5 sampler_steps=5"]
@@ -436,3 +437,20 @@ def test_compare_reads_validation_only_and_takes_deltas_against_the_defaults(tmp
 def test_compare_arguments_are_checked(argv, message, tmp_path):
     with pytest.raises(ConfigError, match=message):  # Before any dataset is looked for.
         cli.run_experiment(cli.build_parser().parse_args([*argv, "--data-dir", str(tmp_path)]))
+
+
+@pytest.mark.parametrize("argv, present, absent", [
+    (["experiment", "robustness"], {"--noise", "--seeds", "--models"}, {"--dataset", "--tuned", "--trials"}),
+    (["experiment", "table2"], {"--groups", "--tuned", "--name"}, {"--models", "--noise", "--variant"}),
+    (["bench", "beam"], {"--rows", "--workers", "--json"}, {"--steps", "--set", "--dataset"}),
+])
+def test_each_sub_command_lists_exactly_its_own_flags(argv, present, absent, capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args([*argv, "--help"])
+    flags = set(re.findall(r"--[a-z-]+", capsys.readouterr().out))
+    assert present <= flags and not absent & flags
+
+
+def test_a_benchmark_flag_given_to_another_benchmark_is_a_one_line_error(capsys):
+    assert cli.main(["bench", "beam", "--steps", "3"]) == 2
+    assert capsys.readouterr().err == "error: --steps is for train and profile and data, not beam\n"

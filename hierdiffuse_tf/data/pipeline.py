@@ -9,11 +9,12 @@ import tensorflow_datasets as tfds
 
 import hierdiffuse_tf.datasets as project_datasets
 from hierdiffuse_tf.data.beam_base import BeamBehaviourCtrBuilder
+from hierdiffuse_tf.errors import HierDiffuseError
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-class DatasetError(ValueError):
+class DatasetError(HierDiffuseError):
     """An unknown dataset, a missing build, or a bad data/manual dir."""
 
 

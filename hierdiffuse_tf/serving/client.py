@@ -21,6 +21,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
+from hierdiffuse_tf.errors import HierDiffuseError
+
 
 # TF Serving raises gRPC's message limits to the int32 maximum (its server sets
 # `SetMaxMessageSize(kint32max)`), so a large batch is not refused as RESOURCE_EXHAUSTED;
@@ -123,9 +125,9 @@ def require_loopback(target: str) -> None:
     try:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except socket.gaierror:
-        raise ValueError(f"--server {target!r}: cannot resolve {host!r}") from None
+        raise HierDiffuseError(f"--server {target!r}: cannot resolve {host!r}") from None
     if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
-        raise ValueError(f"--server {target!r}: the load test only runs against loopback "
+        raise HierDiffuseError(f"--server {target!r}: the load test only runs against loopback "
                          f"(127.0.0.1, ::1, localhost); {host!r} resolves to {sorted(addresses)}")
 
 
@@ -133,7 +135,7 @@ def load_test(client: Client, features: dict, concurrency: int, requests: int,
               max_seconds: float = 120.0) -> dict:
     """Sends `requests` Predict calls from `concurrency` threads, stopping at `max_seconds`."""
     if concurrency < 1 or requests < 1:
-        raise ValueError(f"--concurrency and --requests must be >= 1, got {concurrency}, {requests}")
+        raise HierDiffuseError(f"--concurrency and --requests must be >= 1, got {concurrency}, {requests}")
     request = client.request(features)
     lock = threading.Lock()
     state = {"next": 0, "errors": 0, "codes": {}, "latencies": []}

@@ -1,4 +1,4 @@
-"""`python -m hierdiffuse_tf.bench_portable`: the model's inference paths on any Keras backend.
+"""`python -m hierdiffuse_tf.bench.portable`: the model's inference paths on any Keras backend.
 
 `bench inference` times the TensorFlow serving stack (`tf.function`, XLA, the
 SavedModel, `rank`). This bench times only the model math, which is written
@@ -7,55 +7,32 @@ runs where TensorFlow is not installed: the GPU figures in docs/benchmarks.md we
 taken with it, with JAX on an H100. Each path is one compiled function of the
 model's variables and the batch (`jax.jit` on JAX, `tf.function` with XLA on
 TensorFlow; eager under `no_grad` on torch, eager on numpy), warmed up, then timed in
-interleaved repeats. Weights are random: speed does not depend on them.
+interleaved repeats (`timing.time_paths`). Weights are random: speed does not depend on them.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import statistics
-import time
 
 import keras
 import numpy as np
 from keras import ops
 
+from hierdiffuse_tf.bench.timing import time_paths, write
 from hierdiffuse_tf.config import HierDiffuseConfig
 from hierdiffuse_tf.models import HierDiffuse, build_model
 from hierdiffuse_tf.models.base import example_features
+from hierdiffuse_tf.utils import utc_timestamp
+
 
 # ml-100k's vocabulary with the default model size.
 DEFAULT_SHAPE = {"num_items": 1618, "num_cats": 21}
+
+
 # The ratios this bench can measure, with the targets of `bench inference` (issue 7).
 TARGETS = {"tcc_over_ddim": 1.24, "tcc_over_ddpm": 1.61, "tcc_over_no_fusion": 0.9,
            "fusion_tcc_over_ddim": 8.0, "fusion_tcc_over_ddpm": 60.0}
-
-
-def block(out):
-    """Waits for `out` (any nest of tensors) to be computed."""
-    for value in keras.tree.flatten(out):
-        if hasattr(value, "block_until_ready"):
-            value.block_until_ready()  # JAX: no copy to the host.
-        else:
-            ops.convert_to_numpy(value)
-
-
-def time_paths(paths: dict, repeats: int = 7, calls: int = 5) -> dict:
-    """Median calls/s of each zero-argument callable, interleaved across paths."""
-    for fn in paths.values():
-        for _ in range(2):
-            block(fn())
-    samples = {name: [] for name in paths}
-    for _ in range(repeats):
-        for name, fn in paths.items():
-            start = time.perf_counter()
-            for _ in range(calls):
-                out = fn()
-            block(out)
-            samples[name].append(calls / (time.perf_counter() - start))
-    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def sampler_ratios(speed: dict, fusion: dict | None = None) -> dict:
@@ -169,7 +146,7 @@ def bench_portable(batch_sizes=(256,), repeats: int = 7, model_values: dict | No
             "dtype_policy": keras.config.dtype_policy().name,
             "ddpm_steps": config.start_step, "repeats": repeats, "model": config.to_dict(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-            "keras": keras.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            "keras": keras.__version__, "date": utc_timestamp()}
 
 
 def built(model, x):
@@ -219,18 +196,8 @@ def markdown(result: dict) -> str:
                                f"{result['device']}; {result['date']}._\n")
 
 
-def write(result: dict, path: str | None, render) -> None:
-    """Writes the result as JSON and, beside it, its Markdown table (`render(result)`)."""
-    if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2)
-        with open(os.path.splitext(path)[0] + ".md", "w") as f:
-            f.write(render(result))
-
-
 def main(argv=None) -> None:
-    """`python -m hierdiffuse_tf.bench_portable`: runs where the CLI's TensorFlow stack is absent."""
+    """`python -m hierdiffuse_tf.bench.portable`: runs where the CLI's TensorFlow stack is absent."""
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -244,7 +211,3 @@ def main(argv=None) -> None:
     result = bench_portable([int(b) for b in args.batch_sizes.split(",")], repeats=args.repeats)
     write(result, args.json, markdown)
     print(markdown(result))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,178 @@
+"""Reporting: tables as JSON, CSV and Markdown, their plots, and splicing them into the docs."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import re
+from typing import Sequence
+
+import numpy as np
+
+from hierdiffuse_tf import training
+from hierdiffuse_tf.config import ConfigError
+from hierdiffuse_tf.utils import utc_timestamp
+
+
+def summary(aucs: list[float], loglosses: list[float] | None = None) -> dict:
+    out = {"auc_mean": float(np.mean(aucs)), "auc_std": float(np.std(aucs)), "aucs": aucs,
+           "auc_pm": f"{np.mean(aucs):.4f} ± {np.std(aucs):.4f}"}
+    if loglosses:
+        out["logloss_mean"] = float(np.mean(loglosses))
+    return out
+
+
+def write_table(rows: list[dict], columns: list[tuple[str, str, str]], out: str, name: str,
+                meta: dict) -> None:
+    """Writes `name.json` (rows and meta), `name.csv` and `name.md` (the columns only).
+
+    `columns` are `(key, title, format)`; the format is a `str.format` spec.
+    """
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=2, default=str)
+    with open(os.path.join(out, f"{name}.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([title for _, title, _ in columns])
+        writer.writerows([[_cell(r.get(k), f) for k, _, f in columns] for r in rows])
+    lines = ["| " + " | ".join(t for _, t, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(r.get(k), f) for k, _, f in columns) + " |" for r in rows]
+    batch = f"inference batch size {meta['batch_size']}, " if meta.get("batch_size") else ""
+    epochs = "epochs as configured" if meta["epochs"] is None else f"{meta['epochs']} epoch(s)"
+    caption = (f"\n_{meta['dataset']}, {meta['seeds']} seed(s), {epochs}, "
+               f"{batch}commit {_short_commit(meta['git_commit'])}; "
+               f"made by `{meta['command']}`._\n")
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write("\n".join(lines) + "\n" + caption)
+
+
+def check_table_name(name: str) -> None:
+    """A table's file name is one word, so that a docs block `<!-- results:NAME -->` can name it."""
+    if not re.fullmatch(r"\w+", name):
+        raise ConfigError(f"--name: {name!r} is not a table name; use letters, digits and '_' "
+                          "(say, table1_defaults)")
+
+
+def _short_commit(commit: str | None) -> str:
+    text = str(commit)
+    return text[:10] + ("-dirty" if text.endswith("-dirty") else "")
+
+
+def _cell(value, fmt: str) -> str:
+    return "" if value is None else fmt.format(value)
+
+
+def _meta(dataset, seeds, epochs, batch_size, command) -> dict:
+    return {"dataset": dataset, "seeds": seeds, "epochs": epochs, "batch_size": batch_size,
+            "git_commit": training.git_commit(), "command": command,
+            "date": utc_timestamp()}
+
+
+def _axes(figsize=(5.5, 3.6)):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize, dpi=120)
+
+
+def _save(fig, ax, path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def learning_curves(runs: dict) -> dict:
+    """Validation AUC per epoch, mean and std over seeds: `{key: {"epoch", "mean", "std"}}`.
+
+    `runs` is `train_runs`' result. Epochs that not every seed reached are left out.
+    """
+    curves = {}
+    for key, metrics in runs.items():
+        per_seed = [m.get("history", {}).get("val_auc", []) for m in metrics]
+        epochs = min((len(h) for h in per_seed), default=0)
+        if epochs:
+            values = np.array([h[:epochs] for h in per_seed], dtype=float)
+            curves[key] = {"epoch": list(range(1, epochs + 1)), "mean": values.mean(0).tolist(),
+                           "std": values.std(0).tolist()}
+    return curves
+
+
+def plot_learning_curves(curves: dict, path: str, title: str) -> None:
+    """Validation AUC against the epoch for each run key (error bars: std over seeds)."""
+    fig, ax = _axes((6.0, 4.0))
+    for key, c in curves.items():
+        ax.errorbar(c["epoch"], c["mean"], yerr=c["std"], marker="o", capsize=3, label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation AUC")
+    ax.set_xticks(sorted({e for c in curves.values() for e in c["epoch"]}))
+    ax.set_title(title)
+    _save(fig, ax, path)
+
+
+def plot_robustness(rows: list[dict], path: str) -> None:
+    fig, ax = _axes()
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        ax.errorbar([r["noise"] for r in mine], [r["auc_mean"] for r in mine],
+                    yerr=[r["auc_std"] for r in mine], marker="o", capsize=3, label=model)
+    ax.set_xlabel("noise-click rate in the histories")
+    ax.set_ylabel("test AUC")
+    ax.set_title("Robustness to noisy interactions (synthetic_interest_ctr)")
+    _save(fig, ax, path)
+
+
+def splice_readme(readme: str, results: str) -> list[str]:
+    """Replaces each `<!-- results:NAME -->...<!-- /results:NAME -->` block with results/NAME.md.
+
+    Each marker stands on a line of its own. A block may name its folder, `<!-- results:FOLDER/NAME -->`: it is filled
+    only when `results` is that folder (by its last path part), so two folders
+    that both hold a `NAME.md` (say, a table and its record under other
+    settings) each keep their own block.
+    """
+    with open(readme) as f:
+        text = f.read()
+    replaced = []
+    folder = os.path.basename(os.path.normpath(results))
+
+    def fill(match):
+        name = match.group(1)
+        owner, _, base = name.rpartition("/")
+        path = os.path.join(results, f"{base}.md")
+        if owner not in ("", folder) or not os.path.exists(path):
+            return match.group(0)
+        replaced.append(name)
+        with open(path) as f:
+            return f"<!-- results:{name} -->\n{f.read().strip()}\n<!-- /results:{name} -->"
+
+    # Markers count on lines of their own only, so prose may quote them.
+    text = re.sub(r"^<!-- results:((?:[\w.-]+/)?\w+) -->$.*?^<!-- /results:\1 -->$", fill, text,
+                  flags=re.S | re.M)
+    with open(readme, "w") as f:
+        f.write(text)
+    return replaced
+
+
+def splice_docs(results: str, files: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """`splice_readme` over each Markdown file that holds a `<!-- results:NAME -->` block; what it filled, per file.
+
+    By default the files are README.md and every docs/*.md of the current directory (the repository root).
+    """
+    if files is None:
+        files = [f for f in ["README.md", *sorted(glob.glob(os.path.join("docs", "*.md")))] if os.path.exists(f)]
+        if not files:
+            raise FileNotFoundError(f"no README.md or docs/*.md in {os.getcwd()}; run from the repository root")
+    spliced = {}
+    for path in files:
+        with open(path) as f:
+            if not re.search(r"^<!-- results:", f.read(), flags=re.M):
+                continue  # No block: the file is left as it is, not rewritten.
+        spliced[path] = splice_readme(path, results)
+    return spliced

@@ -1,0 +1,214 @@
+"""Runs and their locks: each table's training runs, resumable and never trained twice.
+
+Every run is a normal `training.train` run in `OUT/runs/<key>/seed<k>/`, so a
+finished run is skipped when the command is run again (and a killed one
+resumes from its `BackupAndRestore` checkpoint); its `config.json` and
+`metrics.json` record its config, seed and git commit. Two processes may share
+one `OUT`: a run is trained by whichever claims it first (`claim_run`). A
+finished run whose config differs from what the code builds today is refused
+(`config_drift`), never silently reused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import json
+import os
+import re
+import time
+from typing import Sequence
+
+from hierdiffuse_tf import training
+from hierdiffuse_tf.config import ConfigError, TrainConfig, override_key
+from hierdiffuse_tf.data import pipeline
+from hierdiffuse_tf.models import MODELS, get_model_class
+
+
+_CLAIMED: dict[str, int] = {}  # run_dir -> the open, locked fd of its train.lock (`claim_run`).
+
+
+def run_key(model: str, overrides: Sequence[str]) -> str:
+    """A folder name for a model and its training overrides."""
+    text = "__".join([model, *sorted(overrides)]) if overrides else model
+    return re.sub(r"[^A-Za-z0-9_.=,-]", "_", text)
+
+
+def claim_run(run_dir: str) -> bool:
+    """Takes `run_dir` for this process; False while another process holds it.
+
+    Two experiment processes may share one `--out` (say, `table1` and `table2`,
+    which both train the full model): each run is trained by whichever process
+    claims it first, and the other waits for its `metrics.json`. The claim is
+    an exclusive `flock` on `run_dir/train.lock` (POSIX), which the kernel
+    drops when its process dies, so a killed process's run is taken over with
+    no guessing from the pid the file holds (written for people to read).
+    """
+    os.makedirs(run_dir, exist_ok=True)
+    lock = os.path.join(run_dir, "train.lock")
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        try:
+            current = os.stat(lock)
+        except FileNotFoundError:
+            current = None
+        if current is None or not os.path.samestat(os.fstat(fd), current):
+            os.close(fd)  # Its holder released and removed it between our open and our lock.
+            continue
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        _CLAIMED[os.path.abspath(run_dir)] = fd
+        return True
+
+
+def release_run(run_dir: str) -> None:
+    """Gives `run_dir` back: removes its lock file, then drops the lock."""
+    try:
+        os.remove(os.path.join(run_dir, "train.lock"))
+    except FileNotFoundError:
+        pass
+    fd = _CLAIMED.pop(os.path.abspath(run_dir), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def overrides_for(model: str, common: Sequence[str], overrides: Sequence[str]) -> list[str]:
+    """A table's `--set` pairs that apply to `model`, then the row's own overrides.
+
+    `--set` reaches every model of a table; a field that only some of them
+    have (say HierDiffuse's `loss_reduction`) applies to those and is skipped
+    for the rest. A field that no model has is kept, so that the config
+    rejects it by name (a typo never passes silently).
+    """
+    mine = set(get_model_class(model).config_cls.field_names()) | set(TrainConfig.field_names())
+    known = mine.union(*(cls.config_cls.field_names() for cls in MODELS.values()))
+    kept = [pair for pair in common if (key := override_key(pair)) in mine or key not in known]
+    return [*kept, *overrides]
+
+
+def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds: int,
+               epochs: int | None, data_dir: str | None, common: Sequence[str] = (),
+               poll_seconds: float = 30.0, eval_split: str = "test", reuse_from: str | None = None,
+               wait: bool = True) -> dict | None:
+    """Trains each (model, overrides) with every seed, skipping finished runs.
+
+    Runs held by another process (see `claim_run`) are left for last and
+    waited for, so parallel experiment processes never train the same run;
+    with `wait=False` they are left to that process, and the call returns
+    None once it has trained all it could (a caller with more work goes on
+    to it, and waits later).
+    A run that `reuse_from/runs/` already trained under today's config and
+    the same seed is not trained again: its model is evaluated on
+    `eval_split` (`training.reevaluate`).
+    """
+    pending = [(model, overrides, seed) for model, overrides in jobs for seed in range(seeds)]
+    finished, total = {}, len(pending)
+    while pending:
+        waiting = []
+        for model, overrides, seed in pending:
+            key = run_key(model, overrides)
+            run_dir = os.path.join(out, "runs", key, f"seed{seed}")
+            metrics_path = os.path.join(run_dir, "metrics.json")
+            step = f"[{len(finished) + 1}/{total}]"
+            run_overrides = overrides_for(model, common, overrides)
+            made_here = False
+            if not os.path.exists(metrics_path):
+                if not claim_run(run_dir):
+                    waiting.append((model, overrides, seed))
+                    continue
+                try:
+                    # Another process may have finished it while we looked elsewhere.
+                    made_here = not os.path.exists(metrics_path)
+                    source = made_here and _reusable_run(reuse_from, key, seed, model, dataset,
+                                                         data_dir, run_overrides, epochs)
+                    if source:
+                        print(f"{step} {key} seed {seed}: evaluating {source} on {eval_split} "
+                              "(the same config and seed, so not trained again)", flush=True)
+                        training.reevaluate(source, run_dir, eval_split, data_dir, verbose=2)
+                    elif made_here:
+                        print(f"{step} training {key} seed {seed}", flush=True)
+                        training.train(model, dataset, run_dir, data_dir=data_dir, epochs=epochs,
+                                       seed=seed, overrides=run_overrides, verbose=2,
+                                       eval_split=eval_split)
+                finally:
+                    release_run(run_dir)
+            if not made_here:
+                drift = config_drift(run_dir, model, dataset, data_dir, run_overrides, epochs, seed)
+                if drift:
+                    raise ConfigError(
+                        f"{run_dir} finished under another config than the one the code builds now "
+                        f"({'; '.join(drift)}), so its results would not be this row's. Move the "
+                        "folder aside to keep it (e.g. under a key naming the old value) or delete it to retrain")
+                print(f"{step} {key} seed {seed}: done already", flush=True)
+            metrics = _read_json(metrics_path)
+            if metrics.get("split", "test") != eval_split:  # E.g. a tuning run in a table's folder.
+                raise ConfigError(f"{metrics_path} was evaluated on {metrics.get('split')!r}, not "
+                                  f"{eval_split!r}: keep tuning runs (`experiment tune`) and table runs apart")
+            finished[(key, seed)] = {**metrics, "run_dir": run_dir}
+        if waiting and len(waiting) == len(pending):
+            if not wait:
+                return None
+            names = ", ".join(f"{run_key(m, o)} seed {s}" for m, o, s in waiting)
+            print(f"waiting for another process to finish: {names}", flush=True)
+            time.sleep(poll_seconds)
+        pending = waiting
+    results = {}
+    for model, overrides in jobs:
+        key = run_key(model, overrides)
+        results[key] = [finished[(key, seed)] for seed in range(seeds)]
+    return results
+
+
+def _reusable_run(reuse_from: str | None, key: str, seed: int, model: str, dataset: str,
+                  data_dir: str | None, overrides: Sequence[str], epochs: int | None) -> str | None:
+    """`reuse_from`'s finished run of `key` and `seed`, if today's code would train it alike."""
+    if not reuse_from:
+        return None
+    run_dir = os.path.join(reuse_from, "runs", key, f"seed{seed}")
+    if not all(os.path.exists(os.path.join(run_dir, name))
+               for name in ("config.json", "model.keras", "metrics.json")):
+        return None
+    if _read_json(os.path.join(run_dir, "config.json")).get("dataset") != dataset:
+        return None
+    return None if config_drift(run_dir, model, dataset, data_dir, overrides, epochs, seed) else run_dir
+
+
+@functools.lru_cache(maxsize=8)
+def _prepared_builder(dataset: str, data_dir: str | None):
+    """One builder per dataset for the drift checks of a whole table."""
+    return pipeline.prepared_builder(dataset, data_dir, auto_prepare=False)
+
+
+def _read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def config_drift(run_dir: str, model: str, dataset: str, data_dir: str | None,
+                 overrides: Sequence[str], epochs: int | None, seed: int) -> list[str]:
+    """`field: recorded -> now` for each config field where a finished run differs from
+    what `training.train` would build today (say, after a default changed).
+
+    A field that the run's `config.json` does not record is compared through
+    its config class's `LEGACY_DEFAULTS` value, or not at all if it has none.
+    Code changes that leave the config alone are not seen (the run records
+    its git commit for those).
+    """
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return []
+    recorded = _read_json(path)
+    builder = _prepared_builder(dataset, data_dir)
+    _, model_config, train_config = training.resolve_configs(model, builder, None, overrides, epochs, seed)
+    drift = []
+    for part, config in (("model_config", model_config), ("train_config", train_config)):
+        now = json.loads(json.dumps(config.to_dict()))  # Tuples as the JSON lists that were recorded.
+        then = {**config.LEGACY_DEFAULTS, **recorded.get(part, {})}
+        drift += [f"{k}: {then[k]!r} -> {now[k]!r}" for k in sorted(then.keys() & now.keys())
+                  if then[k] != now[k]]
+    return drift

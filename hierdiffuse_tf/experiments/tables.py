@@ -1,0 +1,270 @@
+"""The paper's tables, regenerated: Table 1, Table 2 and the robustness sweep.
+
+`table1` and `table2` time inference speed (batches/s) for every row in the
+same process, with one shared batch size, interleaving the models so that
+machine noise hits them alike (`bench.timing`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Sequence
+
+import numpy as np
+
+from hierdiffuse_tf import training
+from hierdiffuse_tf.config import PAPER_AS_PRINTED, ConfigError
+from hierdiffuse_tf.bench.timing import time_batches
+from hierdiffuse_tf.data import pipeline
+from hierdiffuse_tf.experiments.report import (_meta, check_table_name, learning_curves, plot_learning_curves,
+                                               plot_robustness, summary, write_table)
+from hierdiffuse_tf.experiments.runs import _prepared_builder, _read_json, run_key, train_runs
+from hierdiffuse_tf.experiments.tuning import tuned_overrides
+from hierdiffuse_tf.models import MODELS
+
+
+TABLE1_MODELS = tuple(MODELS)  # avg_pool_dnn, din, dien, diffurec, dreamrec, hierdiffuse.
+
+
+# The paper's Table 1 (AUC), for the side-by-side view in docs/experiments.md.
+PAPER_TABLE1 = {
+    "avg_pool_dnn": (0.7689, 0.8539, 0.7512), "din": (0.7862, 0.8995, 0.7564),
+    "dien": (0.8377, 0.9222, 0.7611), "diffurec": (0.8395, 0.9258, 0.7607),
+    "dreamrec": (0.8421, 0.9286, 0.7619), "hierdiffuse": (0.8472, 0.9327, 0.7680),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row of Table 2: a training config plus inference-only changes."""
+
+    group: str
+    variant: str
+    train: tuple = ()  # `--set` overrides that change the trained model.
+    infer: tuple = ()  # Inference-only changes of the same trained model (the sampler).
+    paper_auc: float | None = None
+    paper_infer: float | None = None
+
+
+TABLE2_ROWS = (
+    Row("a", "w/ CFG", ("guidance=cfg",), paper_auc=0.7663, paper_infer=16.9),
+    Row("a", "w/ SGD (ours)", paper_auc=0.7680, paper_infer=16.1),
+    Row("b", "w/ Transformer", ("backbone=transformer",), paper_auc=0.7684, paper_infer=14.8),
+    Row("b", "MLP (ours)", paper_auc=0.7680, paper_infer=16.1),
+    Row("c", "w/o L_recon", ("use_recon=false",), paper_auc=0.7629, paper_infer=16.2),
+    Row("c", "w/o L_TR", ("use_tr=false",), paper_auc=0.7669, paper_infer=16.4),
+    Row("c", "ours", paper_auc=0.7680, paper_infer=16.1),
+    Row("d", "w/ DDPM", infer=(("sampler", "ddpm"),), paper_auc=0.7682, paper_infer=9.98),
+    Row("d", "w/ DDIM", infer=(("sampler", "ddim"),), paper_auc=0.7681, paper_infer=13.01),
+    Row("d", "TCC (ours)", paper_auc=0.7680, paper_infer=16.1),
+    Row("e", "+Short->none", ("direction=short_to_none",), paper_auc=0.7640, paper_infer=15.7),
+    Row("e", "+Long->none", ("direction=long_to_none",), paper_auc=0.7644, paper_infer=15.5),
+    Row("e", "+Short->Long", ("direction=short_to_long",), paper_auc=0.7647, paper_infer=16.0),
+    Row("e", "+Long->Short (ours)", paper_auc=0.7680, paper_infer=16.1),
+    # (f) is ours: SPEC 2b's changes to the paper's model, each turned off on its own, all of
+    # them at once (the model as the paper prints it), and no fusion stage at all.
+    Row("f", "paper as printed (SPEC 2)",
+        tuple(f"{k}={str(v).lower()}" for k, v in PAPER_AS_PRINTED.items() if k != "session_recency")),
+    Row("f", "w/ f_L transformer", ("long_encoder_layers=-1",)),
+    Row("f", "w/o target readout", ("readout=mean",)),
+    Row("f", "w/o encoder gate", ("encoder_gate=false",)),
+    Row("f", "w/o x0 norm", ("normalize_x0=false",)),
+    Row("f", "w/o h_S * e_t in the head", ("head_short_cross=false",)),
+    Row("f", "head reads a noisy x_t*", ("head_on_clean=false",)),
+    Row("f", "no fusion stage (h_fusion = x0)", ("sampler=none",)),
+    Row("f", "ours (SPEC 2b)"),
+)
+
+
+NOISE_CONFIGS = {0.0: "noise_0", 0.1: "noise_10", 0.2: "noise_20", 0.3: "noise_30", 0.5: "noise_50"}
+
+
+ROBUSTNESS_MODELS = ("hierdiffuse", "din", "avg_pool_dnn")
+
+
+def with_inference_changes(model, changes: Sequence[tuple[str, object]]):
+    """The same weights under a config with inference-only changes (e.g. the sampler)."""
+    if not changes:
+        return model
+    clone = type(model)(model.config.replace(**dict(changes)))
+    clone(clone.example_inputs(), training=False)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def time_inference(models: dict, batches: list, repeats: int = 5) -> dict:
+    """Median batches/s of each model's compiled scorer over the same batches, interleaved."""
+    return time_batches({name: training.compiled_scorer(m, reduce_retracing=True)
+                         for name, m in models.items()}, batches, repeats)
+
+
+def recorded_speed(run_metrics: dict, batch_size: int) -> float:
+    """Batches/s of `batch_size` that a run's own evaluation measured (pipeline included):
+    the fallback where its `model.keras`, which git does not keep, is absent."""
+    return run_metrics["examples"] / run_metrics["eval_seconds"] / batch_size
+
+
+def table_speeds(first_runs: dict, dataset: str, data_dir: str | None, batch_size: int,
+                 count: int) -> tuple[dict, dict]:
+    """Inference speed per row from each row's seed-0 run: `(batches/s, source)`.
+
+    Models present are re-timed together, interleaved (`time_inference`); a row
+    whose model is absent gets the speed its evaluation recorded, and its source
+    says so, since recorded speeds come from other moments of the machine.
+    """
+    present = {k: m for k, m in first_runs.items()
+               if os.path.exists(os.path.join(m["run_dir"], "model.keras"))}
+    loaded = {k: training.load_run_model(m["run_dir"]) for k, m in present.items()}
+    speed = time_inference(loaded, timing_batches(dataset, data_dir, batch_size, count)) if loaded else {}
+    source = {k: "re-timed" if k in speed else "recorded at evaluation" for k in first_runs}
+    for k, m in first_runs.items():
+        speed.setdefault(k, recorded_speed(m, batch_size))
+    return speed, source
+
+
+def timing_batches(dataset: str, data_dir: str | None, batch_size: int, count: int) -> list:
+    builder = _prepared_builder(dataset, data_dir)
+    ds = pipeline.make_dataset(builder, "test", batch_size, drop_remainder=True).take(count)
+    batches = [features for features, _ in ds]
+    if not batches:
+        raise pipeline.DatasetError(f"The test split of {dataset} has fewer than {batch_size} examples")
+    return batches
+
+
+def auc_of(run_metrics: list, dataset=None, data_dir=None, changes=()) -> list[float]:
+    """Per-seed test AUCs; with inference changes, each seed's model is re-evaluated."""
+    if not changes:
+        return [m["auc"] for m in run_metrics]
+    builder = _prepared_builder(dataset, data_dir)
+    aucs = []
+    for m in run_metrics:
+        base = training.load_run_model(m["run_dir"])
+        ds = pipeline.make_dataset(builder, "test", 1024)
+        aucs.append(training.evaluate(with_inference_changes(base, changes), ds, verbose=0)["auc"])
+    return aucs
+
+
+def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
+           data_dir: str | None = None, models: Sequence[str] = TABLE1_MODELS,
+           batch_size: int = 256, timing_batches_count: int = 20, common: Sequence[str] = (),
+           command: str = "", tuned: dict | None = None, name: str = "table1") -> list[dict]:
+    """Trains every Table 1 model with `seeds` seeds; writes `name`.{json,md,csv} and `name`_curves.png.
+
+    `tuned` (from `load_tuned`) adds each model's tuned overrides to its runs;
+    a winner's seed-0 tuning run (`out/tuning/runs/`) is evaluated on test
+    instead of trained again. Another `name` keeps a second table beside the
+    first under one `out`, drawn from the same runs (say, the defaults' table
+    beside the tuned one).
+    """
+    check_table_name(name)
+    per_model = tuned_overrides(tuned, models, common)
+    keys = {m: run_key(m, per_model[m]) for m in models}
+    runs = train_runs(out, dataset, [(m, per_model[m]) for m in models], seeds, epochs, data_dir, common,
+                      reuse_from=os.path.join(out, "tuning"))
+    speed, speed_source = table_speeds({m: runs[keys[m]][0] for m in models}, dataset, data_dir,
+                                       batch_size, timing_batches_count)
+    rows = []
+    for m in models:
+        metrics = runs[keys[m]]
+        paper = PAPER_TABLE1.get(m, (None, None, None))
+        rows.append({"model": m, **summary([r["auc"] for r in metrics], [r["logloss"] for r in metrics]),
+                     "gauc_mean": float(np.mean([r["gauc"] for r in metrics])),
+                     "batches_per_sec": speed[m], "speed_source": speed_source[m],
+                     "paper_amazon": paper[0], "paper_taobao": paper[1],
+                     "seeds": list(range(seeds)), "tuned_overrides": list(per_model[m]),
+                     "config": _read_json(os.path.join(metrics[0]["run_dir"], "config.json"))})
+    columns = [("model", "model", "{}"), ("auc_pm", "AUC (mean ± std)", "{}"),
+               ("logloss_mean", "log loss", "{:.4f}"), ("gauc_mean", "GAUC", "{:.4f}"),
+               ("batches_per_sec", "infer. batches/s", "{:.1f}"), ("speed_source", "speed", "{}"),
+               ("paper_amazon", "paper: Amazon", "{:.4f}"), ("paper_taobao", "paper: Taobao", "{:.4f}")]
+    curves = learning_curves({m: runs[keys[m]] for m in models})
+    for row in rows:
+        row["val_auc_by_epoch"] = curves.get(row["model"], {}).get("mean")
+    write_table(rows, columns, out, name, {**_meta(dataset, seeds, epochs, batch_size, command),
+                                           "tuned_from": tuned})
+    plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
+                         f"Table 1 models on {dataset} ({seeds} seeds)")
+    return rows
+
+
+def table2(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
+           data_dir: str | None = None, rows_spec: Sequence[Row] = TABLE2_ROWS,
+           batch_size: int = 256, timing_batches_count: int = 20, common: Sequence[str] = (),
+           command: str = "", tuned: dict | None = None, name: str = "table2") -> list[dict]:
+    """Trains every distinct Table 2 variant; inference-only rows reuse the full model.
+
+    `tuned` (from `load_tuned`) adds HierDiffuse's tuned overrides to every row
+    (the tuning run of the winner is reused as in `table1`); `name` is as in `table1`.
+    """
+    check_table_name(name)
+    full_rows = [r.variant for r in rows_spec if not r.train and not r.infer]
+    if not full_rows:  # Checked before any training.
+        raise ConfigError("Table 2 needs at least one row of the full model to take deltas against")
+    base_overrides = tuned_overrides(tuned, ["hierdiffuse"], common)["hierdiffuse"]
+    jobs = list(dict.fromkeys(("hierdiffuse", base_overrides + r.train) for r in rows_spec))
+    runs = train_runs(out, dataset, jobs, seeds, epochs, data_dir, common,
+                      reuse_from=os.path.join(out, "tuning"))
+    models, aucs = {}, {}
+    for r in rows_spec:
+        metrics = runs[run_key("hierdiffuse", base_overrides + r.train)]
+        base = training.load_run_model(metrics[0]["run_dir"])
+        models[r.variant] = with_inference_changes(base, r.infer)
+        aucs[r.variant] = auc_of(metrics, dataset=dataset, data_dir=data_dir, changes=r.infer)
+    speed = time_inference(models, timing_batches(dataset, data_dir, batch_size, timing_batches_count))
+    full = float(np.mean(aucs[full_rows[0]]))
+    rows = []
+    for r in rows_spec:
+        stats = summary(aucs[r.variant])
+        rows.append({"group": r.group, "variant": r.variant, **stats,
+                     "delta": stats["auc_mean"] - full, "batches_per_sec": speed[r.variant],
+                     "paper_auc": r.paper_auc, "paper_infer": r.paper_infer,
+                     "train_overrides": list(r.train), "tuned_overrides": list(base_overrides),
+                     "inference_changes": dict(r.infer),
+                     "seeds": list(range(seeds))})
+    columns = [("group", "table", "2({})"), ("variant", "variant", "{}"),
+               ("auc_pm", "AUC (mean ± std)", "{}"), ("delta", "Δ vs ours", "{:+.4f}"),
+               ("batches_per_sec", "infer. batches/s", "{:.1f}"), ("paper_auc", "paper AUC", "{:.4f}"),
+               ("paper_infer", "paper infer.", "{:.2f}")]
+    # One learning curve per trained variant; the full model's several rows share one.
+    labels = {run_key("hierdiffuse", base_overrides + r.train): r.variant if r.train else "full model"
+              for r in rows_spec if not r.infer}
+    curves = learning_curves({labels[k]: v for k, v in runs.items() if k in labels})
+    write_table(rows, columns, out, name, {**_meta(dataset, seeds, epochs, batch_size, command),
+                                           "tuned_from": tuned,
+                                           "val_auc_by_epoch": curves})
+    plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
+                         f"Table 2 variants on {dataset} ({seeds} seeds)")
+    return rows
+
+
+def robustness(out: str, noise: Sequence[float], seeds: int = 3, epochs: int | None = None,
+               data_dir: str | None = None, models: Sequence[str] = ROBUSTNESS_MODELS,
+               common: Sequence[str] = (), command: str = "") -> list[dict]:
+    """AUC against the noise-click rate on `synthetic_interest_ctr`; writes a table and a plot."""
+    unknown = [n for n in noise if n not in NOISE_CONFIGS]
+    if unknown:
+        raise ConfigError(f"--noise: no synthetic config for {unknown}; known rates: {sorted(NOISE_CONFIGS)}")
+
+    def noise_runs(rate: float, wait: bool):
+        dataset = f"synthetic_interest_ctr/{NOISE_CONFIGS[rate]}"
+        pipeline.prepared_builder(dataset, data_dir)
+        return train_runs(os.path.join(out, NOISE_CONFIGS[rate]), dataset, [(m, ()) for m in models],
+                          seeds, epochs, data_dir, common, wait=wait)
+
+    for rate in noise:  # Every run that no other process holds, before waiting for any.
+        noise_runs(rate, wait=False)
+    rows = []
+    for rate in noise:
+        runs = noise_runs(rate, wait=True)
+        for m in models:
+            metrics = runs[run_key(m, ())]
+            stats = summary([r["auc"] for r in metrics], [r["logloss"] for r in metrics])
+            rows.append({"noise": rate, "model": m, **stats,
+                         "seeds": list(range(seeds))})
+    columns = [("noise", "noise-click rate", "{:.1f}"), ("model", "model", "{}"),
+               ("auc_pm", "AUC (mean ± std)", "{}"), ("logloss_mean", "log loss", "{:.4f}")]
+    write_table(rows, columns, out, "robustness",
+                _meta("synthetic_interest_ctr", seeds, epochs, None, command))
+    plot_robustness(rows, os.path.join(out, "robustness.png"))
+    return rows

@@ -1,0 +1,147 @@
+"""The equal tuning budget (`experiment tune`) and one model's variants (`experiment compare`),
+both on the validation split only."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+from typing import Sequence
+
+import numpy as np
+
+from hierdiffuse_tf.config import ConfigError, ModelConfig, TrainConfig, override_key
+from hierdiffuse_tf.experiments.report import (_meta, learning_curves, plot_learning_curves, summary,
+                                               write_table)
+from hierdiffuse_tf.experiments.runs import _read_json, run_key, train_runs
+from hierdiffuse_tf.models import MODELS
+
+
+# The tuning budget (`experiment tune`): every model gets the same search space and
+# the same number of trials, one seed each, compared on the validation split only.
+# Each field's default comes first; the defaults are trial 0.
+TUNING_SPACE = (("learning_rate", (TrainConfig.learning_rate, 3e-3, 3e-4)),
+                ("dropout", (ModelConfig.dropout, 0.0, 0.2)))
+
+
+def tuning_trials(trials: int, seed: int = 0) -> list[tuple[str, ...]]:
+    """`trials` override sets from `TUNING_SPACE`: the defaults (no overrides) first,
+    then a seeded shuffle of the other combinations, the same for every model."""
+    names = [name for name, _ in TUNING_SPACE]
+    combos = list(itertools.product(*(values for _, values in TUNING_SPACE)))
+    rest = combos[1:]
+    random.Random(seed).shuffle(rest)
+    if not 1 <= trials <= len(combos):
+        raise ConfigError(f"--trials must be in [1, {len(combos)}] (the size of TUNING_SPACE). "
+                          f"Received: {trials}")
+    defaults = combos[0]
+    return [tuple(f"{n}={v}" for n, v, d in zip(names, combo, defaults) if v != d)
+            for combo in [defaults, *rest][:trials]]
+
+
+def tune(dataset: str, out: str, models: Sequence[str] = tuple(MODELS), trials: int = 4,
+         epochs: int | None = None, data_dir: str | None = None,
+         common: Sequence[str] = (), command: str = "") -> dict:
+    """The same tuning budget for every model, on the validation split; writes tuning.{json,md,csv}.
+
+    Each model trains once (seed 0) per trial of `tuning_trials`, under
+    `out/tuning/runs/`, and is evaluated on validation only; a table's seed-0
+    run under the same config (`out/runs/`) is evaluated instead of trained
+    again. Selection reads validation only. `tuning.json`'s
+    `meta.best` maps each model to its winning overrides, which `table1`/`table2`
+    take with `tuned=load_tuned(path)`.
+    """
+    _check_untuned_keys(common, "--set")
+    candidates = tuning_trials(trials)
+    runs = train_runs(os.path.join(out, "tuning"), dataset, [(m, t) for m in models for t in candidates],
+                      1, epochs, data_dir, common, eval_split="validation", reuse_from=out)
+    rows, best = [], {}
+    for m in models:
+        aucs = [runs[run_key(m, t)][0]["auc"] for t in candidates]
+        if not np.isfinite(aucs).any():
+            raise ConfigError(f"tune: every trial of {m} diverged (validation AUC {aucs}); "
+                              "nothing to choose. Look at its runs under tuning/runs/")
+        winner = int(np.nanargmax(np.where(np.isfinite(aucs), aucs, np.nan)))  # A diverged trial never wins.
+        best[m] = list(candidates[winner])
+        rows += [{"model": m, "trial": i, "overrides": " ".join(t) or "(defaults)", "val_auc": auc,
+                  "chosen": "yes" if i == winner else ""} for i, (t, auc) in enumerate(zip(candidates, aucs))]
+    columns = [("model", "model", "{}"), ("trial", "trial", "{}"), ("overrides", "overrides", "{}"),
+               ("val_auc", "validation AUC", "{:.4f}"), ("chosen", "chosen", "{}")]
+    meta = {**_meta(dataset, 1, epochs, None, command), "trials": trials,
+            "space": {name: list(values) for name, values in TUNING_SPACE}, "best": best,
+            "selected_on": "validation"}
+    write_table(rows, columns, out, "tuning", meta)
+    return best
+
+
+def compare(dataset: str, out: str, variants: Sequence[Sequence[str]], model: str = "hierdiffuse",
+            seeds: int = 1, epochs: int | None = None, data_dir: str | None = None,
+            common: Sequence[str] = (), command: str = "") -> list[dict]:
+    """Config variants of one model against its defaults, on the validation split only.
+
+    A diagnostic: it answers "what does this switch do?" without reading test.
+    The tables never take a setting from here; they use the defaults or what
+    `tune` chose, with the same budget for every model. The runs live beside
+    `tune`'s (`out/tuning/runs`), so the defaults train once for both. Writes
+    `compare_<model>.{json,md,csv}` and `compare_<model>_curves.png`
+    (validation AUC per epoch).
+    """
+    candidates = list(dict.fromkeys([(), *(tuple(v) for v in variants if v)]))
+    runs = train_runs(os.path.join(out, "tuning"), dataset, [(model, v) for v in candidates], seeds,
+                      epochs, data_dir, common, eval_split="validation", reuse_from=out)
+    by_label = {" ".join(v) or "(defaults)": (v, runs[run_key(model, v)]) for v in candidates}
+    curves = learning_curves({label: metrics for label, (_, metrics) in by_label.items()})
+    base = float(np.mean([m["auc"] for m in runs[run_key(model, ())]]))
+    rows = []
+    for label, (v, metrics) in by_label.items():
+        stats = summary([m["auc"] for m in metrics], [m["logloss"] for m in metrics])
+        rows.append({"model": model, "variant": label, "overrides": list(v), **stats,
+                     "delta": stats["auc_mean"] - base,
+                     "val_auc_epoch1": curves.get(label, {}).get("mean", [None])[0],
+                     "seeds": list(range(seeds))})
+    columns = [("variant", "variant", "{}"), ("auc_pm", "validation AUC (mean ± std)", "{}"),
+               ("delta", "Δ vs defaults", "{:+.4f}"), ("val_auc_epoch1", "after epoch 1", "{:.4f}"),
+               ("logloss_mean", "log loss", "{:.4f}")]
+    name = f"compare_{model}"
+    write_table(rows, columns, out, name, {**_meta(dataset, seeds, epochs, None, command),
+                                           "selected_on": "validation", "val_auc_by_epoch": curves})
+    plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
+                         f"{model} variants on {dataset} (validation)")
+    return rows
+
+
+def _check_untuned_keys(overrides: Sequence[str], where: str) -> None:
+    """Tuned fields cannot also be set by hand: one would silently override the other."""
+    tuned_keys = {name for name, _ in TUNING_SPACE}
+    clash = sorted({override_key(o) for o in overrides} & tuned_keys)
+    if clash:
+        raise ConfigError(f"{where}: {clash} belong to the tuning space ({sorted(tuned_keys)}); "
+                          "set them through `experiment tune` and `--tuned`, not by hand")
+
+
+def load_tuned(path: str) -> dict:
+    """Each model's winning overrides from a `tuning.json` written by `tune`.
+
+    Returns `{"path": ..., "best": {model: (overrides...)}}` for `table1`/`table2`.
+    """
+    data = _read_json(path)
+    best = data.get("meta", {}).get("best") if isinstance(data, dict) else None
+    if not isinstance(best, dict):
+        raise ConfigError(f"--tuned: {path} has no `meta.best`; write it with `hierdiffuse experiment tune`")
+    for model, overrides in best.items():
+        if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+            raise ConfigError(f"--tuned: {path}: `meta.best.{model}` must be a list of 'key=value' "
+                              f"strings. Received: {overrides!r}")
+    return {"path": path, "best": {model: tuple(overrides) for model, overrides in best.items()}}
+
+
+def tuned_overrides(tuned: dict | None, models: Sequence[str], common: Sequence[str]) -> dict:
+    """Each model's tuned overrides (empty without `tuned`); every model must have been tuned."""
+    if not tuned:
+        return {m: () for m in models}
+    missing = sorted(set(models) - set(tuned["best"]))
+    if missing:
+        raise ConfigError(f"--tuned: {tuned['path']} has no entry for {missing}; it tuned "
+                          f"{sorted(tuned['best'])}. Run `experiment tune` for them too")
+    _check_untuned_keys(common, "--set with --tuned")
+    return {m: tuned["best"][m] for m in models}

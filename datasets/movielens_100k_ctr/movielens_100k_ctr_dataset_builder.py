@@ -18,16 +18,11 @@ on the full ml-100k these are 1998-03-08 and 1998-03-30 (recorded in
 
 from __future__ import annotations
 
-import importlib.metadata
-import os
-
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from hierdiffuse_tf.data import behaviors
-from hierdiffuse_tf.data.tfds_base import (BehaviourCtrBuilder, RawDataError, parse_int, read_lines,
-                                            require_file)
+from hierdiffuse_tf.data.tfds_base import (BehaviourCtrBuilder, RawDataError, manual_dir, nonblank_lines,
+                                            parse_int, require_file, wheel_files)
 
 # The genre order of u.item's flag columns (and the names recbole uses).
 GENRES = (
@@ -43,25 +38,14 @@ INSTRUCTIONS = (
 
 def recbole_files() -> tuple[str, str] | None:
     """Paths of ml-100k.inter / ml-100k.item inside the installed recbole wheel."""
-    try:
-        files = importlib.metadata.files("recbole") or []
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    found = {f.name: str(f.locate()) for f in files if "ml-100k" in str(f)}
-    if {"ml-100k.inter", "ml-100k.item"} <= found.keys():
-        return found["ml-100k.inter"], found["ml-100k.item"]
-    return None
-
-
-def _read_lines(path: str, encoding: str = "utf-8"):
-    """The non-blank lines of a raw file, numbered."""
-    return ((n, line) for n, line in read_lines(path, encoding) if line.strip())
+    return wheel_files("recbole", ("recbole/dataset_example/ml-100k/ml-100k.inter",
+                                   "recbole/dataset_example/ml-100k/ml-100k.item"))
 
 
 def read_grouplens_items(path: str) -> dict:
     """`u.item`: id|title|date|video date|url|19 genre flags -> {item: first genre}."""
     categories = {}
-    for line_no, line in _read_lines(path, encoding="latin-1"):
+    for line_no, line in nonblank_lines(path, encoding="latin-1"):
         fields = line.split("|")
         if len(fields) != 5 + len(GENRES):
             raise RawDataError(f"{path}, line {line_no}: expected {5 + len(GENRES)} "
@@ -75,7 +59,7 @@ def read_grouplens_items(path: str) -> dict:
 def read_recbole_items(path: str) -> dict:
     """`ml-100k.item`: header, then id<TAB>title<TAB>year<TAB>space-separated genres."""
     categories = {}
-    for line_no, line in _read_lines(path):
+    for line_no, line in nonblank_lines(path):
         if line_no == 1:
             continue
         fields = line.split("\t")
@@ -90,7 +74,7 @@ def read_recbole_items(path: str) -> dict:
 def read_ratings(path: str, categories: dict, skip_header: bool) -> behaviors.Behaviours:
     """Tab-separated `user item rating timestamp` rows into behaviours."""
     users, items, stamps = [], [], []
-    for line_no, line in _read_lines(path):
+    for line_no, line in nonblank_lines(path):
         if skip_header and line_no == 1:
             continue
         fields = line.split("\t")
@@ -119,11 +103,8 @@ class Builder(BehaviourCtrBuilder):
     RELEASE_NOTES = {"1.0.0": "SPEC 1 features, sessions at 30 min, time split at 80/90 %."}
 
     def read_behaviours(self, dl_manager):
-        try:
-            manual = os.fspath(dl_manager.manual_dir)
-        except AssertionError:  # No manual dir, or an empty one: use the wheel.
-            manual = None
-        if manual is not None:
+        manual = manual_dir(dl_manager)
+        if manual is not None:  # Else (no manual dir, or an empty one) the wheel.
             data = require_file(manual, "u.data", INSTRUCTIONS)
             items = require_file(manual, "u.item", INSTRUCTIONS)
             return read_ratings(data, read_grouplens_items(items), skip_header=False)

@@ -31,7 +31,7 @@ and the global statistics, so a Beam pipeline can run it per key.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Mapping, Sequence
+from typing import Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -209,12 +209,15 @@ def user_examples(
     rows: Sequence[tuple],
     stats: GlobalStats,
     spec: SequenceSpec,
+    splits: Collection[str] = SPLITS,
 ) -> Iterator[tuple[str, str, dict]]:
-    """Yields `(split, key, example)` for every impression of one user.
+    """Yields `(split, key, example)` for every impression of one user in `splits`.
 
     `rows` are the user's `(timestamp, item, cat, target_ok)` tuples. The seed
     of the negative sampler depends only on `spec.seed` and `user_index`, so a
-    user's negatives are the same however the users are distributed.
+    user's negatives are the same however the users are distributed. A negative
+    is drawn for every impression, in `splits` or not, so they are also the same
+    whichever `splits` are asked for (`stream_split` asks for one at a time).
     """
     rows = sorted(rows, key=lambda r: (r[0], str(r[1])))
     ts = [r[0] for r in rows]
@@ -230,6 +233,10 @@ def user_examples(
     starts = np.searchsorted(session, np.arange(session[-1] + 2), side="left") if rows else []
     for i, row in enumerate(rows):
         if not row[3] or i < spec.min_history:
+            continue
+        split = split_of(row[0], stats)
+        negative = sample_negative(rng, stats, history_set)
+        if split not in splits:
             continue
         # The K most recent sessions before position i; the ongoing one counts.
         last = session[i - 1] if i else -1
@@ -254,8 +261,6 @@ def user_examples(
             "short_cats": short["cats"],
             "short_popular": short["popular"],
         }
-        split = split_of(row[0], stats)
-        negative = sample_negative(rng, stats, history_set)
         for label, item, cat in ((1, raw_items[i], row[2]), (0, negative, stats.item_cat.get(negative))):
             example = dict(features)
             example["target_item"] = stats.item_ids.get(item, OOV)
@@ -273,17 +278,40 @@ def group_by_user(b: Behaviours) -> dict:
     return groups
 
 
+def sorted_users(b: Behaviours) -> list:
+    """`[(user, rows), ...]` by `str(user)`; a user's position is its `user_id` feature."""
+    return sorted(group_by_user(b).items(), key=lambda kv: str(kv[0]))
+
+
+def build_metadata(stats: GlobalStats, spec: SequenceSpec, counts: Mapping[str, int]) -> dict:
+    """`info.metadata` of a build: vocabulary sizes, cut-offs, example counts, the spec."""
+    meta = stats.metadata()
+    meta.update({f"num_{s}_examples": counts[s] for s in SPLITS if s in counts})
+    meta.update(dataclasses.asdict(spec))
+    return meta
+
+
 def build_examples(b: Behaviours, spec: SequenceSpec) -> tuple[dict, dict]:
     """All impressions of a behaviour table, grouped by split, plus metadata."""
     stats = compute_stats(b, spec)
     out: dict = {s: [] for s in SPLITS}
-    for index, (user, rows) in enumerate(sorted(group_by_user(b).items(), key=lambda kv: str(kv[0]))):
+    for index, (user, rows) in enumerate(sorted_users(b)):
         for split, key, example in user_examples(index, rows, stats, spec):
             out[split].append((key, example))
-    meta = stats.metadata()
-    meta.update({f"num_{s}_examples": len(out[s]) for s in SPLITS})
-    meta.update(dataclasses.asdict(spec))
-    return out, meta
+    return out, build_metadata(stats, spec, {s: len(out[s]) for s in SPLITS})
+
+
+def stream_split(users: Sequence[tuple], stats: GlobalStats, spec: SequenceSpec,
+                 split: str) -> Iterator[tuple[str, dict]]:
+    """`(key, example)` of one split's impressions, user by user, without holding them.
+
+    `users` is `sorted_users(...)`. The examples are those `build_examples` puts
+    in `split`, in the same order; one pass per split builds features for that
+    split only.
+    """
+    for index, (user, rows) in enumerate(users):
+        for _, key, example in user_examples(index, rows, stats, spec, splits=(split,)):
+            yield key, example
 
 
 def feature_shapes(spec: SequenceSpec | Mapping) -> dict[str, tuple]:

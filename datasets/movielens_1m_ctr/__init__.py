@@ -1,0 +1,1 @@
+"""movielens_1m_ctr dataset."""

@@ -272,19 +272,18 @@ def run_experiment(args: argparse.Namespace):
         raise ConfigError("compare needs at least one --variant, e.g. --variant 'alpha=0.1'")
     if args.which == "compare" and models and len(models) != 1:
         raise ConfigError(f"compare takes one model in --models. Received: {list(models)}")
-    pipeline.check_name(args.dataset)
-    pipeline.prepared_builder(args.dataset, args.data_dir)
+    data = pipeline.open_dataset(args.dataset, args.data_dir)  # Resolved once, handed down.
     if args.which == "tune":
-        return experiments.tune(args.dataset, args.out, models=models or experiments.TABLE1_MODELS,
+        return experiments.tune(data, args.out, models=models or experiments.TABLE1_MODELS,
                                 trials=args.trials, **runs)
     if args.which == "compare":
-        return experiments.compare(args.dataset, args.out, [v.split() for v in args.variant],
+        return experiments.compare(data, args.out, [v.split() for v in args.variant],
                                    model=(models or ("hierdiffuse",))[0], seeds=args.seeds, **runs)
     table = dict(seeds=args.seeds, batch_size=args.batch_size, timing_batches_count=args.timing_batches,
                  tuned=experiments.load_tuned(args.tuned) if args.tuned else None,
                  name=args.name or args.which, **runs)
     if args.which == "table1":
-        return experiments.table1(args.dataset, args.out, models=models or experiments.TABLE1_MODELS,
+        return experiments.table1(data, args.out, models=models or experiments.TABLE1_MODELS,
                                   **table)
     rows = experiments.TABLE2_ROWS
     if args.groups:
@@ -294,7 +293,7 @@ def run_experiment(args: argparse.Namespace):
             raise ConfigError(f"--groups: unknown groups {sorted(unknown)}; Table 2 has "
                               f"{', '.join(sorted({r.group for r in rows}))}")
         rows = tuple(r for r in rows if r.group in groups)
-    return experiments.table2(args.dataset, args.out, rows_spec=rows, **table)
+    return experiments.table2(data, args.out, rows_spec=rows, **table)
 
 
 def run_bench(args: argparse.Namespace) -> dict:
@@ -329,9 +328,6 @@ def run_bench(args: argparse.Namespace) -> dict:
                                   on_run=lambda r: write(r, args.json, data.markdown_beam))
         print(data.markdown_beam(summary))
         return summary
-    from hierdiffuse_tf.data import pipeline
-
-    pipeline.check_name(args.dataset)
     summary = data.bench_data(args.dataset, args.data_dir, args.batch_size, steps=args.steps)
     write(summary, args.json, training.markdown_throughput)
     return summary
@@ -351,10 +347,9 @@ def run_serving(args: argparse.Namespace):
         from hierdiffuse_tf import training
         from hierdiffuse_tf.data import pipeline
 
-        pipeline.check_name(args.dataset)
-        builder = pipeline.prepared_builder(args.dataset, args.data_dir, auto_prepare=False)
+        data = pipeline.open_dataset(args.dataset, args.data_dir, auto_prepare=False)
         client = client_lib.Client(args.server, args.model_name)
-        scored = client.score_dataset(pipeline.make_dataset(builder, args.split, args.batch_size), args.limit)
+        scored = client.score_dataset(data.batches(args.split, args.batch_size), args.limit)
         summary = {**training.ctr_metrics(scored["labels"], scored["scores"], scored["users"]),
                    **client_lib.latency_summary(scored["latencies"]), "requests": len(scored["latencies"]),
                    "batch_size": args.batch_size, "server": args.server}
@@ -392,8 +387,7 @@ def run(args: argparse.Namespace) -> dict | None:
                    "splits": {k: v.num_examples for k, v in builder.info.splits.items()},
                    "metadata": dict(builder.info.metadata or {})}
     elif args.command == "train":
-        pipeline.check_name(args.dataset)
-        summary = training.train(args.model, args.dataset, args.out, data_dir=args.data_dir,
+        summary = training.train(args.model, pipeline.open_dataset(args.dataset, args.data_dir), args.out, data_dir=args.data_dir,
                                  epochs=args.epochs, seed=args.seed, config_file=args.config,
                                  overrides=args.set + ([f"strategy={args.strategy}"] * bool(args.strategy)),
                                  eval_split=args.eval_split)
@@ -415,7 +409,6 @@ def run(args: argparse.Namespace) -> dict | None:
     elif args.command in ("serve-dev", "score", "loadtest"):
         summary = run_serving(args)
     elif args.command == "evaluate":
-        pipeline.check_name(args.dataset)
         summary = training.evaluate_run(args.model_dir, args.dataset, args.split, args.data_dir)
     else:
         raise AssertionError(f"`hierdiffuse {args.command}` has a parser but no handler in cli.run")

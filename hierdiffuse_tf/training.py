@@ -123,21 +123,21 @@ def evaluate(model: CTRModel, dataset: tf.data.Dataset, verbose: int = 1) -> dic
 
 # Runs.
 
-def check_sequence_shape(model_values: dict, builder) -> None:
+def check_sequence_shape(model_values: dict, data: pipeline.PreparedDataset) -> None:
     """The model's M, K, N must be the dataset's; the error names the field."""
-    for key, value in pipeline.sequence_shape(builder).items():
+    for key, value in pipeline.sequence_shape(data.builder).items():
         if model_values[key] != value:
             raise config_lib.ConfigError(
                 f"`{key}={model_values[key]}` does not match the dataset, which has {key}={value}")
 
 
-def resolve_configs(model_name: str, builder, config_file: str | None = None,
+def resolve_configs(model_name: str, data: pipeline.PreparedDataset, config_file: str | None = None,
                     overrides: Sequence[str] = (), epochs: int | None = None,
                     seed: int | None = None):
     """The model and train configs of a run: dataset sizes, then file, then `--set`."""
     model_cls = get_model_class(model_name)
     values = config_lib.load_config_file(config_file) if config_file else {"model": {}, "train": {}}
-    model_values = {**pipeline.vocabulary(builder), **pipeline.sequence_shape(builder), **values["model"]}
+    model_values = {**data.model_values(), **values["model"]}
     train_values = dict(values["train"])
     if epochs is not None:
         train_values["epochs"] = epochs
@@ -145,11 +145,11 @@ def resolve_configs(model_name: str, builder, config_file: str | None = None,
         train_values["seed"] = seed
     config_lib.apply_overrides(model_values, train_values, model_cls.config_cls, overrides)
     train_config = config_lib.TrainConfig.from_dict(train_values)
-    check_sequence_shape(model_values, builder)
+    check_sequence_shape(model_values, data)
     given = values["model"].keys() | {config_lib.override_key(o) for o in overrides}
     if "schedule_steps" in model_cls.config_cls.field_names() and "schedule_steps" not in given:
         # The lambda and dt-span schedules cover the whole run unless the user set their length.
-        steps = math.ceil(builder.info.splits["train"].num_examples / train_config.batch_size)
+        steps = math.ceil(data.num_examples("train") / train_config.batch_size)
         model_values["schedule_steps"] = max(1, steps * train_config.epochs)
     return model_cls, model_cls.config_cls.from_dict(model_values), train_config
 
@@ -164,20 +164,21 @@ def compile_model(model: CTRModel, train_config: config_lib.TrainConfig) -> CTRM
     return model
 
 
-def train(model_name: str, dataset: str, out_dir: str, data_dir: str | None = None,
+def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str, data_dir: str | None = None,
           epochs: int | None = None, seed: int | None = None, config_file: str | None = None,
           overrides: Sequence[str] = (), verbose: int = 1,
           extra_callbacks: Sequence[keras.callbacks.Callback] = (), eval_split: str = "test") -> dict:
     """Trains, evaluates on `eval_split`, and writes the run directory. Returns the metrics.
 
-    Tuning runs pass `eval_split="validation"`, so the test split is never read.
+    `dataset` is a name or a `PreparedDataset` handle (then `data_dir` is not
+    read). Tuning runs pass `eval_split="validation"`, so the test split is never read.
     """
-    builder = pipeline.prepared_builder(dataset, data_dir)
+    data = pipeline.open_dataset(dataset, data_dir)
     model_cls, model_config, train_config = resolve_configs(
-        model_name, builder, config_file, overrides, epochs, seed)
+        model_name, data, config_file, overrides, epochs, seed)
     os.makedirs(out_dir, exist_ok=True)
     keras.utils.set_random_seed(train_config.seed)
-    run = {"model": model_name, "dataset": dataset, "model_config": model_config.to_dict(),
+    run = {"model": model_name, "dataset": data.name, "model_config": model_config.to_dict(),
            "train_config": train_config.to_dict(), "git_commit": git_commit()}
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(run, f, indent=2)
@@ -187,8 +188,8 @@ def train(model_name: str, dataset: str, out_dir: str, data_dir: str | None = No
         model = compile_model(model_cls(model_config), train_config)
 
     def make(split: str, shuffle: bool):
-        return pipeline.make_dataset(builder, split, train_config.batch_size, shuffle=shuffle,
-                                     seed=train_config.seed, shuffle_buffer=train_config.shuffle_buffer)
+        return data.batches(split, train_config.batch_size, shuffle=shuffle, seed=train_config.seed,
+                            shuffle_buffer=train_config.shuffle_buffer)
 
     callbacks = [
         keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
@@ -207,7 +208,7 @@ def train(model_name: str, dataset: str, out_dir: str, data_dir: str | None = No
     model.save(os.path.join(out_dir, "model.keras"))
     metrics = evaluate(model, make(eval_split, False), verbose=verbose)
     metrics.update({"seconds": seconds, "seed": train_config.seed, "model": model_name,
-                    "dataset": dataset, "split": eval_split, "epochs_run": len(history.epoch),
+                    "dataset": data.name, "split": eval_split, "epochs_run": len(history.epoch),
                     "best_epoch": best_epoch(history.history),
                     "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}})
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
@@ -233,14 +234,14 @@ def load_run_model(model_dir: str) -> CTRModel:
     return keras.saving.load_model(path)
 
 
-def evaluate_run(model_dir: str, dataset: str, split: str = "test", data_dir: str | None = None,
+def evaluate_run(model_dir: str, dataset: str | pipeline.PreparedDataset, split: str = "test", data_dir: str | None = None,
                  batch_size: int = 1024, verbose: int = 1) -> dict:
     """Evaluates a saved run's model on a split of a prepared dataset."""
     model = load_run_model(model_dir)
-    builder = pipeline.prepared_builder(dataset, data_dir, auto_prepare=False)
-    check_sequence_shape(model.config.to_dict(), builder)
-    metrics = evaluate(model, pipeline.make_dataset(builder, split, batch_size), verbose=verbose)
-    metrics.update({"dataset": dataset, "split": split, "model_dir": model_dir})
+    data = pipeline.open_dataset(dataset, data_dir, auto_prepare=False)
+    check_sequence_shape(model.config.to_dict(), data)
+    metrics = evaluate(model, data.batches(split, batch_size), verbose=verbose)
+    metrics.update({"dataset": data.name, "split": split, "model_dir": model_dir})
     return metrics
 
 

@@ -59,6 +59,14 @@ def smoke_builder(data_dir):
 
 
 @pytest.fixture(scope="session")
+def smoke_data(smoke_builder):
+    """`smoke_builder` as the handle that training and the experiments pass down."""
+    from hierdiffuse_tf.data import pipeline
+
+    return pipeline.PreparedDataset("synthetic_interest_ctr/smoke", smoke_builder)
+
+
+@pytest.fixture(scope="session")
 def exported_model(tmp_path_factory):
     """A tiny HierDiffuse exported once to `BASE/hierdiffuse/1` with every signature.
 

@@ -20,6 +20,8 @@ from hierdiffuse_tf.models import HierDiffuse
 
 SMOKE = "synthetic_interest_ctr/smoke"
 FAST = TINY_SETS + ["batch_size=512"]
+# A dataset handle for runs that a test fakes: nothing reads its (absent) builder.
+ANY = pipeline.PreparedDataset("any", None)
 
 
 def patch_sleep(monkeypatch, on_wait) -> None:
@@ -148,7 +150,7 @@ def test_robustness_trains_the_free_noise_rates_before_waiting_for_a_held_run(tm
     events = []
 
     def fake_train(model, dataset, run_dir, **kwargs):
-        events.append(dataset)
+        events.append(dataset.name)
         json.dump({"auc": 0.6, "logloss": 0.5}, open(os.path.join(run_dir, "metrics.json"), "w"))
 
     held = tmp_path / "a" / "runs" / "din" / "seed0"
@@ -375,14 +377,14 @@ def test_tune_picks_the_best_finite_validation_auc(tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "train", fake_train)
     assert set(planted) <= set(experiments.tuning_trials(9))
-    assert experiments.tune("any", str(tmp_path), models=("din",), trials=9) == {"din": list(winner)}
+    assert experiments.tune(ANY, str(tmp_path), models=("din",), trials=9) == {"din": list(winner)}
     with pytest.raises(ConfigError, match="every trial of dien diverged"):
-        experiments.tune("any", str(tmp_path), models=("dien",), trials=2)
+        experiments.tune(ANY, str(tmp_path), models=("dien",), trials=2)
     with pytest.raises(ConfigError, match="dropout"):
-        experiments.tune("any", str(tmp_path), models=("din",), trials=2, common=["dropout=0.3"])
+        experiments.tune(ANY, str(tmp_path), models=("din",), trials=2, common=["dropout=0.3"])
     # A table never reuses a run that was evaluated on another split.
     with pytest.raises(ConfigError, match="evaluated on 'validation'"):
-        experiments.train_runs(str(tmp_path / "tuning"), "any", [("din", ())], 1, 1, None)
+        experiments.train_runs(str(tmp_path / "tuning"), ANY, [("din", ())], 1, 1, None)
 
 
 def test_a_flag_the_experiment_does_not_read_is_a_one_line_error_even_at_its_default(capsys):
@@ -411,7 +413,7 @@ def test_compare_reads_validation_only_and_takes_deltas_against_the_defaults(tmp
                        "history": {"val_auc": curve}}, f)
 
     monkeypatch.setattr(training, "train", fake_train)
-    rows = experiments.compare("any", str(tmp_path), [["alpha=0.1"], ["t_star=5", "sampler_steps=5"], []])
+    rows = experiments.compare(ANY, str(tmp_path), [["alpha=0.1"], ["t_star=5", "sampler_steps=5"], []])
     assert splits == ["validation"] * 3  # The defaults come first and once; test is never read.
     assert [r["variant"] for r in rows] == ["(defaults)", "alpha=0.1", "t_star=5 sampler_steps=5"]
     assert [r["delta"] for r in rows] == pytest.approx([0.0, 0.02, -0.02])

@@ -91,10 +91,10 @@ def test_without_dropout_the_head_reads_the_same_h_fusion_in_training_as_at_infe
     assert not np.allclose(h_noisy.numpy(), h_serve.numpy(), atol=1e-3)
 
 
-def test_the_paper_config_is_the_model_as_printed(smoke_builder):
-    _, paper, _ = training.resolve_configs("hierdiffuse", smoke_builder, "hierdiffuse_paper")
+def test_the_paper_config_is_the_model_as_printed(smoke_data):
+    _, paper, _ = training.resolve_configs("hierdiffuse", smoke_data, "hierdiffuse_paper")
     assert {k: getattr(paper, k) for k in PAPER_AS_PRINTED} == PAPER_AS_PRINTED
-    _, default, _ = training.resolve_configs("hierdiffuse", smoke_builder)
+    _, default, _ = training.resolve_configs("hierdiffuse", smoke_data)
     assert all(getattr(default, k) != v for k, v in PAPER_AS_PRINTED.items() if k != "session_recency")
     assert default.long_encoder_layers == 0 and paper.long_encoder_layers == -1
     model = HierDiffuse(paper)
@@ -111,7 +111,7 @@ def test_the_paper_config_is_the_model_as_printed(smoke_builder):
     assert {k: getattr(restored, k) for k in PAPER_AS_PRINTED if k != "normalize_x0"} == {
         k: v for k, v in PAPER_AS_PRINTED.items() if k != "normalize_x0"}
     with pytest.raises(ConfigError, match="no packaged config"):
-        training.resolve_configs("hierdiffuse", smoke_builder, "hierdiffuse_papr")
+        training.resolve_configs("hierdiffuse", smoke_data, "hierdiffuse_papr")
 
 
 def test_inference_is_deterministic_and_training_is_not():
@@ -191,16 +191,16 @@ def test_config_errors_name_the_field():
         build_model("gru4rec", {})
 
 
-def test_config_file_blocks_layer_under_set_and_an_empty_block_is_allowed(smoke_builder, tmp_path):
+def test_config_file_blocks_layer_under_set_and_an_empty_block_is_allowed(smoke_data, tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("model:\ntrain:\n  epochs: 2\n  learning_rate: 0.002\n")
     _, model_config, train_config = training.resolve_configs(
-        "hierdiffuse", smoke_builder, str(path), overrides=["learning_rate=0.003", "schedule_steps=7"])
+        "hierdiffuse", smoke_data, str(path), overrides=["learning_rate=0.003", "schedule_steps=7"])
     assert train_config.epochs == 2 and train_config.learning_rate == 0.003
     assert model_config.schedule_steps == 7 and model_config.max_long == 12  # The dataset's M.
     path.write_text("model: [1, 2]\n")
     with pytest.raises(ConfigError, match=r"`model` must be a mapping"):
-        training.resolve_configs("hierdiffuse", smoke_builder, str(path))
+        training.resolve_configs("hierdiffuse", smoke_data, str(path))
 
 
 def test_cli_reports_bad_input_as_one_line_errors(data_dir, smoke_builder, tmp_path, capsys):

@@ -15,8 +15,8 @@ def bench_data(dataset: str, data_dir: str | None = None, batch_size: int = 256,
     """`tf.data` examples/s from a prepared split against HierDiffuse's training rate, in one run."""
     from hierdiffuse_tf.data import pipeline
 
-    builder = pipeline.prepared_builder(dataset, data_dir, auto_prepare=False)
-    ds = pipeline.make_dataset(builder, "train", batch_size, shuffle=True).repeat().take(batches)
+    prepared = pipeline.open_dataset(dataset, data_dir, auto_prepare=False)
+    ds = prepared.batches("train", batch_size, shuffle=True).repeat().take(batches)
     iterator = iter(ds)
     next(iterator)  # Start the pipeline: open files, fill the shuffle buffer.
     start = time.perf_counter()
@@ -24,8 +24,7 @@ def bench_data(dataset: str, data_dir: str | None = None, batch_size: int = 256,
     for features, _ in iterator:
         count += int(features["target_item"].shape[0])
     data_rate = count / (time.perf_counter() - start)
-    shape = {**pipeline.vocabulary(builder), **pipeline.sequence_shape(builder)}
-    train = train_throughput("hierdiffuse", batch_size, steps, shape)
+    train = train_throughput("hierdiffuse", batch_size, steps, prepared.model_values())
     return {"dataset": dataset, "data_examples_per_sec": data_rate,
             "train_examples_per_sec": train["examples_per_sec"],
             "ratios": {"data_over_train": data_rate / train["examples_per_sec"]},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import tensorflow as tf
@@ -67,6 +68,41 @@ def prepared_builder(name: str, data_dir: str | None = None, auto_prepare: bool 
         tf.get_logger().info("Preparing %s in %s", name, builder.data_dir)
         builder = prepare(name, data_dir=data_dir, builder_kwargs=builder_kwargs)
     return builder
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedDataset:
+    """A prepared dataset, resolved once and handed down: its name and TFDS builder,
+    with the vocabulary and sequence shape that size a model for it.
+
+    Example:
+    >>> data = open_dataset("movielens_100k_ctr")
+    >>> data.model_values()  # {"num_items": 1618, "num_cats": 21, "max_long": 100, ...}
+    >>> data.batches("train", 256, shuffle=True)
+    """
+
+    name: str
+    builder: tfds.core.DatasetBuilder
+
+    def model_values(self) -> dict:
+        """`{num_items, num_cats, max_long, num_sessions, session_len}`."""
+        return {**vocabulary(self.builder), **sequence_shape(self.builder)}
+
+    def num_examples(self, split: str) -> int:
+        return self.builder.info.splits[split].num_examples
+
+    def batches(self, split: str, batch_size: int, **kwargs) -> tf.data.Dataset:
+        """`make_dataset` of one split."""
+        return make_dataset(self.builder, split, batch_size, **kwargs)
+
+
+def open_dataset(dataset: "str | PreparedDataset", data_dir: str | None = None,
+                 auto_prepare: bool = True) -> PreparedDataset:
+    """The handle of a prepared dataset (preparing it first if allowed); a handle is returned as is."""
+    if isinstance(dataset, PreparedDataset):
+        return dataset
+    check_name(dataset)
+    return PreparedDataset(dataset, prepared_builder(dataset, data_dir, auto_prepare))
 
 
 def split_label(batch: dict):

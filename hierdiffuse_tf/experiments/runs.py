@@ -12,7 +12,6 @@ finished run whose config differs from what the code builds today is refused
 from __future__ import annotations
 
 import fcntl
-import functools
 import json
 import os
 import re
@@ -91,7 +90,7 @@ def overrides_for(model: str, common: Sequence[str], overrides: Sequence[str]) -
     return [*kept, *overrides]
 
 
-def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds: int,
+def train_runs(out: str, dataset: str | pipeline.PreparedDataset, jobs: Sequence[tuple[str, tuple]], seeds: int,
                epochs: int | None, data_dir: str | None, common: Sequence[str] = (),
                poll_seconds: float = 30.0, eval_split: str = "test", reuse_from: str | None = None,
                wait: bool = True) -> dict | None:
@@ -104,8 +103,10 @@ def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds:
     to it, and waits later).
     A run that `reuse_from/runs/` already trained under today's config and
     the same seed is not trained again: its model is evaluated on
-    `eval_split` (`training.reevaluate`).
+    `eval_split` (`training.reevaluate`). `dataset` is resolved once here (a
+    handle passes as it is) and handed down.
     """
+    dataset = pipeline.open_dataset(dataset, data_dir)
     pending = [(model, overrides, seed) for model, overrides in jobs for seed in range(seeds)]
     finished, total = {}, len(pending)
     while pending:
@@ -164,7 +165,8 @@ def train_runs(out: str, dataset: str, jobs: Sequence[tuple[str, tuple]], seeds:
     return results
 
 
-def _reusable_run(reuse_from: str | None, key: str, seed: int, model: str, dataset: str,
+def _reusable_run(reuse_from: str | None, key: str, seed: int, model: str,
+                  dataset: pipeline.PreparedDataset,
                   data_dir: str | None, overrides: Sequence[str], epochs: int | None) -> str | None:
     """`reuse_from`'s finished run of `key` and `seed`, if today's code would train it alike."""
     if not reuse_from:
@@ -173,15 +175,9 @@ def _reusable_run(reuse_from: str | None, key: str, seed: int, model: str, datas
     if not all(os.path.exists(os.path.join(run_dir, name))
                for name in ("config.json", "model.keras", "metrics.json")):
         return None
-    if _read_json(os.path.join(run_dir, "config.json")).get("dataset") != dataset:
+    if _read_json(os.path.join(run_dir, "config.json")).get("dataset") != dataset.name:
         return None
     return None if config_drift(run_dir, model, dataset, data_dir, overrides, epochs, seed) else run_dir
-
-
-@functools.lru_cache(maxsize=8)
-def _prepared_builder(dataset: str, data_dir: str | None):
-    """One builder per dataset for the drift checks of a whole table."""
-    return pipeline.prepared_builder(dataset, data_dir, auto_prepare=False)
 
 
 def _read_json(path: str):
@@ -189,7 +185,7 @@ def _read_json(path: str):
         return json.load(f)
 
 
-def config_drift(run_dir: str, model: str, dataset: str, data_dir: str | None,
+def config_drift(run_dir: str, model: str, dataset: str | pipeline.PreparedDataset, data_dir: str | None,
                  overrides: Sequence[str], epochs: int | None, seed: int) -> list[str]:
     """`field: recorded -> now` for each config field where a finished run differs from
     what `training.train` would build today (say, after a default changed).
@@ -203,8 +199,8 @@ def config_drift(run_dir: str, model: str, dataset: str, data_dir: str | None,
     if not os.path.exists(path):
         return []
     recorded = _read_json(path)
-    builder = _prepared_builder(dataset, data_dir)
-    _, model_config, train_config = training.resolve_configs(model, builder, None, overrides, epochs, seed)
+    data = pipeline.open_dataset(dataset, data_dir, auto_prepare=False)
+    _, model_config, train_config = training.resolve_configs(model, data, None, overrides, epochs, seed)
     drift = []
     for part, config in (("model_config", model_config), ("train_config", train_config)):
         now = json.loads(json.dumps(config.to_dict()))  # Tuples as the JSON lists that were recorded.

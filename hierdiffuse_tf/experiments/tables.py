@@ -19,7 +19,7 @@ from hierdiffuse_tf.bench.timing import time_batches
 from hierdiffuse_tf.data import pipeline
 from hierdiffuse_tf.experiments.report import (_meta, check_table_name, learning_curves, plot_learning_curves,
                                                plot_robustness, summary, write_table)
-from hierdiffuse_tf.experiments.runs import _prepared_builder, _read_json, run_key, train_runs
+from hierdiffuse_tf.experiments.runs import _read_json, run_key, train_runs
 from hierdiffuse_tf.experiments.tuning import tuned_overrides
 from hierdiffuse_tf.models import MODELS
 
@@ -105,7 +105,7 @@ def recorded_speed(run_metrics: dict, batch_size: int) -> float:
     return run_metrics["examples"] / run_metrics["eval_seconds"] / batch_size
 
 
-def table_speeds(first_runs: dict, dataset: str, data_dir: str | None, batch_size: int,
+def table_speeds(first_runs: dict, data: pipeline.PreparedDataset, batch_size: int,
                  count: int) -> tuple[dict, dict]:
     """Inference speed per row from each row's seed-0 run: `(batches/s, source)`.
 
@@ -116,31 +116,29 @@ def table_speeds(first_runs: dict, dataset: str, data_dir: str | None, batch_siz
     present = {k: m for k, m in first_runs.items()
                if os.path.exists(os.path.join(m["run_dir"], "model.keras"))}
     loaded = {k: training.load_run_model(m["run_dir"]) for k, m in present.items()}
-    speed = time_inference(loaded, timing_batches(dataset, data_dir, batch_size, count)) if loaded else {}
+    speed = time_inference(loaded, timing_batches(data, batch_size, count)) if loaded else {}
     source = {k: "re-timed" if k in speed else "recorded at evaluation" for k in first_runs}
     for k, m in first_runs.items():
         speed.setdefault(k, recorded_speed(m, batch_size))
     return speed, source
 
 
-def timing_batches(dataset: str, data_dir: str | None, batch_size: int, count: int) -> list:
-    builder = _prepared_builder(dataset, data_dir)
-    ds = pipeline.make_dataset(builder, "test", batch_size, drop_remainder=True).take(count)
+def timing_batches(data: pipeline.PreparedDataset, batch_size: int, count: int) -> list:
+    ds = data.batches("test", batch_size, drop_remainder=True).take(count)
     batches = [features for features, _ in ds]
     if not batches:
-        raise pipeline.DatasetError(f"The test split of {dataset} has fewer than {batch_size} examples")
+        raise pipeline.DatasetError(f"The test split of {data.name} has fewer than {batch_size} examples")
     return batches
 
 
-def auc_of(run_metrics: list, dataset=None, data_dir=None, changes=()) -> list[float]:
+def auc_of(run_metrics: list, data: pipeline.PreparedDataset | None = None, changes=()) -> list[float]:
     """Per-seed test AUCs; with inference changes, each seed's model is re-evaluated."""
     if not changes:
         return [m["auc"] for m in run_metrics]
-    builder = _prepared_builder(dataset, data_dir)
     aucs = []
     for m in run_metrics:
         base = training.load_run_model(m["run_dir"])
-        ds = pipeline.make_dataset(builder, "test", 1024)
+        ds = data.batches("test", 1024)
         aucs.append(training.evaluate(with_inference_changes(base, changes), ds, verbose=0)["auc"])
     return aucs
 
@@ -158,12 +156,13 @@ def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
     beside the tuned one).
     """
     check_table_name(name)
+    data = pipeline.open_dataset(dataset, data_dir)
     per_model = tuned_overrides(tuned, models, common)
     keys = {m: run_key(m, per_model[m]) for m in models}
-    runs = train_runs(out, dataset, [(m, per_model[m]) for m in models], seeds, epochs, data_dir, common,
+    runs = train_runs(out, data, [(m, per_model[m]) for m in models], seeds, epochs, data_dir, common,
                       reuse_from=os.path.join(out, "tuning"))
-    speed, speed_source = table_speeds({m: runs[keys[m]][0] for m in models}, dataset, data_dir,
-                                       batch_size, timing_batches_count)
+    speed, speed_source = table_speeds({m: runs[keys[m]][0] for m in models}, data, batch_size,
+                                       timing_batches_count)
     rows = []
     for m in models:
         metrics = runs[keys[m]]
@@ -181,10 +180,10 @@ def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
     curves = learning_curves({m: runs[keys[m]] for m in models})
     for row in rows:
         row["val_auc_by_epoch"] = curves.get(row["model"], {}).get("mean")
-    write_table(rows, columns, out, name, {**_meta(dataset, seeds, epochs, batch_size, command),
+    write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, batch_size, command),
                                            "tuned_from": tuned})
     plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
-                         f"Table 1 models on {dataset} ({seeds} seeds)")
+                         f"Table 1 models on {data.name} ({seeds} seeds)")
     return rows
 
 
@@ -201,17 +200,18 @@ def table2(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
     full_rows = [r.variant for r in rows_spec if not r.train and not r.infer]
     if not full_rows:  # Checked before any training.
         raise ConfigError("Table 2 needs at least one row of the full model to take deltas against")
+    data = pipeline.open_dataset(dataset, data_dir)
     base_overrides = tuned_overrides(tuned, ["hierdiffuse"], common)["hierdiffuse"]
     jobs = list(dict.fromkeys(("hierdiffuse", base_overrides + r.train) for r in rows_spec))
-    runs = train_runs(out, dataset, jobs, seeds, epochs, data_dir, common,
+    runs = train_runs(out, data, jobs, seeds, epochs, data_dir, common,
                       reuse_from=os.path.join(out, "tuning"))
     models, aucs = {}, {}
     for r in rows_spec:
         metrics = runs[run_key("hierdiffuse", base_overrides + r.train)]
         base = training.load_run_model(metrics[0]["run_dir"])
         models[r.variant] = with_inference_changes(base, r.infer)
-        aucs[r.variant] = auc_of(metrics, dataset=dataset, data_dir=data_dir, changes=r.infer)
-    speed = time_inference(models, timing_batches(dataset, data_dir, batch_size, timing_batches_count))
+        aucs[r.variant] = auc_of(metrics, data, changes=r.infer)
+    speed = time_inference(models, timing_batches(data, batch_size, timing_batches_count))
     full = float(np.mean(aucs[full_rows[0]]))
     rows = []
     for r in rows_spec:
@@ -230,11 +230,11 @@ def table2(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
     labels = {run_key("hierdiffuse", base_overrides + r.train): r.variant if r.train else "full model"
               for r in rows_spec if not r.infer}
     curves = learning_curves({labels[k]: v for k, v in runs.items() if k in labels})
-    write_table(rows, columns, out, name, {**_meta(dataset, seeds, epochs, batch_size, command),
+    write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, batch_size, command),
                                            "tuned_from": tuned,
                                            "val_auc_by_epoch": curves})
     plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
-                         f"Table 2 variants on {dataset} ({seeds} seeds)")
+                         f"Table 2 variants on {data.name} ({seeds} seeds)")
     return rows
 
 
@@ -246,10 +246,11 @@ def robustness(out: str, noise: Sequence[float], seeds: int = 3, epochs: int | N
     if unknown:
         raise ConfigError(f"--noise: no synthetic config for {unknown}; known rates: {sorted(NOISE_CONFIGS)}")
 
+    datasets = {rate: pipeline.open_dataset(f"synthetic_interest_ctr/{NOISE_CONFIGS[rate]}", data_dir)
+                for rate in noise}
+
     def noise_runs(rate: float, wait: bool):
-        dataset = f"synthetic_interest_ctr/{NOISE_CONFIGS[rate]}"
-        pipeline.prepared_builder(dataset, data_dir)
-        return train_runs(os.path.join(out, NOISE_CONFIGS[rate]), dataset, [(m, ()) for m in models],
+        return train_runs(os.path.join(out, NOISE_CONFIGS[rate]), datasets[rate], [(m, ()) for m in models],
                           seeds, epochs, data_dir, common, wait=wait)
 
     for rate in noise:  # Every run that no other process holds, before waiting for any.

@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from hierdiffuse_tf.config import ConfigError, ModelConfig, TrainConfig, override_key
+from hierdiffuse_tf.data import pipeline
 from hierdiffuse_tf.experiments.report import (_meta, learning_curves, plot_learning_curves, summary,
                                                write_table)
 from hierdiffuse_tf.experiments.runs import _read_json, run_key, train_runs
@@ -53,7 +54,8 @@ def tune(dataset: str, out: str, models: Sequence[str] = tuple(MODELS), trials: 
     """
     _check_untuned_keys(common, "--set")
     candidates = tuning_trials(trials)
-    runs = train_runs(os.path.join(out, "tuning"), dataset, [(m, t) for m in models for t in candidates],
+    data = pipeline.open_dataset(dataset, data_dir)
+    runs = train_runs(os.path.join(out, "tuning"), data, [(m, t) for m in models for t in candidates],
                       1, epochs, data_dir, common, eval_split="validation", reuse_from=out)
     rows, best = [], {}
     for m in models:
@@ -67,7 +69,7 @@ def tune(dataset: str, out: str, models: Sequence[str] = tuple(MODELS), trials: 
                   "chosen": "yes" if i == winner else ""} for i, (t, auc) in enumerate(zip(candidates, aucs))]
     columns = [("model", "model", "{}"), ("trial", "trial", "{}"), ("overrides", "overrides", "{}"),
                ("val_auc", "validation AUC", "{:.4f}"), ("chosen", "chosen", "{}")]
-    meta = {**_meta(dataset, 1, epochs, None, command), "trials": trials,
+    meta = {**_meta(data.name, 1, epochs, None, command), "trials": trials,
             "space": {name: list(values) for name, values in TUNING_SPACE}, "best": best,
             "selected_on": "validation"}
     write_table(rows, columns, out, "tuning", meta)
@@ -87,7 +89,8 @@ def compare(dataset: str, out: str, variants: Sequence[Sequence[str]], model: st
     (validation AUC per epoch).
     """
     candidates = list(dict.fromkeys([(), *(tuple(v) for v in variants if v)]))
-    runs = train_runs(os.path.join(out, "tuning"), dataset, [(model, v) for v in candidates], seeds,
+    data = pipeline.open_dataset(dataset, data_dir)
+    runs = train_runs(os.path.join(out, "tuning"), data, [(model, v) for v in candidates], seeds,
                       epochs, data_dir, common, eval_split="validation", reuse_from=out)
     by_label = {" ".join(v) or "(defaults)": (v, runs[run_key(model, v)]) for v in candidates}
     curves = learning_curves({label: metrics for label, (_, metrics) in by_label.items()})
@@ -103,10 +106,10 @@ def compare(dataset: str, out: str, variants: Sequence[Sequence[str]], model: st
                ("delta", "Δ vs defaults", "{:+.4f}"), ("val_auc_epoch1", "after epoch 1", "{:.4f}"),
                ("logloss_mean", "log loss", "{:.4f}")]
     name = f"compare_{model}"
-    write_table(rows, columns, out, name, {**_meta(dataset, seeds, epochs, None, command),
+    write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, None, command),
                                            "selected_on": "validation", "val_auc_by_epoch": curves})
     plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
-                         f"{model} variants on {dataset} (validation)")
+                         f"{model} variants on {data.name} (validation)")
     return rows
 
 

@@ -264,6 +264,8 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
             whose weights are `1 + score`, divided by the count, so it starts
             as the masked mean) or "mean" (the paper's masked mean pooling).
         readout_units: hidden widths of the readout's activation unit.
+        readout_recency: the target readouts add a learned bias per position
+            (a recency: sequences are newest last) to each score, starting at 0.
         encoder_gate: ReZero-gate both encoders, `e + g (T(e + pos) - e)`
             with g starting at 0.
         head_short_cross: the head also reads `h_S * e_target`.
@@ -321,6 +323,7 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
     normalize_x0: bool = True
     readout: str = "target_attention"
     readout_units: tuple[int, ...] = (36,)
+    readout_recency: bool = False
     encoder_gate: bool = True
     head_short_cross: bool = True
     head_on_clean: bool = True

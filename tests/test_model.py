@@ -132,7 +132,7 @@ ABLATIONS = [
     {"num_hash_buckets": 16}, {"readout": "mean"}, {"encoder_gate": False},
     {"normalize_x0": False}, {"head_short_cross": False}, {"head_on_clean": False},
     {"session_recency": True}, {"sampler": "none"}, {"long_chunk": 3}, {"long_encoder_layers": -1},
-    {"next_behaviour_weight": 1.0},
+    {"next_behaviour_weight": 1.0}, {"readout_recency": True},
 ]
 
 

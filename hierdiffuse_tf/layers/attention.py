@@ -113,6 +113,9 @@ class TargetAttentionReadout(MaskedPooling):
     Args:
         units: tuple of int. Hidden widths of the activation unit. Defaults
             to `(36,)`.
+        recency: bool. Add a learned bias per position to each score,
+            `1 + a_l + b_l` (b starts at 0); sequences are left-padded, newest
+            last, so a position is a recency. Defaults to False.
         **kwargs: base layer arguments.
 
     Call arguments:
@@ -128,30 +131,36 @@ class TargetAttentionReadout(MaskedPooling):
     >>> h_long = readout(tokens, mask, query=target_embedding)
     """
 
-    def __init__(self, units=(36,), **kwargs):
+    def __init__(self, units=(36,), recency: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.units = tuple(int(u) for u in units)
+        self.recency = recency
 
     def build(self, x_shape, padding_mask_shape=None, query_shape=None):
         super().build(x_shape, padding_mask_shape)
         self.unit = ActivationUnit(self.units, score_initializer="zeros", dtype=self.dtype_policy,
                                    name="activation_unit")
         self.unit.build(x_shape)
+        self.position_bias = (self.add_weight(shape=(x_shape[-2],), initializer="zeros",
+                                              name="position_bias") if self.recency else None)
 
     def token_weights(self, x, padding_mask, query=None):
         """`(B, L)` weights `1 + a_l` at real behaviours, 0 at padding."""
         if query is None:
             raise ValueError("TargetAttentionReadout needs `query`, the target embedding")
-        return ops.cast(padding_mask, x.dtype) * (1.0 + self.unit.scores(x, query, padding_mask))
+        scores = self.unit.scores(x, query, padding_mask)
+        if self.position_bias is not None:
+            scores = scores + ops.cast(self.position_bias, scores.dtype)
+        return ops.cast(padding_mask, x.dtype) * (1.0 + scores)
 
     def get_config(self):
-        return {**super().get_config(), "units": list(self.units)}
+        return {**super().get_config(), "units": list(self.units), "recency": self.recency}
 
 
-def make_readout(kind: str, units=(36,), **kwargs) -> MaskedPooling:
+def make_readout(kind: str, units=(36,), recency: bool = False, **kwargs) -> MaskedPooling:
     """`"target_attention"`: `TargetAttentionReadout`; `"mean"`: `MaskedPooling` (the paper's)."""
     if kind == "target_attention":
-        return TargetAttentionReadout(units, **kwargs)
+        return TargetAttentionReadout(units, recency=recency, **kwargs)
     if kind == "mean":
         return MaskedPooling(**kwargs)
     raise ValueError(f"`readout` must be 'target_attention' or 'mean'. Received: {kind!r}")

@@ -102,8 +102,9 @@ class HierDiffuse(CTRModel):
         self.long_encoder = SequenceEncoder(c.max_long, chunk_size=c.long_chunk, name="long_encoder",
                                             **{**encoder_args, "num_layers": long_layers})
         self.short_encoder = SequenceEncoder(c.session_len, name="short_encoder", **encoder_args)
-        self.long_readout = make_readout(c.readout, c.readout_units, name="long_readout")
-        self.short_readout = make_readout(c.readout, c.readout_units, name="short_readout")
+        self.long_readout = make_readout(c.readout, c.readout_units, c.readout_recency, name="long_readout")
+        self.short_readout = make_readout(c.readout, c.readout_units, c.readout_recency,
+                                          name="short_readout")
         self.session_pool = MaskedPooling(name="session_pool")  # Eq. 3 over the sessions.
         self.session_recency = (
             keras.layers.Embedding(c.num_sessions, c.embed_dim, embeddings_initializer="zeros",

@@ -2,12 +2,6 @@
 
 from setuptools import find_packages, setup
 
-# The TFDS dataset folders live in `datasets/` (the `tfds new` layout) and are
-# installed as `hierdiffuse_tf.datasets`, never as a top-level `datasets`.
-DATASET_PACKAGES = ["datasets"] + [
-    f"datasets.{p}" for p in find_packages("datasets")
-]
-
 BEAM = ["apache-beam==2.77.*"]
 # scipy and jax: the portable benchmark and the backend tests run Keras on JAX (and its numpy
 # backend, which imports both).
@@ -21,9 +15,9 @@ setup(
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["hierdiffuse_tf", "hierdiffuse_tf.*"])
-    + ["hierdiffuse_tf." + p for p in DATASET_PACKAGES],
-    package_dir={"hierdiffuse_tf.datasets": "datasets"},
+    # The TFDS builders are `hierdiffuse_tf.datasets` (`datasets/` at the top is a link to it,
+    # for `tfds build datasets/NAME`); nothing installs as a top-level `datasets`.
+    packages=find_packages(include=["hierdiffuse_tf", "hierdiffuse_tf.*"]),
     package_data={"hierdiffuse_tf.datasets": ["*/*.tsv", "*/*.txt", "*/*.bib", "*/*.md", "*/dummy_data/*"],
                   "hierdiffuse_tf": ["configs/*.yaml"]},
     install_requires=[

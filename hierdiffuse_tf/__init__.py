@@ -1,7 +1,7 @@
 """hierdiffuse-tf: HierDiffuse (EMNLP 2025) for Keras 3 / TensorFlow.
 
-Importing the package registers the TFDS builders (`movielens_100k_ctr`,
-`synthetic_interest_ctr`) and every custom Keras object, so
+Importing the package registers the TFDS builders (`hierdiffuse_tf.datasets`:
+ml-100k, ml-1m, the synthetic data, Amazon Books, Taobao) and every custom Keras object, so
 `tfds.builder(...)` and `keras.saving.load_model(...)` work after
 `import hierdiffuse_tf`.
 

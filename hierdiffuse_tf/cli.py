@@ -248,7 +248,7 @@ def _models(args) -> tuple[str, ...] | None:
 def run_experiment(args: argparse.Namespace):
     from hierdiffuse_tf import experiments
     from hierdiffuse_tf.config import ConfigError
-    from hierdiffuse_tf.data import pipeline
+    from hierdiffuse_tf.datasets import pipeline
 
     argv = getattr(args, "argv", None) or sys.argv[1:]  # `main` records the arguments it parsed.
     command = "hierdiffuse " + " ".join(shlex.quote(a) for a in argv)
@@ -345,7 +345,7 @@ def run_serving(args: argparse.Namespace):
         return {"stopped": True}
     if args.command == "score":
         from hierdiffuse_tf import training
-        from hierdiffuse_tf.data import pipeline
+        from hierdiffuse_tf.datasets import pipeline
 
         data = pipeline.open_dataset(args.dataset, args.data_dir, auto_prepare=False)
         client = client_lib.Client(args.server, args.model_name)
@@ -377,7 +377,7 @@ def run_serving(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> dict | None:
     from hierdiffuse_tf import training
-    from hierdiffuse_tf.data import pipeline
+    from hierdiffuse_tf.datasets import pipeline
 
     if args.command == "prepare":
         builder = pipeline.prepare(args.dataset, args.data_dir, args.manual_dir,

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from hierdiffuse_tf import config as config_lib
 from hierdiffuse_tf import distribute
-from hierdiffuse_tf.data import pipeline
+from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.models import CTRModel, get_model_class
 
 

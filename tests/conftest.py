@@ -53,7 +53,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_builder(data_dir):
     """`synthetic_interest_ctr/smoke`, built once per session."""
-    from hierdiffuse_tf.data import pipeline
+    from hierdiffuse_tf.datasets import pipeline
 
     return pipeline.prepare("synthetic_interest_ctr/smoke", data_dir)
 
@@ -61,7 +61,7 @@ def smoke_builder(data_dir):
 @pytest.fixture(scope="session")
 def smoke_data(smoke_builder):
     """`smoke_builder` as the handle that training and the experiments pass down."""
-    from hierdiffuse_tf.data import pipeline
+    from hierdiffuse_tf.datasets import pipeline
 
     return pipeline.PreparedDataset("synthetic_interest_ctr/smoke", smoke_builder)
 

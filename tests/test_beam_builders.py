@@ -12,8 +12,8 @@ import tensorflow_datasets as tfds
 
 import hierdiffuse_tf  # noqa: F401  (registers the builders)
 from hierdiffuse_tf import cli
-from hierdiffuse_tf.data import beam_base, pipeline
-from hierdiffuse_tf.data.tfds_base import RawDataError
+from hierdiffuse_tf.datasets import beam_base, pipeline
+from hierdiffuse_tf.datasets.tfds_base import RawDataError
 from hierdiffuse_tf.datasets.amazon_books_ctr import amazon_books_ctr_dataset_builder as amazon
 from hierdiffuse_tf.datasets.taobao_user_behavior_ctr import taobao_user_behavior_ctr_dataset_builder as taobao
 

@@ -7,8 +7,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 import hierdiffuse_tf  # noqa: F401  (registers the builders)
-from hierdiffuse_tf.data import behaviors, pipeline
-from hierdiffuse_tf.data.tfds_base import RawDataError
+from hierdiffuse_tf.data import behaviors
+from hierdiffuse_tf.datasets import pipeline
+from hierdiffuse_tf.datasets.tfds_base import RawDataError
 from hierdiffuse_tf.datasets.movielens_100k_ctr import movielens_100k_ctr_dataset_builder as ml
 from hierdiffuse_tf.datasets.synthetic_interest_ctr import synthetic_interest_ctr_dataset_builder as syn
 

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import TINY_SETS, random_features, tiny_sets
 from hierdiffuse_tf import cli, experiments, training
-from hierdiffuse_tf.data import pipeline
+from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.config import ConfigError, HierDiffuseConfig
 from hierdiffuse_tf.models import HierDiffuse
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 from conftest import TINY_MODEL, TINY_SETS, random_features
 from hierdiffuse_tf import cli, training
 from hierdiffuse_tf.config import PAPER_AS_PRINTED, ConfigError, HierDiffuseConfig
-from hierdiffuse_tf.data import pipeline
+from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.diffusion import tcc
 from hierdiffuse_tf.models import HierDiffuse, build_model
 

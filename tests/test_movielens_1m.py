@@ -15,8 +15,9 @@ import tensorflow_datasets as tfds
 
 import hierdiffuse_tf  # noqa: F401  (registers the builders)
 from hierdiffuse_tf import cli
-from hierdiffuse_tf.data import behaviors, pipeline
-from hierdiffuse_tf.data.tfds_base import RawDataError
+from hierdiffuse_tf.data import behaviors
+from hierdiffuse_tf.datasets import pipeline
+from hierdiffuse_tf.datasets.tfds_base import RawDataError
 from hierdiffuse_tf.datasets.movielens_1m_ctr import movielens_1m_ctr_dataset_builder as ml
 
 # GroupLens MovieID: (title, genres). Titles with accents test the encodings.

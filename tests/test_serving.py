@@ -215,7 +215,7 @@ def test_serve_dev_stops_cleanly_on_sigterm(exported_model):
 
 @pytest.mark.slow
 def test_score_command_matches_keras_on_a_prepared_split(smoke_builder, data_dir, tmp_path, capsys):
-    from hierdiffuse_tf.data import pipeline
+    from hierdiffuse_tf.datasets import pipeline
 
     config = HierDiffuseConfig(**pipeline.vocabulary(smoke_builder), **pipeline.sequence_shape(smoke_builder),
                                embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8)

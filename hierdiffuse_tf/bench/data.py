@@ -13,7 +13,7 @@ from hierdiffuse_tf.utils import utc_timestamp
 def bench_data(dataset: str, data_dir: str | None = None, batch_size: int = 256, batches: int = 200,
                steps: int = 20) -> dict:
     """`tf.data` examples/s from a prepared split against HierDiffuse's training rate, in one run."""
-    from hierdiffuse_tf.data import pipeline
+    from hierdiffuse_tf.datasets import pipeline
 
     prepared = pipeline.open_dataset(dataset, data_dir, auto_prepare=False)
     ds = prepared.batches("train", batch_size, shuffle=True).repeat().take(batches)
@@ -84,8 +84,8 @@ def beam_build(rows: int, workers: int, workdir: str) -> dict:
 
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from hierdiffuse_tf.data import pipeline
-    from hierdiffuse_tf.data.tfds_base import RawDataError
+    from hierdiffuse_tf.datasets import pipeline
+    from hierdiffuse_tf.datasets.tfds_base import RawDataError
 
     data_dir = os.path.join(workdir, f"data_{workers}")
     shutil.rmtree(data_dir, ignore_errors=True)

@@ -20,7 +20,7 @@ from typing import Sequence
 
 from hierdiffuse_tf import training
 from hierdiffuse_tf.config import ConfigError, TrainConfig, override_key
-from hierdiffuse_tf.data import pipeline
+from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.models import MODELS, get_model_class
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from hierdiffuse_tf import training
 from hierdiffuse_tf.config import PAPER_AS_PRINTED, ConfigError
 from hierdiffuse_tf.bench.timing import time_batches
-from hierdiffuse_tf.data import pipeline
+from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.experiments.report import (_meta, check_table_name, learning_curves, plot_learning_curves,
                                                plot_robustness, summary, write_table)
 from hierdiffuse_tf.experiments.runs import _read_json, run_key, train_runs

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from hierdiffuse_tf.config import ConfigError, ModelConfig, TrainConfig, override_key
-from hierdiffuse_tf.data import pipeline
+from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.experiments.report import (_meta, learning_curves, plot_learning_curves, summary,
                                                write_table)
 from hierdiffuse_tf.experiments.runs import _read_json, run_key, train_runs

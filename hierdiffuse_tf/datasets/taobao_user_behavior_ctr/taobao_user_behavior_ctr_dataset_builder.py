@@ -31,9 +31,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from hierdiffuse_tf.data.beam_base import (BAD, OK, SKIP, BeamBehaviourCtrBuilder, BeamCtrConfig, Row,
+from hierdiffuse_tf.datasets.beam_base import (BAD, OK, SKIP, BeamBehaviourCtrBuilder, BeamCtrConfig, Row,
                                             ok_payloads)
-from hierdiffuse_tf.data.tfds_base import require_file
+from hierdiffuse_tf.datasets.tfds_base import require_file
 
 FILE = "UserBehavior.csv"
 BEHAVIOURS = ("pv", "buy", "cart", "fav")

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from hierdiffuse_tf.data import behaviors
-from hierdiffuse_tf.data.tfds_base import BehaviourCtrBuilder
+from hierdiffuse_tf.datasets.tfds_base import BehaviourCtrBuilder
 
 START_TIMESTAMP = 1_577_836_800  # 2020-01-01 00:00:00 UTC.
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from hierdiffuse_tf.data import behaviors
-from hierdiffuse_tf.data.tfds_base import (BehaviourCtrBuilder, RawDataError, manual_dir, nonblank_lines,
+from hierdiffuse_tf.datasets.tfds_base import (BehaviourCtrBuilder, RawDataError, manual_dir, nonblank_lines,
                                             parse_int, require_file, wheel_files)
 
 # The genre order of u.item's flag columns (and the names recbole uses).

@@ -9,7 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import hierdiffuse_tf.datasets as project_datasets
-from hierdiffuse_tf.data.beam_base import BeamBehaviourCtrBuilder
+from hierdiffuse_tf.datasets.beam_base import BeamBehaviourCtrBuilder
 from hierdiffuse_tf.errors import HierDiffuseError
 
 AUTOTUNE = tf.data.AUTOTUNE

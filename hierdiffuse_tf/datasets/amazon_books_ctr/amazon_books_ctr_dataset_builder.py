@@ -32,8 +32,8 @@ import os
 import tensorflow_datasets as tfds
 
 from hierdiffuse_tf.data import behaviors
-from hierdiffuse_tf.data.beam_base import BAD, OK, BeamBehaviourCtrBuilder, BeamCtrConfig, Row, ok_payloads
-from hierdiffuse_tf.data.tfds_base import require_file
+from hierdiffuse_tf.datasets.beam_base import BAD, OK, BeamBehaviourCtrBuilder, BeamCtrConfig, Row, ok_payloads
+from hierdiffuse_tf.datasets.tfds_base import require_file
 
 REVIEWS = "reviews_Books_5.json.gz"
 META = "meta_Books.json.gz"

@@ -36,7 +36,7 @@ import numpy as np
 import tqdm
 
 from hierdiffuse_tf.data import behaviors
-from hierdiffuse_tf.data.tfds_base import (BehaviourCtrBuilder, RawDataError, manual_dir, nonblank_lines,
+from hierdiffuse_tf.datasets.tfds_base import (BehaviourCtrBuilder, RawDataError, manual_dir, nonblank_lines,
                                             parse_int, require_file, wheel_files)
 
 RATINGS, MOVIES = "ratings.dat", "movies.dat"

@@ -41,7 +41,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from hierdiffuse_tf.data import behaviors
-from hierdiffuse_tf.data.tfds_base import BehaviourCtrBuilder, RawDataError, read_lines
+from hierdiffuse_tf.datasets.tfds_base import BehaviourCtrBuilder, RawDataError, read_lines
 
 OK, SKIP, BAD = "ok", "skip", "bad"
 

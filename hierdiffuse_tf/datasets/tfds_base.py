@@ -60,8 +60,8 @@ class BehaviourCtrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     @tfds.core.utils.classproperty
     @classmethod
     def code_path(cls) -> epath.Path:
-        # TFDS derives this from the top-level package, which is wrong for the
-        # builders installed as `hierdiffuse_tf.datasets` from `datasets/`.
+        # The builder's own file: its folder holds CITATIONS.bib, checksums.tsv and
+        # the dummy data, wherever the package is installed or linked from.
         return epath.Path(inspect.getfile(cls))
 
     @classmethod

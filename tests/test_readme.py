@@ -95,3 +95,26 @@ def test_splice_docs_fills_each_file_and_leaves_files_without_blocks_alone(tmp_p
     assert experiments.splice_docs("results") == {os.path.join("docs", "a.md"): ["t"]}
     assert (tmp_path / "docs" / "a.md").read_text() == "<!-- results:t -->\n| new |\n<!-- /results:t -->\n"
     assert os.stat(tmp_path / "README.md").st_mtime == 0  # Not rewritten.
+
+
+def test_the_readme_layout_matches_the_tree():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    block = re.search(r"## Layout\n\n```text\n(.*?)```", text, flags=re.S).group(1)
+    named, parent = set(), {}
+    for line in block.splitlines():
+        indent = len(line) - len(line.lstrip())
+        if not line.strip() or indent >= 30:  # A description's second line.
+            continue
+        entries = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]  # The path column.
+        for entry in (e.strip() for e in entries.split(",") if e.strip()):
+            base = max(((i, p) for i, p in parent.items() if i < indent), default=(0, ""))[1]
+            path = os.path.normpath(os.path.join(base, entry))
+            named.add(path)
+            if entry.endswith("/") and entry == entries.strip():
+                parent = {i: p for i, p in parent.items() if i < indent}
+                parent[indent] = path
+    assert [p for p in named if not os.path.exists(os.path.join(ROOT, p))] == []
+    packages = {os.path.relpath(os.path.dirname(p), ROOT)
+                for p in glob.glob(os.path.join(ROOT, "hierdiffuse_tf", "*", "__init__.py"))}
+    shown = named | {os.path.dirname(p) for p in named}  # A package is shown by a file in it too.
+    assert packages <= shown, f"packages the layout leaves out: {sorted(packages - shown)}"

@@ -139,13 +139,26 @@ def _add_benches(which) -> dict:
     p.add_argument("--batch-size", type=int, default=256)
     _flags(p, "steps", "json")
     data = p
+    p = which.add_parser("fusion", help="the fusion stage alone (TCC, DDIM, DDPM) at several batch sizes")
+    p.add_argument("--batch-sizes", default="256,4096,16384", help="comma-separated batch sizes")
+    p.add_argument("--repeats", type=int, default=7)
+    _flags(p, "json", "model_set")
+    fusion = p
+    p = which.add_parser("xla", help="each model's training and scoring, as a plain graph and with XLA")
+    p.add_argument("--batch-size", type=int, default=256)
+    _flags(p, "models")
+    p.add_argument("--steps", type=int, default=20, help="timed training steps")
+    p.add_argument("--repeats", type=int, default=5)
+    _flags(p, "json", "model_set")
+    xla = p
     p = which.add_parser("beam", help="the Beam builder's throughput at each worker count")
     p.add_argument("--rows", type=int, default=2_000_000, help="rows of the generated UserBehavior.csv")
     p.add_argument("--workers", default="1,2", help="DirectRunner worker counts to time")
     p.add_argument("--workdir", default="/tmp/hierdiffuse_beam_bench",
                    help="where the generated file and the builds go")
     _flags(p, "json")
-    return {"inference": inference, "train": train, "profile": profile, "data": data, "beam": p}
+    return {"inference": inference, "fusion": fusion, "train": train, "profile": profile, "xla": xla,
+            "data": data, "beam": p}
 
 
 def build_parser() -> CommandParser:
@@ -303,15 +316,27 @@ def run_bench(args: argparse.Namespace) -> dict:
     values = {}
     if hasattr(args, "set"):
         apply_overrides(values, {}, HierDiffuseConfig, args.set)
-    if args.which == "inference":
+    if args.which in ("inference", "fusion"):
         from hierdiffuse_tf.bench import inference
 
+        if args.which == "fusion":
+            summary = inference.bench_fusion([int(b) for b in args.batch_sizes.split(",")],
+                                             repeats=args.repeats, model_values=values)
+            write(summary, args.json, inference.markdown_fusion)
+            print(inference.markdown_fusion(summary))
+            return summary
         summary = inference.bench_inference(args.batch_size, repeats=args.repeats, model_values=values)
         write(summary, args.json, inference.markdown)
         print(inference.markdown(summary))
         return {"ratios": summary["ratios"], "batches_per_sec": summary["batches_per_sec"]}
-    if args.which in ("train", "profile"):
+    if args.which in ("train", "profile", "xla"):
         from hierdiffuse_tf.bench import training
+
+        if args.which == "xla":
+            summary = training.bench_xla(_models(args), args.batch_size, args.steps, args.repeats, values)
+            write(summary, args.json, training.markdown_xla)
+            print(training.markdown_xla(summary))
+            return summary
 
         if args.which == "train":
             summary = training.bench_train(batch_size=args.batch_size, steps=args.steps, model_values=values)

@@ -136,3 +136,26 @@ def test_bench_profile_reports_each_part_of_a_training_step(tmp_path):
         assert part["ms"] == pytest.approx(full - without)
     timing.write(result, str(tmp_path / "profile.json"), training.markdown_profile)
     assert "share of the step" in (tmp_path / "profile.md").read_text()
+
+
+def test_bench_fusion_reports_the_stage_ratios_at_each_batch_size(tmp_path):
+    out = tmp_path / "fusion.json"
+    assert cli.main(["bench", "fusion", "--batch-sizes", "8,64", "--repeats", "1", "--json", str(out),
+                     *TINY]) == 0
+    result = json.loads(out.read_text())
+    assert sorted(result["results"], key=int) == ["8", "64"]
+    for row in result["results"].values():
+        assert set(row["ratios"]) == {"fusion_tcc_over_ddim", "fusion_tcc_over_ddpm"}
+        assert row["ratios"]["fusion_tcc_over_ddpm"] > 1.0  # One call against 50.
+    assert "| 64 |" in (tmp_path / "fusion.md").read_text()
+
+
+@pytest.mark.slow
+def test_bench_xla_times_both_compiles_of_each_model(tmp_path):
+    out = tmp_path / "xla.json"
+    assert cli.main(["bench", "xla", "--models", "avg_pool_dnn,din", "--batch-size", "16", "--steps", "2",
+                     "--repeats", "1", "--json", str(out), *TINY]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["model"] for r in rows] == ["avg_pool_dnn", "din"]
+    assert all(r[k] > 0 for r in rows for k in ("train_graph", "train_xla", "score_graph", "score_xla"))
+    assert rows[1]["jit_train"] and "| din |" in (tmp_path / "xla.md").read_text()

@@ -127,3 +127,48 @@ def markdown(result: dict) -> str:
                   + "Traced ops: "
                   + ", ".join(f"{k} {v}" for k, v in diag.get("fusion_graph_ops", {}).items()) + "."]
     return "\n".join(lines) + f"\n\n_Batch {result['batch_size']}, {result['machine']}, TF {result['tensorflow']}._\n"
+
+
+def bench_fusion(batch_sizes=(256, 4096, 16384), repeats: int = 7,
+                 model_values: dict | None = None) -> dict:
+    """The fusion stage alone (TCC, DDIM-10, DDPM from t*) at each batch size, in one run.
+
+    A compiled call has a fixed floor (about 0.4 ms here), which bounds TCC over
+    DDIM-10 at small batches; at large ones the floor is small beside the work.
+    Each path keeps its faster compile (graph or XLA).
+    """
+    values = {**DEFAULT_SHAPE, "diffusion_steps": 100, **(model_values or {})}
+    config = HierDiffuseConfig(**values)
+    model = built(HierDiffuse(config), {k: tf.constant(v) for k, v in
+                                        export.example_request(config, 8).items()})
+    fusion = {"fusion_tcc": ("tcc", None), "fusion_ddim_10": ("ddim", 10), "fusion_ddpm_all": ("ddpm", None)}
+    results = {}
+    for batch in batch_sizes:
+        x = {k: tf.constant(v) for k, v in export.example_request(config, batch).items()}
+        inputs = model.fusion_inputs(x)
+        paths = {f"{name}{'_xla' if jit else ''}": tf.function(
+                     lambda sampler=sampler, steps=steps: model.fuse(*inputs, sampler=sampler, steps=steps),
+                     jit_compile=jit)
+                 for name, (sampler, steps) in fusion.items() for jit in (False, True)}
+        speed = time_paths(paths, repeats=repeats)
+        best = {name: max(speed[name], speed[f"{name}_xla"]) for name in fusion}
+        results[batch] = {"batches_per_sec": speed,
+                          "ratios": {"fusion_tcc_over_ddim": best["fusion_tcc"] / best["fusion_ddim_10"],
+                                     "fusion_tcc_over_ddpm": best["fusion_tcc"] / best["fusion_ddpm_all"]}}
+    return {"results": results, "ddpm_steps": config.start_step, "repeats": repeats,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "tensorflow": tf.__version__,
+            "date": utc_timestamp()}
+
+
+def markdown_fusion(result: dict) -> str:
+    target = portable.TARGETS["fusion_tcc_over_ddim"]
+    lines = ["| batch | fusion TCC over DDIM-10 | fusion TCC over DDPM from t* | TCC batches/s |",
+             "|---|---|---|---|"]
+    for batch, r in result["results"].items():
+        tcc = max(r["batches_per_sec"]["fusion_tcc"], r["batches_per_sec"]["fusion_tcc_xla"])
+        ratio = r["ratios"]["fusion_tcc_over_ddim"]
+        lines.append(f"| {batch} | {ratio:.2f}x{'' if ratio >= target else ' (missed)'} | "
+                     f"{r['ratios']['fusion_tcc_over_ddpm']:.1f}x | {tcc:.0f} |")
+    return "\n".join(lines) + (f"\n\n_DDPM runs {result['ddpm_steps']} steps; target: TCC over DDIM-10 "
+                               f">= {target:.0f}x at some batch; {result['machine']}, TF {result['tensorflow']}, "
+                               f"{result['date']}._\n")

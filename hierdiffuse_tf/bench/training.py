@@ -21,8 +21,11 @@ from hierdiffuse_tf.utils import utc_timestamp
 
 
 def train_throughput(model_name: str, batch_size: int = 256, steps: int = 30,
-                     model_values: dict | None = None) -> dict:
-    """Training examples/s of one model on a fixed in-memory batch, and the process's peak RSS."""
+                     model_values: dict | None = None, xla: bool | None = None) -> dict:
+    """Training examples/s of one model on a fixed in-memory batch, and the process's peak RSS.
+
+    `xla` compiles the step with XLA or not; None compiles it as `train` does (`jit_train`).
+    """
     import resource
 
     import keras
@@ -33,7 +36,8 @@ def train_throughput(model_name: str, batch_size: int = 256, steps: int = 30,
     x = {k: tf.constant(v) for k, v in export.example_request(config, batch_size).items()}
     y = tf.cast(tf.random.uniform((batch_size,), 0, 2, tf.int32), tf.float32)
     model(x)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=model.jit_train)  # As `train` does.
+    jit = model.jit_train if xla is None else xla  # None: as `train` compiles it.
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit)
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
     model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)  # Trace and warm up.
     start = time.perf_counter()
@@ -42,7 +46,7 @@ def train_throughput(model_name: str, batch_size: int = 256, steps: int = 30,
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"model": model_name, "examples_per_sec": steps * batch_size / seconds,
             "peak_rss_mb": peak_kb / 1024.0, "batch_size": batch_size, "steps": steps,
-            "xla": model.jit_train}
+            "xla": jit}
 
 
 # `bench profile`: each part's share of a HierDiffuse training step, by removing it. A
@@ -142,3 +146,47 @@ def markdown_throughput(result: dict) -> str:
     rounds = f", best of {result['repeats']} rounds" if result.get("repeats") else ""
     load = f", load average {result['load_average']:.1f}" if "load_average" in result else ""
     return "\n".join(lines) + f"\n\n_Batch {batch}, {result['machine']}{rounds}{load}, {result['date']}._\n"
+
+
+def bench_xla(models=None, batch_size: int = 256, steps: int = 20, repeats: int = 5,
+              model_values: dict | None = None) -> dict:
+    """Each model's training and scoring, compiled as a plain graph and with XLA.
+
+    Training: examples/s of each compile in its own process (`train_throughput`).
+    Scoring: batches/s of `compiled_scorer` with and without XLA, interleaved in
+    this process. The rows are what chose each model's `jit_train` and `jit_predict`.
+    """
+    from hierdiffuse_tf import training
+    from hierdiffuse_tf.bench.timing import time_paths
+    from hierdiffuse_tf.models import MODELS
+
+    names = tuple(models or MODELS)
+    values = {**DEFAULT_SHAPE, **(model_values or {})}
+    rows, scorers = [], {}
+    for name in names:
+        train = {xla: run_isolated("training", f"train_throughput({name!r}, {batch_size}, {steps}, "
+                                               f"{values!r}, xla={xla})")["examples_per_sec"]
+                 for xla in (False, True)}
+        model = build_model(name, values, shared=True)
+        x = {k: tf.constant(v) for k, v in export.example_request(model.config, batch_size).items()}
+        model(x)
+        for xla in (False, True):
+            fn = training.compiled_scorer(model, jit_compile=xla)
+            scorers[(name, xla)] = lambda fn=fn, x=x: fn(x)
+        rows.append({"model": name, "train_graph": train[False], "train_xla": train[True],
+                     "jit_train": MODELS[name].jit_train, "jit_predict": MODELS[name].jit_predict})
+    speed = time_paths({f"{n}/{x}": fn for (n, x), fn in scorers.items()}, repeats=repeats)
+    for row in rows:
+        row["score_graph"], row["score_xla"] = speed[f"{row['model']}/False"], speed[f"{row['model']}/True"]
+    return {"rows": rows, "batch_size": batch_size, "steps": steps, "repeats": repeats,
+            "machine": _machine(), "load_average": os.getloadavg()[0], "date": utc_timestamp()}
+
+
+def markdown_xla(result: dict) -> str:
+    lines = ["| model | training ex/s: graph -> XLA | trains with XLA | scoring batches/s: graph -> XLA "
+             "| scores with XLA |", "|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['train_graph']:.0f} -> {r['train_xla']:.0f} | "
+              f"{'yes' if r['jit_train'] else 'no'} | {r['score_graph']:.1f} -> {r['score_xla']:.1f} | "
+              f"{'yes' if r['jit_predict'] else 'no'} |" for r in result["rows"]]
+    return "\n".join(lines) + (f"\n\n_Batch {result['batch_size']}, {result['machine']}, load average "
+                               f"{result['load_average']:.1f} at the start, {result['date']}._\n")

@@ -214,7 +214,9 @@ def test_ablation_switches_change_only_what_they_name(row):
     # Where each switch may change weights; losses, the sampler and the head's noise change none.
     owners = {"backbone": ("guided_denoiser/",), "guidance": ("guided_denoiser/",),
               "direction": ("guided_denoiser/g_",),
-              "readout": ("long_readout/activation_unit", "short_readout/activation_unit"),
+              "readout": ("long_readout/activation_unit", "short_readout/activation_unit",
+                          "long_readout/position_bias", "short_readout/position_bias"),
+              "readout_recency": ("long_readout/position_bias", "short_readout/position_bias"),
               "encoder_gate": ("long_encoder/gate", "short_encoder/gate"),
               "long_encoder_layers": ("long_encoder/block_",),
               "normalize_x0": ("x0_norm/",), "head_short_cross": ("head/hidden_0/kernel",),

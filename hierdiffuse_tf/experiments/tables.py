@@ -68,6 +68,7 @@ TABLE2_ROWS = (
         tuple(f"{k}={str(v).lower()}" for k, v in PAPER_AS_PRINTED.items() if k != "session_recency")),
     Row("f", "w/ f_L transformer", ("long_encoder_layers=-1",)),
     Row("f", "w/o target readout", ("readout=mean",)),
+    Row("f", "w/o readout recency", ("readout_recency=false",)),
     Row("f", "w/o encoder gate", ("encoder_gate=false",)),
     Row("f", "w/o x0 norm", ("normalize_x0=false",)),
     Row("f", "w/o h_S * e_t in the head", ("head_short_cross=false",)),

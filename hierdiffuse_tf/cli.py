@@ -19,7 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True,
-                        help="movielens_100k_ctr, movielens_1m_ctr or synthetic_interest_ctr[/noise_10]")
+                        help="movielens_100k_ctr, movielens_1m_ctr, synthetic_interest_ctr[/noise_10], "
+                             "taobao_user_behavior_ctr or amazon_books_ctr")
     parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's own)")
 
 
@@ -31,6 +32,7 @@ class CommandParser(argparse.ArgumentParser):
     """
 
     def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # `--data` is not silently `--data-dir`.
         super().__init__(*args, **kwargs)
         self.commands: dict[str, dict[str, argparse.ArgumentParser]] = {}
 
@@ -51,6 +53,15 @@ class CommandParser(argparse.ArgumentParser):
         if flag and chosen and readers:
             return f"{flag} is for {' and '.join(readers)}, not {chosen}"
         return f"unrecognized arguments: {' '.join(extra)}"
+
+
+def _int_list(flag: str, text: str) -> list[int]:
+    """`--batch-sizes 256,4096` as ints; anything else is a one-line error naming the flag."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise config_lib.ConfigError(f"{flag}: expected comma-separated integers such as 256,4096. "
+                                     f"Received: {text!r}") from None
 
 
 def _flags(parser: argparse.ArgumentParser, *names: str) -> None:
@@ -285,6 +296,16 @@ def run_experiment(args: argparse.Namespace):
         raise ConfigError("compare needs at least one --variant, e.g. --variant 'alpha=0.1'")
     if args.which == "compare" and models and len(models) != 1:
         raise ConfigError(f"compare takes one model in --models. Received: {list(models)}")
+    if args.which == "table2":
+        rows = experiments.TABLE2_ROWS
+        if args.groups:
+            groups = set(args.groups.split(","))
+            unknown = groups - {r.group for r in rows}
+            if unknown:
+                raise ConfigError(f"--groups: unknown groups {sorted(unknown)}; Table 2 has "
+                                  f"{', '.join(sorted({r.group for r in rows}))}")
+            rows = tuple(r for r in rows if r.group in groups)
+    tuned = experiments.load_tuned(args.tuned) if getattr(args, "tuned", None) else None
     data = pipeline.open_dataset(args.dataset, args.data_dir)  # Resolved once, handed down.
     if args.which == "tune":
         return experiments.tune(data, args.out, models=models or experiments.TABLE1_MODELS,
@@ -293,34 +314,29 @@ def run_experiment(args: argparse.Namespace):
         return experiments.compare(data, args.out, [v.split() for v in args.variant],
                                    model=(models or ("hierdiffuse",))[0], seeds=args.seeds, **runs)
     table = dict(seeds=args.seeds, batch_size=args.batch_size, timing_batches_count=args.timing_batches,
-                 tuned=experiments.load_tuned(args.tuned) if args.tuned else None,
+                 tuned=tuned,
                  name=args.name or args.which, **runs)
     if args.which == "table1":
         return experiments.table1(data, args.out, models=models or experiments.TABLE1_MODELS,
                                   **table)
-    rows = experiments.TABLE2_ROWS
-    if args.groups:
-        groups = set(args.groups.split(","))
-        unknown = groups - {r.group for r in rows}
-        if unknown:
-            raise ConfigError(f"--groups: unknown groups {sorted(unknown)}; Table 2 has "
-                              f"{', '.join(sorted({r.group for r in rows}))}")
-        rows = tuple(r for r in rows if r.group in groups)
     return experiments.table2(data, args.out, rows_spec=rows, **table)
 
 
 def run_bench(args: argparse.Namespace) -> dict:
     from hierdiffuse_tf.bench.timing import write
-    from hierdiffuse_tf.config import HierDiffuseConfig, apply_overrides
+    from hierdiffuse_tf.config import ConfigError, HierDiffuseConfig, apply_overrides
 
-    values = {}
+    values, train_values = {}, {}
     if hasattr(args, "set"):
-        apply_overrides(values, {}, HierDiffuseConfig, args.set)
+        apply_overrides(values, train_values, HierDiffuseConfig, args.set)
+        if train_values:
+            raise ConfigError(f"bench {args.which} --set takes model fields only; {sorted(train_values)} "
+                              "are training fields (the batch size is --batch-size)")
     if args.which in ("inference", "fusion"):
         from hierdiffuse_tf.bench import inference
 
         if args.which == "fusion":
-            summary = inference.bench_fusion([int(b) for b in args.batch_sizes.split(",")],
+            summary = inference.bench_fusion(_int_list("--batch-sizes", args.batch_sizes),
                                              repeats=args.repeats, model_values=values)
             write(summary, args.json, inference.markdown_fusion)
             print(inference.markdown_fusion(summary))
@@ -349,7 +365,7 @@ def run_bench(args: argparse.Namespace) -> dict:
     from hierdiffuse_tf.bench import data, training
 
     if args.which == "beam":
-        summary = data.bench_beam(args.rows, [int(w) for w in args.workers.split(",")], args.workdir,
+        summary = data.bench_beam(args.rows, _int_list("--workers", args.workers), args.workdir,
                                   on_run=lambda r: write(r, args.json, data.markdown_beam))
         print(data.markdown_beam(summary))
         return summary

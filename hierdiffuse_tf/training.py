@@ -246,7 +246,7 @@ def evaluate_run(model_dir: str, dataset: str | pipeline.PreparedDataset, split:
 
 
 def reevaluate(source_dir: str, out_dir: str, split: str, data_dir: str | None = None,
-               verbose: int = 1) -> dict:
+               verbose: int = 1, dataset: str | pipeline.PreparedDataset | None = None) -> dict:
     """A finished run's model evaluated on another split, written as a run of its own.
 
     For a run that training would repeat bit for bit (same config, seed and
@@ -267,7 +267,7 @@ def reevaluate(source_dir: str, out_dir: str, split: str, data_dir: str | None =
     os.makedirs(out_dir, exist_ok=True)
     for name in ("config.json", "model.keras"):
         shutil.copy2(source[name], os.path.join(out_dir, name))
-    metrics = evaluate_run(out_dir, trained["dataset"], split, data_dir, batch_size, verbose)
+    metrics = evaluate_run(out_dir, dataset or trained["dataset"], split, data_dir, batch_size, verbose)
     del metrics["model_dir"]
     metrics.update({key: trained[key] for key in ("seconds", "seed", "model", "epochs_run", "history")},
                    evaluated_from=source_dir)

@@ -145,8 +145,8 @@ def test_bench_fusion_reports_the_stage_ratios_at_each_batch_size(tmp_path):
     result = json.loads(out.read_text())
     assert sorted(result["results"], key=int) == ["8", "64"]
     for row in result["results"].values():
-        assert set(row["ratios"]) == {"fusion_tcc_over_ddim", "fusion_tcc_over_ddpm"}
-        assert row["ratios"]["fusion_tcc_over_ddpm"] > 1.0  # One call against 50.
+        assert set(row["ratios"]) == {"fusion_tcc_over_ddim", "fusion_tcc_over_ddpm_from_t_star"}
+        assert row["ratios"]["fusion_tcc_over_ddpm_from_t_star"] > 1.0  # One call against 10.
     assert "| 64 |" in (tmp_path / "fusion.md").read_text()
 
 

@@ -458,3 +458,12 @@ def test_each_sub_command_lists_exactly_its_own_flags(argv, present, absent, cap
 def test_a_benchmark_flag_given_to_another_benchmark_is_a_one_line_error(capsys):
     assert cli.main(["bench", "beam", "--steps", "3"]) == 2
     assert capsys.readouterr().err == "error: --steps is for train and profile and xla and data, not beam\n"
+
+
+def test_a_shortened_flag_is_not_taken_for_a_longer_one(capsys):
+    assert cli.main(["experiment", "robustness", "--data", "movielens_100k_ctr"]) == 2
+    assert "unrecognized arguments: --data" in capsys.readouterr().err
+    assert cli.main(["bench", "fusion", "--batch-sizes", "256,big"]) == 2
+    assert "--batch-sizes: expected comma-separated integers" in capsys.readouterr().err
+    assert cli.main(["bench", "train", "--set", "batch_size=1024"]) == 2
+    assert "training fields" in capsys.readouterr().err

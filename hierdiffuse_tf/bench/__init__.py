@@ -1,8 +1,10 @@
 """The benchmarks (`hierdiffuse bench ...`), each reporting ratios taken in one run, as JSON.
 
 - `timing`: the timing core every benchmark and the tables' speed columns use;
-- `inference`: the serving paths under TensorFlow (`bench inference`);
-- `training`: training examples/s and the step's profile (`bench train`, `bench profile`);
+- `inference`: the serving paths under TensorFlow, and the fusion stage at several batch
+  sizes (`bench inference`, `bench fusion`);
+- `training`: training examples/s, the step's profile and XLA per model (`bench train`,
+  `bench profile`, `bench xla`);
 - `data`: the input pipeline and the Beam builder (`bench data`, `bench beam`);
 - `portable`: the model math on any Keras backend, without TensorFlow
   (`python -m hierdiffuse_tf.bench.portable`).

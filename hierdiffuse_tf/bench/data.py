@@ -25,7 +25,7 @@ def bench_data(dataset: str, data_dir: str | None = None, batch_size: int = 256,
         count += int(features["target_item"].shape[0])
     data_rate = count / (time.perf_counter() - start)
     train = train_throughput("hierdiffuse", batch_size, steps, prepared.model_values())
-    return {"dataset": dataset, "data_examples_per_sec": data_rate,
+    return {"dataset": prepared.name, "data_examples_per_sec": data_rate,
             "train_examples_per_sec": train["examples_per_sec"],
             "ratios": {"data_over_train": data_rate / train["examples_per_sec"]},
             "batch_size": batch_size, "machine": _machine(),

@@ -1,4 +1,5 @@
-"""`hierdiffuse bench train | profile`: training examples/s and where a step's time goes.
+"""`hierdiffuse bench train | profile | xla`: training examples/s, where a step's time goes,
+and each model with and without XLA.
 
 Each model trains in its own process (`timing.run_isolated`), so its time and
 peak memory are its own, in rounds that visit every model in turn; a model

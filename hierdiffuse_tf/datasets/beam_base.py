@@ -41,6 +41,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from hierdiffuse_tf.data import behaviors
+from hierdiffuse_tf.config import ConfigError
 from hierdiffuse_tf.datasets.tfds_base import BehaviourCtrBuilder, RawDataError, read_lines
 
 OK, SKIP, BAD = "ok", "skip", "bad"
@@ -74,7 +75,7 @@ class BeamCtrConfig(tfds.core.BuilderConfig):
 
 def check_bad_fraction(value: float) -> float:
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"`max_bad_fraction` must be in [0, 1]. Received: `max_bad_fraction={value}`")
+        raise ConfigError(f"`max_bad_fraction` must be in [0, 1]. Received: `max_bad_fraction={value}`")
     return float(value)
 
 

@@ -130,7 +130,7 @@ def train_runs(out: str, dataset: str | pipeline.PreparedDataset, jobs: Sequence
                     if source:
                         print(f"{step} {key} seed {seed}: evaluating {source} on {eval_split} "
                               "(the same config and seed, so not trained again)", flush=True)
-                        training.reevaluate(source, run_dir, eval_split, data_dir, verbose=2)
+                        training.reevaluate(source, run_dir, eval_split, data_dir, verbose=2, dataset=dataset)
                     elif made_here:
                         print(f"{step} training {key} seed {seed}", flush=True)
                         training.train(model, dataset, run_dir, data_dir=data_dir, epochs=epochs,

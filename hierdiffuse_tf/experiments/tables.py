@@ -67,7 +67,7 @@ TABLE2_ROWS = (
     Row("f", "paper as printed (SPEC 2)",
         tuple(f"{k}={str(v).lower()}" for k, v in PAPER_AS_PRINTED.items() if k != "session_recency")),
     Row("f", "w/ f_L transformer", ("long_encoder_layers=-1",)),
-    Row("f", "w/o target readout", ("readout=mean",)),
+    Row("f", "w/o target readout", ("readout=mean", "readout_recency=false")),  # Mean: no scores to bias.
     Row("f", "w/o readout recency", ("readout_recency=false",)),
     Row("f", "w/o encoder gate", ("encoder_gate=false",)),
     Row("f", "w/o x0 norm", ("normalize_x0=false",)),
@@ -144,7 +144,8 @@ def auc_of(run_metrics: list, data: pipeline.PreparedDataset | None = None, chan
     return aucs
 
 
-def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
+def table1(dataset: str | pipeline.PreparedDataset,
+           out: str, seeds: int = 3, epochs: int | None = None,
            data_dir: str | None = None, models: Sequence[str] = TABLE1_MODELS,
            batch_size: int = 256, timing_batches_count: int = 20, common: Sequence[str] = (),
            command: str = "", tuned: dict | None = None, name: str = "table1") -> list[dict]:
@@ -188,7 +189,8 @@ def table1(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
     return rows
 
 
-def table2(dataset: str, out: str, seeds: int = 3, epochs: int | None = None,
+def table2(dataset: str | pipeline.PreparedDataset,
+           out: str, seeds: int = 3, epochs: int | None = None,
            data_dir: str | None = None, rows_spec: Sequence[Row] = TABLE2_ROWS,
            batch_size: int = 256, timing_batches_count: int = 20, common: Sequence[str] = (),
            command: str = "", tuned: dict | None = None, name: str = "table2") -> list[dict]:

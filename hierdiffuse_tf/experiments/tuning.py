@@ -40,7 +40,8 @@ def tuning_trials(trials: int, seed: int = 0) -> list[tuple[str, ...]]:
             for combo in [defaults, *rest][:trials]]
 
 
-def tune(dataset: str, out: str, models: Sequence[str] = tuple(MODELS), trials: int = 4,
+def tune(dataset: str | pipeline.PreparedDataset,
+         out: str, models: Sequence[str] = tuple(MODELS), trials: int = 4,
          epochs: int | None = None, data_dir: str | None = None,
          common: Sequence[str] = (), command: str = "") -> dict:
     """The same tuning budget for every model, on the validation split; writes tuning.{json,md,csv}.
@@ -76,7 +77,8 @@ def tune(dataset: str, out: str, models: Sequence[str] = tuple(MODELS), trials: 
     return best
 
 
-def compare(dataset: str, out: str, variants: Sequence[Sequence[str]], model: str = "hierdiffuse",
+def compare(dataset: str | pipeline.PreparedDataset,
+            out: str, variants: Sequence[Sequence[str]], model: str = "hierdiffuse",
             seeds: int = 1, epochs: int | None = None, data_dir: str | None = None,
             common: Sequence[str] = (), command: str = "") -> list[dict]:
     """Config variants of one model against its defaults, on the validation split only.

@@ -20,6 +20,15 @@ def prefix_mean(seq, mask):
     return total / ops.expand_dims(ops.maximum(count, 1.0), -1)
 
 
+def pair_logits(layers, states, behaviours):
+    """`(..., L)` logits of an MLP (`layers`, the last of width 1) over `[state, behaviour]` pairs:
+    the scorer that `next_behaviour_loss` takes, as DIEN and HierDiffuse build it."""
+    h = ops.concatenate([states, behaviours], axis=-1)
+    for layer in layers:
+        h = layer(h)
+    return ops.squeeze(h, -1)
+
+
 def next_behaviour_loss(score, states, seq, mask):
     """BCE of telling e_{t+1} from another row's e_{t+1}, averaged over valid pairs.
 

@@ -15,7 +15,7 @@ from keras import ops
 
 from hierdiffuse_tf.config import DIENConfig
 from hierdiffuse_tf.layers.augru import AUGRUCell  # noqa: F401  (also public here)
-from hierdiffuse_tf.layers.next_behaviour import next_behaviour_loss
+from hierdiffuse_tf.layers.next_behaviour import next_behaviour_loss, pair_logits
 from hierdiffuse_tf.models.base import Forward
 from hierdiffuse_tf.models.sequence_base import SequenceCTRModel
 from hierdiffuse_tf.utils import serializable
@@ -42,10 +42,7 @@ class DIEN(SequenceCTRModel):
         self.aux_net[1].build((None, d))
 
     def aux_logits(self, states, behaviours):
-        h = ops.concatenate([states, behaviours], axis=-1)
-        for layer in self.aux_net:
-            h = layer(h)
-        return ops.squeeze(h, -1)
+        return pair_logits(self.aux_net, states, behaviours)
 
     def auxiliary_loss(self, states, seq, mask):
         """BCE of telling e_{t+1} (label 1) from another example's e_{t+1} (label 0)."""

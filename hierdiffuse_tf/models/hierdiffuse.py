@@ -24,6 +24,7 @@ path: TCC one step (the default), DDIM k steps or DDPM every step from t*.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import keras
@@ -36,7 +37,7 @@ from hierdiffuse_tf.diffusion.schedule import CosineSchedule
 from hierdiffuse_tf.distribute import batch_random
 from hierdiffuse_tf.guidance.guidance import GuidedDenoiser, semantic_groups
 from hierdiffuse_tf.layers import CTRHead, FeatureEmbedding, MaskedPooling, SequenceEncoder, make_readout
-from hierdiffuse_tf.layers.next_behaviour import next_behaviour_loss, prefix_mean
+from hierdiffuse_tf.layers.next_behaviour import next_behaviour_loss, pair_logits, prefix_mean
 from hierdiffuse_tf.models.base import CTRModel, Forward
 from hierdiffuse_tf.models.sequence_base import behaviour_sequence
 from hierdiffuse_tf.utils import serializable
@@ -254,14 +255,8 @@ class HierDiffuse(CTRModel):
         """DIEN's auxiliary loss on the embeddings, each prefix's mean as the state."""
         items = behaviour_sequence(features, "items")
         seq = self.embedding(items, behaviour_sequence(features, "cats"))  # (B, M + K N, d)
-
-        def score(states, behaviours):
-            h = ops.concatenate([states, behaviours], axis=-1)
-            for layer in self.next_net:
-                h = layer(h)
-            return ops.squeeze(h, -1)
-
-        return next_behaviour_loss(score, prefix_mean(seq, items > 0), seq, items > 0)
+        return next_behaviour_loss(functools.partial(pair_logits, self.next_net),
+                                   prefix_mean(seq, items > 0), seq, items > 0)
 
     def user_side(self, features) -> UserTokens:
         """Inference on the user side only: the encoders' tokens and masks.

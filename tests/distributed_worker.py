@@ -30,7 +30,7 @@ def fit(model_name: str, strategy_name: str, steps: int, batch: int, features: d
         tiny.update(denoiser_units=16, time_embed_dim=8, diffusion_steps=20, cond_dropout=0.2,
                     schedule_steps=steps)
     tiny.update(json.loads(sys.argv[4]) if len(sys.argv) > 4 else {})
-    model_config = cls.config_cls(**tiny)
+    model_config = cls.config_cls(**{k: v for k, v in tiny.items() if k in cls.config_cls.field_names()})
     train_config = config_lib.TrainConfig(batch_size=batch, learning_rate=1e-2, clipnorm=0.0,
                                           strategy=strategy_name)
     keras.utils.set_random_seed(0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TINY_MODEL, TINY_SETS, random_features
+from conftest import TINY_MODEL, TINY_SETS, random_features, tiny_sets
 from hierdiffuse_tf import cli, training
 from hierdiffuse_tf.config import PAPER_AS_PRINTED, ConfigError, HierDiffuseConfig
 from hierdiffuse_tf.datasets import pipeline
@@ -24,7 +24,7 @@ def train_small(model_name, data_dir, out):
     code = cli.main(["train", "--dataset", SMOKE, "--data-dir", data_dir, "--model", model_name,
                      "--epochs", "3", "--seed", "0", "--out", out,
                      "--set", "batch_size=128", "--set", "learning_rate=0.003",
-                     *sum((["--set", s] for s in TINY_SETS), [])])
+                     *sum((["--set", s] for s in tiny_sets(model_name)), [])])
     assert code == 0
     return out
 

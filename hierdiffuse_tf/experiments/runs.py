@@ -166,11 +166,12 @@ def train_runs(out: str, dataset: str | pipeline.PreparedDataset, jobs: Sequence
 
 
 def _reusable_run(reuse_from: str | None, key: str, seed: int, model: str,
-                  dataset: pipeline.PreparedDataset,
+                  dataset: str | pipeline.PreparedDataset,
                   data_dir: str | None, overrides: Sequence[str], epochs: int | None) -> str | None:
     """`reuse_from`'s finished run of `key` and `seed`, if today's code would train it alike."""
     if not reuse_from:
         return None
+    dataset = pipeline.open_dataset(dataset, data_dir, auto_prepare=False)
     run_dir = os.path.join(reuse_from, "runs", key, f"seed{seed}")
     if not all(os.path.exists(os.path.join(run_dir, name))
                for name in ("config.json", "model.keras", "metrics.json")):

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from hierdiffuse_tf import cli
-from hierdiffuse_tf.bench import data, inference, portable, timing, training
+from hierdiffuse_tf.bench import data, inference, portable, timing
 
 
 @pytest.mark.slow
@@ -39,19 +39,6 @@ TINY = ["--set", "embed_dim=8", "--set", "encoder_ffn_dim=8", "--set", "denoiser
 
 
 @pytest.mark.slow
-def test_bench_train_reports_each_model_with_peak_memory(tmp_path):
-    out = tmp_path / "train.json"
-    assert cli.main(["bench", "train", "--batch-size", "32", "--steps", "3", "--json", str(out), *TINY]) == 0
-    result = json.loads(out.read_text())
-    assert [r["model"] for r in result["rows"]] == ["hierdiffuse", "din", "avg_pool_dnn"]
-    assert all(r["examples_per_sec"] > 0 and r["peak_rss_mb"] > 100 for r in result["rows"])
-    assert set(result["ratios"]) == {"din_over_hierdiffuse", "avg_pool_dnn_over_hierdiffuse",
-                                     "hierdiffuse_over_din"}
-    assert result["ratios"]["hierdiffuse_over_din"] == pytest.approx(1 / result["ratios"]["din_over_hierdiffuse"])
-    assert [r["xla"] for r in result["rows"]] == [False, True, True]  # Each model as `train` compiles it.
-
-
-@pytest.mark.slow
 def test_bench_data_compares_the_pipeline_with_training(smoke_builder, data_dir, tmp_path):
     out = tmp_path / "data.json"
     assert cli.main(["bench", "data", "--dataset", "synthetic_interest_ctr/smoke", "--data-dir", data_dir,
@@ -64,8 +51,6 @@ def test_bench_data_compares_the_pipeline_with_training(smoke_builder, data_dir,
 
 @pytest.mark.slow
 def test_bench_beam_times_the_taobao_builder_per_worker_count(tmp_path):
-    from hierdiffuse_tf import bench
-
     written = []  # After every build, so an out-of-memory kill keeps the finished ones.
     result = data.bench_beam(rows=600, workers=(1,), workdir=str(tmp_path), on_run=written.append)
     (run,) = result["runs"]
@@ -123,39 +108,13 @@ def test_bench_portable_times_the_model_math_without_tensorflow(tmp_path):
     assert "batch 8" in (tmp_path / "portable.md").read_text()
 
 
-@pytest.mark.slow
-def test_bench_profile_reports_each_part_of_a_training_step(tmp_path):
-    tiny = dict(embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8, max_long=8,
-                diffusion_steps=20)
-    result = training.profile_train_step(batch_size=16, steps=2, repeats=1, model_values=tiny)
-    assert result["repeats"] == 1
-    assert {p["part"] for p in result["parts"]} == {name for name, _ in training.PROFILE_PARTS}
-    assert result["step_ms"]["full"] > 0 and result["step_ms"]["din (for scale)"] > 0
-    for part in result["parts"]:
-        full, without = result["step_ms"]["full"], result["step_ms"][part["part"]]
-        assert part["ms"] == pytest.approx(full - without)
-    timing.write(result, str(tmp_path / "profile.json"), training.markdown_profile)
-    assert "share of the step" in (tmp_path / "profile.md").read_text()
-
-
 def test_bench_fusion_reports_the_stage_ratios_at_each_batch_size(tmp_path):
     out = tmp_path / "fusion.json"
-    assert cli.main(["bench", "fusion", "--batch-sizes", "8,64", "--repeats", "1", "--json", str(out),
-                     *TINY]) == 0
+    assert cli.main(["bench", "fusion", "--batch-sizes", "8,16", "--repeats", "1", "--json", str(out),
+                     *TINY, "--set", "diffusion_steps=20"]) == 0
     result = json.loads(out.read_text())
-    assert sorted(result["results"], key=int) == ["8", "64"]
+    assert sorted(result["results"], key=int) == ["8", "16"]
     for row in result["results"].values():
         assert set(row["ratios"]) == {"fusion_tcc_over_ddim", "fusion_tcc_over_ddpm_from_t_star"}
         assert row["ratios"]["fusion_tcc_over_ddpm_from_t_star"] > 1.0  # One call against 10.
-    assert "| 64 |" in (tmp_path / "fusion.md").read_text()
-
-
-@pytest.mark.slow
-def test_bench_xla_times_both_compiles_of_each_model(tmp_path):
-    out = tmp_path / "xla.json"
-    assert cli.main(["bench", "xla", "--models", "avg_pool_dnn,din", "--batch-size", "16", "--steps", "2",
-                     "--repeats", "1", "--json", str(out), *TINY]) == 0
-    rows = json.loads(out.read_text())["rows"]
-    assert [r["model"] for r in rows] == ["avg_pool_dnn", "din"]
-    assert all(r[k] > 0 for r in rows for k in ("train_graph", "train_xla", "score_graph", "score_xla"))
-    assert rows[1]["jit_train"] and "| din |" in (tmp_path / "xla.md").read_text()
+    assert "| 16 |" in (tmp_path / "fusion.md").read_text()

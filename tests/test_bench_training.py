@@ -1,0 +1,49 @@
+"""The training benchmarks (`bench train | profile | xla`): each starts training processes, so they
+live in their own file, which pytest-xdist's `loadfile` gives a worker of its own."""
+
+import json
+
+import pytest
+
+from hierdiffuse_tf import cli
+from hierdiffuse_tf.bench import timing, training
+from test_bench import TINY
+
+
+@pytest.mark.slow
+def test_bench_train_reports_each_model_with_peak_memory(tmp_path):
+    out = tmp_path / "train.json"
+    assert cli.main(["bench", "train", "--batch-size", "32", "--steps", "3", "--json", str(out), *TINY]) == 0
+    result = json.loads(out.read_text())
+    assert [r["model"] for r in result["rows"]] == ["hierdiffuse", "din", "avg_pool_dnn"]
+    assert all(r["examples_per_sec"] > 0 and r["peak_rss_mb"] > 100 for r in result["rows"])
+    assert set(result["ratios"]) == {"din_over_hierdiffuse", "avg_pool_dnn_over_hierdiffuse",
+                                     "hierdiffuse_over_din"}
+    assert result["ratios"]["hierdiffuse_over_din"] == pytest.approx(1 / result["ratios"]["din_over_hierdiffuse"])
+    assert [r["xla"] for r in result["rows"]] == [False, True, True]  # Each model as `train` compiles it.
+
+
+@pytest.mark.slow
+def test_bench_profile_reports_each_part_of_a_training_step(tmp_path):
+    tiny = dict(embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8, max_long=8,
+                diffusion_steps=20)
+    result = training.profile_train_step(batch_size=16, steps=2, repeats=1, model_values=tiny)
+    assert result["repeats"] == 1
+    assert {p["part"] for p in result["parts"]} == {name for name, _ in training.PROFILE_PARTS}
+    assert result["step_ms"]["full"] > 0 and result["step_ms"]["din (for scale)"] > 0
+    for part in result["parts"]:
+        full, without = result["step_ms"]["full"], result["step_ms"][part["part"]]
+        assert part["ms"] == pytest.approx(full - without)
+    timing.write(result, str(tmp_path / "profile.json"), training.markdown_profile)
+    assert "share of the step" in (tmp_path / "profile.md").read_text()
+
+
+@pytest.mark.slow
+def test_bench_xla_times_both_compiles_of_each_model(tmp_path):
+    out = tmp_path / "xla.json"
+    assert cli.main(["bench", "xla", "--models", "din", "--batch-size", "16", "--steps", "2",
+                     "--repeats", "1", "--json", str(out), *TINY]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["model"] for r in rows] == ["din"]
+    assert all(r[k] > 0 for r in rows for k in ("train_graph", "train_xla", "score_graph", "score_xla"))
+    assert rows[0]["jit_train"] and "| din |" in (tmp_path / "xla.md").read_text()

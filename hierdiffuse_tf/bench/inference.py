@@ -17,17 +17,16 @@ import tensorflow as tf
 
 from hierdiffuse_tf import export
 from hierdiffuse_tf.bench import portable
-from hierdiffuse_tf.bench.portable import DEFAULT_SHAPE, built
+from hierdiffuse_tf.bench.portable import built, default_config
 from hierdiffuse_tf.bench.timing import time_paths
-from hierdiffuse_tf.config import HierDiffuseConfig
 from hierdiffuse_tf.models import HierDiffuse, build_model
 from hierdiffuse_tf.utils import utc_timestamp
 
 
 def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int = 7,
                     model_values: dict | None = None) -> dict:
-    values = {**DEFAULT_SHAPE, "diffusion_steps": 100, **(model_values or {})}
-    config = HierDiffuseConfig(**values)
+    config = default_config(model_values)
+    values = config.to_dict()
     model = HierDiffuse(config)
     x = {k: tf.constant(v) for k, v in export.example_request(config, batch_size).items()}
     model(x)
@@ -138,8 +137,7 @@ def bench_fusion(batch_sizes=(256, 4096, 16384), repeats: int = 7,
     DDIM-10 at small batches; at large ones the floor is small beside the work.
     Each path keeps its faster compile (graph or XLA).
     """
-    values = {**DEFAULT_SHAPE, "diffusion_steps": 100, **(model_values or {})}
-    config = HierDiffuseConfig(**values)
+    config = default_config(model_values)
     model = built(HierDiffuse(config), {k: tf.constant(v) for k, v in
                                         export.example_request(config, 8).items()})
     fusion = {"fusion_tcc": ("tcc", None), "fusion_ddim_10": ("ddim", 10), "fusion_ddpm_all": ("ddpm", None)}

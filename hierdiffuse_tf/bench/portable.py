@@ -96,10 +96,15 @@ def compile_path(fn, model, *args):
     return lambda: fn(*args)  # numpy: eager (inference only, as this bench is).
 
 
+def default_config(model_values: dict | None = None) -> HierDiffuseConfig:
+    """The benchmarks' HierDiffuse: ml-100k's vocabulary, T = 100, then `model_values`."""
+    return HierDiffuseConfig(**{**DEFAULT_SHAPE, "diffusion_steps": 100, **(model_values or {})})
+
+
 def bench_portable(batch_sizes=(256,), repeats: int = 7, model_values: dict | None = None) -> dict:
     """Batches/s of every model-math path at each batch size, plus the issue-7 ratios."""
-    values = {**DEFAULT_SHAPE, "diffusion_steps": 100, **(model_values or {})}
-    config = HierDiffuseConfig(**values)
+    config = default_config(model_values)
+    values = config.to_dict()
     features = {k: ops.convert_to_tensor(v) for k, v in example_features(config, 8).items()}
     model = built(HierDiffuse(config), features)
     # DDPM-100 for the fusion stage: all T steps from t = T, the same weights.

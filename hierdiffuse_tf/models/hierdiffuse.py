@@ -39,7 +39,7 @@ from hierdiffuse_tf.guidance.guidance import GuidedDenoiser, semantic_groups
 from hierdiffuse_tf.layers import CTRHead, FeatureEmbedding, MaskedPooling, SequenceEncoder, make_readout
 from hierdiffuse_tf.layers.next_behaviour import next_behaviour_loss, pair_logits, prefix_mean
 from hierdiffuse_tf.models.base import CTRModel, Forward
-from hierdiffuse_tf.models.sequence_base import behaviour_sequence
+from hierdiffuse_tf.models.sequence_base import embedded_sequence
 from hierdiffuse_tf.utils import serializable
 
 
@@ -253,10 +253,9 @@ class HierDiffuse(CTRModel):
 
     def next_behaviour(self, features):
         """DIEN's auxiliary loss on the embeddings, each prefix's mean as the state."""
-        items = behaviour_sequence(features, "items")
-        seq = self.embedding(items, behaviour_sequence(features, "cats"))  # (B, M + K N, d)
+        seq, mask = embedded_sequence(self.embedding, features)  # (B, M + K N, d), (B, M + K N)
         return next_behaviour_loss(functools.partial(pair_logits, self.next_net),
-                                   prefix_mean(seq, items > 0), seq, items > 0)
+                                   prefix_mean(seq, mask), seq, mask)
 
     def user_side(self, features) -> UserTokens:
         """Inference on the user side only: the encoders' tokens and masks.

@@ -23,6 +23,12 @@ def behaviour_sequence(features: dict, key: str):
     return ops.concatenate([long, ops.cast(flat, long.dtype)], axis=1)
 
 
+def embedded_sequence(embedding, features: dict):
+    """`(embeddings (B, L, d), padding mask (B, L))` of `behaviour_sequence`, through `embedding`."""
+    items = behaviour_sequence(features, "items")
+    return embedding(items, behaviour_sequence(features, "cats")), items > 0
+
+
 class SequenceCTRModel(CTRModel):
     """Shared embedding, sequence and head of the baselines; subclasses implement `forward`
     and set `config_cls` (a `ModelConfig` with their own fields)."""
@@ -40,7 +46,5 @@ class SequenceCTRModel(CTRModel):
 
     def sequence(self, features):
         """`(embeddings (B, L, d), padding mask (B, L), target embedding (B, d))`."""
-        items = behaviour_sequence(features, "items")
-        cats = behaviour_sequence(features, "cats")
         target = self.embedding(features["target_item"], features["target_cat"])
-        return self.embedding(items, cats), items > 0, target
+        return (*embedded_sequence(self.embedding, features), target)

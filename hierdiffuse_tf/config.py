@@ -106,8 +106,8 @@ class ModelConfig(BaseConfig):
     """Fields every CTR model in the registry shares (features, embeddings, head).
 
     Avg-Pool DNN takes these alone; each other model family has a subclass
-    with its own fields (`DINConfig`, `DIENConfig`, `TargetDiffusionConfig`,
-    `HierDiffuseConfig`).
+    with its own fields (`DINConfig`, `DIENConfig`, `TargetDiffusionConfig` (DreamRec)
+    and its `DiffuRecConfig`, `HierDiffuseConfig`).
 
     Args:
         num_items: item vocabulary size, including 0 (padding) and 1 (OOV).
@@ -447,6 +447,37 @@ class TargetDiffusionConfig(SequenceDiffusionConfig):
         _check(self.sampler_steps <= self.diffusion_steps, "sampler_steps",
                f"must be <= diffusion_steps={self.diffusion_steps}", self.sampler_steps)
         _check(self.recon_weight >= 0, "recon_weight", "must be >= 0", self.recon_weight)
+
+
+DIFFUREC_DENOISERS = ("cross_attention", "sequence")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffuRecConfig(TargetDiffusionConfig):
+    """DiffuRec (SPEC 3): the `TargetDiffusionConfig` fields and its denoiser.
+
+    Args:
+        denoiser: how the noisy target meets the behaviour sequence.
+            "cross_attention" (the default): x_t, with its step embedding,
+            is one query token that attends over the encoder's tokens in
+            `encoder_layers` (at least one) keras-hub `TransformerDecoder` blocks. The
+            sequence is encoded once per call, so a training step runs one
+            transformer over the L behaviours instead of three, and a
+            sampler step costs one query instead of a pass over L tokens.
+            "sequence": DiffuRec's own approximator, a transformer over the
+            encoded sequence with x_t added to every token, whose newest
+            token predicts x0 (the model before this switch; saved configs
+            without the field load as it). See docs/experiments.md.
+    """
+
+    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {
+        **TargetDiffusionConfig.LEGACY_DEFAULTS, "denoiser": "sequence"}
+
+    denoiser: str = "cross_attention"
+
+    def validate(self) -> None:
+        super().validate()
+        _one_of("denoiser", self.denoiser, DIFFUREC_DENOISERS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -128,7 +128,7 @@ def test_each_baseline_family_owns_its_fields_and_old_shared_configs_still_load(
     own = {name: set(MODELS[name].config_cls.field_names()) - set(ModelConfig.field_names())
            for name in BASELINES}
     assert own == {"avg_pool_dnn": set(), "din": {"attention_units"}, "dien": {"aux_loss_weight"},
-                   "diffurec": own["dreamrec"], "dreamrec": own["diffurec"]}
+                   "diffurec": own["dreamrec"] | {"denoiser"}, "dreamrec": own["diffurec"] - {"denoiser"}}
     assert {"denoiser_layers", "recon_weight", "sampler_steps"} <= own["dreamrec"]
     with pytest.raises(ConfigError, match=r"'sampler_steps' for DINConfig"):
         DINConfig.from_dict({"num_items": 40, "num_cats": 6, "sampler_steps": 3})
@@ -145,3 +145,26 @@ def test_dreamrec_denoiser_depth_is_its_config_field():
     for model in (shallow, deep):
         model(random_features(model.config, 2))
     assert len(deep.trainable_weights) == len(shallow.trainable_weights) + 4  # 2 layers, 2 weights each.
+
+
+def test_diffurec_cross_attention_denoiser_reads_the_sequence_and_old_configs_keep_theirs():
+    from hierdiffuse_tf.config import DiffuRecConfig
+
+    # A DiffuRec saved before the switch had the sequence denoiser, and loads as one.
+    assert DiffuRecConfig.from_saved({"num_items": 40, "num_cats": 6}).denoiser == "sequence"
+    model = build_model("diffurec", SMALL, shared=True)
+    assert model.config.denoiser == "cross_attention" and not hasattr(model, "denoiser")
+    x = random_features(model.config, 4)
+    model(x)
+    seq, mask, _ = model.sequence(x)
+    tokens = model.encoder(seq, mask)
+    x_t, t = np.random.default_rng(0).normal(size=(4, model.config.embed_dim)).astype("float32"), ops.full((4,), 5)
+    context = {"tokens": tokens, "mask": mask}
+    before = ops.convert_to_numpy(model.predict_x0(x_t, t, context))
+    # The prediction depends on the behaviours (through the cross-attention), not only on x_t.
+    shuffled = {"tokens": ops.flip(tokens, axis=0), "mask": ops.flip(mask, axis=0)}
+    assert np.abs(before - ops.convert_to_numpy(model.predict_x0(x_t, t, shuffled))).max() > 1e-4
+    # Padding is ignored: changing a padded token's value changes nothing.
+    padded = ops.where(ops.expand_dims(mask, -1), tokens, 7.0)
+    np.testing.assert_allclose(ops.convert_to_numpy(model.predict_x0(x_t, t, {"tokens": padded, "mask": mask})),
+                               before, atol=1e-5)

@@ -137,9 +137,9 @@ def _add_benches(which) -> dict:
     p.add_argument("--repeats", type=int, default=7)
     _flags(p, "json", "model_set")
     inference = p
-    p = which.add_parser("train", help="training examples/s of HierDiffuse, DIN and Avg-Pool")
+    p = which.add_parser("train", help="training examples/s of HierDiffuse and the baselines")
     p.add_argument("--batch-size", type=int, default=256)
-    _flags(p, "steps", "json", "model_set")
+    _flags(p, "models", "steps", "json", "model_set")
     train = p
     p = which.add_parser("profile", help="where HierDiffuse's training step spends its time")
     p.add_argument("--batch-size", type=int, default=256)
@@ -355,7 +355,8 @@ def run_bench(args: argparse.Namespace) -> dict:
             return summary
 
         if args.which == "train":
-            summary = training.bench_train(batch_size=args.batch_size, steps=args.steps, model_values=values)
+            summary = training.bench_train(_models(args) or training.TRAIN_BENCH_MODELS,
+                                           batch_size=args.batch_size, steps=args.steps, model_values=values)
             write(summary, args.json, training.markdown_throughput)
             return summary
         summary = training.profile_train_step(args.batch_size, steps=args.steps, model_values=values)

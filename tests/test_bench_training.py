@@ -13,14 +13,18 @@ from test_bench import TINY
 @pytest.mark.slow
 def test_bench_train_reports_each_model_with_peak_memory(tmp_path):
     out = tmp_path / "train.json"
-    assert cli.main(["bench", "train", "--batch-size", "32", "--steps", "3", "--json", str(out), *TINY]) == 0
+    assert cli.main(["bench", "train", "--batch-size", "32", "--steps", "3", "--json", str(out),
+                     "--models", "hierdiffuse,din,diffurec", *TINY]) == 0
     result = json.loads(out.read_text())
-    assert [r["model"] for r in result["rows"]] == ["hierdiffuse", "din", "avg_pool_dnn"]
+    assert [r["model"] for r in result["rows"]] == ["hierdiffuse", "din", "diffurec"]
     assert all(r["examples_per_sec"] > 0 and r["peak_rss_mb"] > 100 for r in result["rows"])
-    assert set(result["ratios"]) == {"din_over_hierdiffuse", "avg_pool_dnn_over_hierdiffuse",
-                                     "hierdiffuse_over_din"}
-    assert result["ratios"]["hierdiffuse_over_din"] == pytest.approx(1 / result["ratios"]["din_over_hierdiffuse"])
-    assert [r["xla"] for r in result["rows"]] == [False, True, True]  # Each model as `train` compiles it.
+    ratios = result["ratios"]
+    assert set(ratios) == {"din_over_hierdiffuse", "diffurec_over_hierdiffuse", "hierdiffuse_over_din",
+                           "diffurec_time_over_hierdiffuse"}
+    assert ratios["hierdiffuse_over_din"] == pytest.approx(1 / ratios["din_over_hierdiffuse"])
+    assert ratios["diffurec_time_over_hierdiffuse"] == pytest.approx(1 / ratios["diffurec_over_hierdiffuse"])
+    assert [r["xla"] for r in result["rows"]] == [False, True, False]  # Each model as `train` compiles it.
+    assert "diffurec's time per example over HierDiffuse's" in out.with_suffix(".md").read_text()
 
 
 @pytest.mark.slow

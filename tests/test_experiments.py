@@ -46,6 +46,7 @@ def test_table1_writes_rows_with_seeds_and_resumes(smoke_builder, data_dir, tmp_
         assert len(row["aucs"]) == 2 and row["seeds"] == [0, 1]
         assert row["auc_std"] == pytest.approx(np.std(row["aucs"]))
         assert row["batches_per_sec"] > 0 and row["config"]["model_config"]["embed_dim"] == 16
+        assert row["best_epochs"] == "1/1, 1/1"  # Each seed's early-stopping choice, of the epochs it ran.
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", table["meta"]["git_commit"])  # Tests run in a checkout.
     assert (tmp_path / "table1.md").read_text().startswith("| model |")
     assert (tmp_path / "table1.csv").exists()
@@ -302,6 +303,7 @@ def test_tune_selects_on_validation_and_table1_trains_the_winner(smoke_builder, 
     assert len(trials) == 2 and sum(r["chosen"] == "yes" for r in trials) == 1
     chosen = max(trials, key=lambda r: r["val_auc"])
     assert chosen["chosen"] == "yes" and tuning["meta"]["selected_on"] == "validation"
+    assert all(r["best_epoch"] == "1/1" for r in trials)
     for overrides in experiments.tuning_trials(2):  # Tuning never evaluates the test split.
         key = experiments.run_key("avg_pool_dnn", overrides)
         metrics = json.load(open(tmp_path / "tuning" / "runs" / key / "seed0" / "metrics.json"))

@@ -165,6 +165,12 @@ def train_runs(out: str, dataset: str | pipeline.PreparedDataset, jobs: Sequence
     return results
 
 
+def best_epochs(run_metrics: list) -> str:
+    """Each run's early-stopping choice, `best/run` per seed (say `5/7, 6/8`): a best epoch
+    before the last shows that the epoch budget let the model converge."""
+    return ", ".join(f"{m.get('best_epoch', '?')}/{m.get('epochs_run', '?')}" for m in run_metrics)
+
+
 def _reusable_run(reuse_from: str | None, key: str, seed: int, model: str,
                   dataset: str | pipeline.PreparedDataset,
                   data_dir: str | None, overrides: Sequence[str], epochs: int | None) -> str | None:

@@ -19,7 +19,7 @@ from hierdiffuse_tf.bench.timing import time_batches
 from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.experiments.report import (_meta, check_table_name, learning_curves, plot_learning_curves,
                                                plot_robustness, summary, write_table)
-from hierdiffuse_tf.experiments.runs import _read_json, run_key, train_runs
+from hierdiffuse_tf.experiments.runs import _read_json, best_epochs, run_key, train_runs
 from hierdiffuse_tf.experiments.tuning import tuned_overrides
 from hierdiffuse_tf.models import MODELS
 
@@ -174,9 +174,11 @@ def table1(dataset: str | pipeline.PreparedDataset,
                      "batches_per_sec": speed[m], "speed_source": speed_source[m],
                      "paper_amazon": paper[0], "paper_taobao": paper[1],
                      "seeds": list(range(seeds)), "tuned_overrides": list(per_model[m]),
+                     "best_epochs": best_epochs(metrics),
                      "config": _read_json(os.path.join(metrics[0]["run_dir"], "config.json"))})
     columns = [("model", "model", "{}"), ("auc_pm", "AUC (mean ± std)", "{}"),
                ("logloss_mean", "log loss", "{:.4f}"), ("gauc_mean", "GAUC", "{:.4f}"),
+               ("best_epochs", "best epoch / run (per seed)", "{}"),
                ("batches_per_sec", "infer. batches/s", "{:.1f}"), ("speed_source", "speed", "{}"),
                ("paper_amazon", "paper: Amazon", "{:.4f}"), ("paper_taobao", "paper: Taobao", "{:.4f}")]
     curves = learning_curves({m: runs[keys[m]] for m in models})
@@ -208,12 +210,13 @@ def table2(dataset: str | pipeline.PreparedDataset,
     jobs = list(dict.fromkeys(("hierdiffuse", base_overrides + r.train) for r in rows_spec))
     runs = train_runs(out, data, jobs, seeds, epochs, data_dir, common,
                       reuse_from=os.path.join(out, "tuning"))
-    models, aucs = {}, {}
+    models, aucs, chosen = {}, {}, {}
     for r in rows_spec:
         metrics = runs[run_key("hierdiffuse", base_overrides + r.train)]
         base = training.load_run_model(metrics[0]["run_dir"])
         models[r.variant] = with_inference_changes(base, r.infer)
         aucs[r.variant] = auc_of(metrics, data, changes=r.infer)
+        chosen[r.variant] = best_epochs(metrics)
     speed = time_inference(models, timing_batches(data, batch_size, timing_batches_count))
     full = float(np.mean(aucs[full_rows[0]]))
     rows = []
@@ -223,12 +226,13 @@ def table2(dataset: str | pipeline.PreparedDataset,
                      "delta": stats["auc_mean"] - full, "batches_per_sec": speed[r.variant],
                      "paper_auc": r.paper_auc, "paper_infer": r.paper_infer,
                      "train_overrides": list(r.train), "tuned_overrides": list(base_overrides),
-                     "inference_changes": dict(r.infer),
+                     "inference_changes": dict(r.infer), "best_epochs": chosen[r.variant],
                      "seeds": list(range(seeds))})
     columns = [("group", "table", "2({})"), ("variant", "variant", "{}"),
                ("auc_pm", "AUC (mean ± std)", "{}"), ("delta", "Δ vs ours", "{:+.4f}"),
                ("batches_per_sec", "infer. batches/s", "{:.1f}"), ("paper_auc", "paper AUC", "{:.4f}"),
-               ("paper_infer", "paper infer.", "{:.2f}")]
+               ("paper_infer", "paper infer.", "{:.2f}"),
+               ("best_epochs", "best epoch / run (per seed)", "{}")]
     # One learning curve per trained variant; the full model's several rows share one.
     labels = {run_key("hierdiffuse", base_overrides + r.train): r.variant if r.train else "full model"
               for r in rows_spec if not r.infer}

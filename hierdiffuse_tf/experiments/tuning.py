@@ -14,7 +14,7 @@ from hierdiffuse_tf.config import ConfigError, ModelConfig, TrainConfig, overrid
 from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.experiments.report import (_meta, learning_curves, plot_learning_curves, summary,
                                                write_table)
-from hierdiffuse_tf.experiments.runs import _read_json, run_key, train_runs
+from hierdiffuse_tf.experiments.runs import _read_json, best_epochs, run_key, train_runs
 from hierdiffuse_tf.models import MODELS
 
 
@@ -60,16 +60,19 @@ def tune(dataset: str | pipeline.PreparedDataset,
                       1, epochs, data_dir, common, eval_split="validation", reuse_from=out)
     rows, best = [], {}
     for m in models:
-        aucs = [runs[run_key(m, t)][0]["auc"] for t in candidates]
+        trial_runs = [runs[run_key(m, t)][0] for t in candidates]
+        aucs = [r["auc"] for r in trial_runs]
         if not np.isfinite(aucs).any():
             raise ConfigError(f"tune: every trial of {m} diverged (validation AUC {aucs}); "
                               "nothing to choose. Look at its runs under tuning/runs/")
         winner = int(np.nanargmax(np.where(np.isfinite(aucs), aucs, np.nan)))  # A diverged trial never wins.
         best[m] = list(candidates[winner])
-        rows += [{"model": m, "trial": i, "overrides": " ".join(t) or "(defaults)", "val_auc": auc,
-                  "chosen": "yes" if i == winner else ""} for i, (t, auc) in enumerate(zip(candidates, aucs))]
+        rows += [{"model": m, "trial": i, "overrides": " ".join(t) or "(defaults)", "val_auc": r["auc"],
+                  "best_epoch": best_epochs([r]), "chosen": "yes" if i == winner else ""}
+                 for i, (t, r) in enumerate(zip(candidates, trial_runs))]
     columns = [("model", "model", "{}"), ("trial", "trial", "{}"), ("overrides", "overrides", "{}"),
-               ("val_auc", "validation AUC", "{:.4f}"), ("chosen", "chosen", "{}")]
+               ("val_auc", "validation AUC", "{:.4f}"), ("best_epoch", "best epoch / run", "{}"),
+               ("chosen", "chosen", "{}")]
     meta = {**_meta(data.name, 1, epochs, None, command), "trials": trials,
             "space": {name: list(values) for name, values in TUNING_SPACE}, "best": best,
             "selected_on": "validation"}
@@ -103,10 +106,10 @@ def compare(dataset: str | pipeline.PreparedDataset,
         rows.append({"model": model, "variant": label, "overrides": list(v), **stats,
                      "delta": stats["auc_mean"] - base,
                      "val_auc_epoch1": curves.get(label, {}).get("mean", [None])[0],
-                     "seeds": list(range(seeds))})
+                     "best_epochs": best_epochs(metrics), "seeds": list(range(seeds))})
     columns = [("variant", "variant", "{}"), ("auc_pm", "validation AUC (mean ± std)", "{}"),
                ("delta", "Δ vs defaults", "{:+.4f}"), ("val_auc_epoch1", "after epoch 1", "{:.4f}"),
-               ("logloss_mean", "log loss", "{:.4f}")]
+               ("logloss_mean", "log loss", "{:.4f}"), ("best_epochs", "best epoch / run (per seed)", "{}")]
     name = f"compare_{model}"
     write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, None, command),
                                            "selected_on": "validation", "val_auc_by_epoch": curves})

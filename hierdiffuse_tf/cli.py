@@ -257,6 +257,15 @@ def _beam_options(text: str | None):
     return PipelineOptions(shlex.split(text))
 
 
+def _benched_models(args) -> tuple[str, ...]:
+    """The models a benchmark builds: `--models`, or its defaults."""
+    from hierdiffuse_tf.bench.training import TRAIN_BENCH_MODELS
+    from hierdiffuse_tf.models import MODELS
+
+    defaults = {"train": TRAIN_BENCH_MODELS, "xla": tuple(MODELS)}.get(args.which, ("hierdiffuse",))
+    return (_models(args) if hasattr(args, "models") else None) or defaults
+
+
 def _models(args) -> tuple[str, ...] | None:
     """`--models` as names; an unknown one fails here, before any dataset is looked for."""
     from hierdiffuse_tf.models import get_model_class
@@ -324,11 +333,17 @@ def run_experiment(args: argparse.Namespace):
 
 def run_bench(args: argparse.Namespace) -> dict:
     from hierdiffuse_tf.bench.timing import write
-    from hierdiffuse_tf.config import ConfigError, HierDiffuseConfig, apply_overrides
+    from hierdiffuse_tf.config import ConfigError, HierDiffuseConfig, apply_overrides, override_key
+    from hierdiffuse_tf.models import get_model_class
 
     values, train_values = {}, {}
     if hasattr(args, "set"):
-        apply_overrides(values, train_values, HierDiffuseConfig, args.set)
+        # Each pair is read by the config of a benched model that has its field (say
+        # DiffuRec's `denoiser` in `bench train`); each model then takes its own fields.
+        classes = [get_model_class(m).config_cls for m in _benched_models(args)]
+        for pair in args.set:
+            owner = next((c for c in classes if override_key(pair) in c.field_names()), HierDiffuseConfig)
+            apply_overrides(values, train_values, owner, [pair])
         if train_values:
             raise ConfigError(f"bench {args.which} --set takes model fields only; {sorted(train_values)} "
                               "are training fields (the batch size is --batch-size)")
@@ -355,7 +370,7 @@ def run_bench(args: argparse.Namespace) -> dict:
             return summary
 
         if args.which == "train":
-            summary = training.bench_train(_models(args) or training.TRAIN_BENCH_MODELS,
+            summary = training.bench_train(_benched_models(args),
                                            batch_size=args.batch_size, steps=args.steps, model_values=values)
             write(summary, args.json, training.markdown_throughput)
             return summary

@@ -469,3 +469,18 @@ def test_a_shortened_flag_is_not_taken_for_a_longer_one(capsys):
     assert "--batch-sizes: expected comma-separated integers" in capsys.readouterr().err
     assert cli.main(["bench", "train", "--set", "batch_size=1024"]) == 2
     assert "training fields" in capsys.readouterr().err
+
+
+def test_a_bench_set_is_read_by_the_benched_model_that_has_the_field(monkeypatch, capsys):
+    from hierdiffuse_tf.bench import training as bench_training
+
+    seen = {}
+    monkeypatch.setattr(bench_training, "bench_train", lambda models, **kw: seen.update(models=models, **kw) or {})
+    monkeypatch.setattr("hierdiffuse_tf.bench.timing.write", lambda *a, **k: None)
+    assert cli.main(["bench", "train", "--models", "diffurec,din", "--set", "denoiser=sequence",
+                     "--set", "attention_units=8,4"]) == 0
+    assert seen["models"] == ("diffurec", "din")
+    assert seen["model_values"] == {"denoiser": "sequence", "attention_units": (8, 4)}
+    # A field that no benched model has is refused by name.
+    assert cli.main(["bench", "train", "--models", "din", "--set", "denoiserr=sequence"]) == 2
+    assert "'denoiserr'" in capsys.readouterr().err

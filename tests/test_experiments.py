@@ -303,7 +303,7 @@ def test_tune_selects_on_validation_and_table1_trains_the_winner(smoke_builder, 
     assert len(trials) == 2 and sum(r["chosen"] == "yes" for r in trials) == 1
     chosen = max(trials, key=lambda r: r["val_auc"])
     assert chosen["chosen"] == "yes" and tuning["meta"]["selected_on"] == "validation"
-    assert all(r["best_epoch"] == "1/1" for r in trials)
+    assert all(r["best_epochs"] == "1/1" for r in trials)
     for overrides in experiments.tuning_trials(2):  # Tuning never evaluates the test split.
         key = experiments.run_key("avg_pool_dnn", overrides)
         metrics = json.load(open(tmp_path / "tuning" / "runs" / key / "seed0" / "metrics.json"))
@@ -482,5 +482,5 @@ def test_a_bench_set_is_read_by_the_benched_model_that_has_the_field(monkeypatch
     assert seen["models"] == ("diffurec", "din")
     assert seen["model_values"] == {"denoiser": "sequence", "attention_units": (8, 4)}
     # A field that no benched model has is refused by name.
-    assert cli.main(["bench", "train", "--models", "din", "--set", "denoiserr=sequence"]) == 2
-    assert "'denoiserr'" in capsys.readouterr().err
+    assert cli.main(["bench", "train", "--models", "din", "--set", "attention_unit=8"]) == 2
+    assert "'attention_unit' for the benched models. Did you mean 'attention_units'" in capsys.readouterr().err

@@ -166,9 +166,13 @@ def train_runs(out: str, dataset: str | pipeline.PreparedDataset, jobs: Sequence
 
 
 def best_epochs(run_metrics: list) -> str:
-    """Each run's early-stopping choice, `best/run` per seed (say `5/7, 6/8`): a best epoch
-    before the last shows that the epoch budget let the model converge."""
-    return ", ".join(f"{m.get('best_epoch', '?')}/{m.get('epochs_run', '?')}" for m in run_metrics)
+    """Each run's best validation epoch over the epochs it ran, per seed (say `5/7, 6/8`).
+
+    With early stopping (`patience` > 0) the best epoch's weights are the ones kept,
+    and a best epoch before the last shows that the epoch budget let the model
+    converge; with `patience=0` the last epoch's weights are kept whatever this says.
+    """
+    return ", ".join(f"{m.get('best_epoch') or '?'}/{m.get('epochs_run') or '?'}" for m in run_metrics)
 
 
 def _reusable_run(reuse_from: str | None, key: str, seed: int, model: str,

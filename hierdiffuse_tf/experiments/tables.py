@@ -178,7 +178,7 @@ def table1(dataset: str | pipeline.PreparedDataset,
                      "config": _read_json(os.path.join(metrics[0]["run_dir"], "config.json"))})
     columns = [("model", "model", "{}"), ("auc_pm", "AUC (mean ± std)", "{}"),
                ("logloss_mean", "log loss", "{:.4f}"), ("gauc_mean", "GAUC", "{:.4f}"),
-               ("best_epochs", "best epoch / run (per seed)", "{}"),
+               ("best_epochs", "best val. epoch / epochs run (per seed)", "{}"),
                ("batches_per_sec", "infer. batches/s", "{:.1f}"), ("speed_source", "speed", "{}"),
                ("paper_amazon", "paper: Amazon", "{:.4f}"), ("paper_taobao", "paper: Taobao", "{:.4f}")]
     curves = learning_curves({m: runs[keys[m]] for m in models})
@@ -230,9 +230,9 @@ def table2(dataset: str | pipeline.PreparedDataset,
                      "seeds": list(range(seeds))})
     columns = [("group", "table", "2({})"), ("variant", "variant", "{}"),
                ("auc_pm", "AUC (mean ± std)", "{}"), ("delta", "Δ vs ours", "{:+.4f}"),
+               ("best_epochs", "best val. epoch / epochs run (per seed)", "{}"),
                ("batches_per_sec", "infer. batches/s", "{:.1f}"), ("paper_auc", "paper AUC", "{:.4f}"),
-               ("paper_infer", "paper infer.", "{:.2f}"),
-               ("best_epochs", "best epoch / run (per seed)", "{}")]
+               ("paper_infer", "paper infer.", "{:.2f}")]
     # One learning curve per trained variant; the full model's several rows share one.
     labels = {run_key("hierdiffuse", base_overrides + r.train): r.variant if r.train else "full model"
               for r in rows_spec if not r.infer}

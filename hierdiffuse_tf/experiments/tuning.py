@@ -68,10 +68,10 @@ def tune(dataset: str | pipeline.PreparedDataset,
         winner = int(np.nanargmax(np.where(np.isfinite(aucs), aucs, np.nan)))  # A diverged trial never wins.
         best[m] = list(candidates[winner])
         rows += [{"model": m, "trial": i, "overrides": " ".join(t) or "(defaults)", "val_auc": r["auc"],
-                  "best_epoch": best_epochs([r]), "chosen": "yes" if i == winner else ""}
+                  "best_epochs": best_epochs([r]), "chosen": "yes" if i == winner else ""}
                  for i, (t, r) in enumerate(zip(candidates, trial_runs))]
     columns = [("model", "model", "{}"), ("trial", "trial", "{}"), ("overrides", "overrides", "{}"),
-               ("val_auc", "validation AUC", "{:.4f}"), ("best_epoch", "best epoch / run", "{}"),
+               ("val_auc", "validation AUC", "{:.4f}"), ("best_epochs", "best val. epoch / epochs run", "{}"),
                ("chosen", "chosen", "{}")]
     meta = {**_meta(data.name, 1, epochs, None, command), "trials": trials,
             "space": {name: list(values) for name, values in TUNING_SPACE}, "best": best,
@@ -109,7 +109,7 @@ def compare(dataset: str | pipeline.PreparedDataset,
                      "best_epochs": best_epochs(metrics), "seeds": list(range(seeds))})
     columns = [("variant", "variant", "{}"), ("auc_pm", "validation AUC (mean ± std)", "{}"),
                ("delta", "Δ vs defaults", "{:+.4f}"), ("val_auc_epoch1", "after epoch 1", "{:.4f}"),
-               ("logloss_mean", "log loss", "{:.4f}"), ("best_epochs", "best epoch / run (per seed)", "{}")]
+               ("logloss_mean", "log loss", "{:.4f}"), ("best_epochs", "best val. epoch / epochs run (per seed)", "{}")]
     name = f"compare_{model}"
     write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, None, command),
                                            "selected_on": "validation", "val_auc_by_epoch": curves})

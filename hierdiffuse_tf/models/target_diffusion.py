@@ -141,8 +141,9 @@ class DiffuRec(TargetDiffusionModel):
             return self.out(tokens[:, -1])  # The newest position predicts x0.
         query = noisy  # One token: x_t asks the encoded behaviours what x0 is.
         with warnings.catch_warnings():
-            # The block's self-attention over the one query token is a softmax over one
-            # key, which Keras warns about; it is the identity, as intended.
+            # The block's self-attention over the one query token is a softmax over a
+            # single key (its weight is always 1, so that sublayer is a learned linear map
+            # of the query), which Keras warns about at every trace; silenced here only.
             warnings.filterwarnings("ignore", message="You are using a softmax over axis")
             for block in self.denoiser_blocks:
                 query = block(query, context["tokens"], encoder_padding_mask=context["mask"],

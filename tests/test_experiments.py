@@ -483,4 +483,4 @@ def test_a_bench_set_is_read_by_the_benched_model_that_has_the_field(monkeypatch
     assert seen["model_values"] == {"denoiser": "sequence", "attention_units": (8, 4)}
     # A field that no benched model has is refused by name.
     assert cli.main(["bench", "train", "--models", "din", "--set", "attention_unit=8"]) == 2
-    assert "'attention_unit' for the benched models. Did you mean 'attention_units'" in capsys.readouterr().err
+    assert "'attention_unit' for any model. Did you mean 'attention_units'" in capsys.readouterr().err

@@ -139,6 +139,7 @@ def _add_benches(which) -> dict:
     inference = p
     p = which.add_parser("train", help="training examples/s of HierDiffuse and the baselines")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=2, help="rounds over the models; each keeps its best")
     _flags(p, "models", "steps", "json", "model_set")
     train = p
     p = which.add_parser("profile", help="where HierDiffuse's training step spends its time")
@@ -377,8 +378,8 @@ def run_bench(args: argparse.Namespace) -> dict:
             return summary
 
         if args.which == "train":
-            summary = training.bench_train(_benched_models(args),
-                                           batch_size=args.batch_size, steps=args.steps, model_values=values)
+            summary = training.bench_train(_benched_models(args), batch_size=args.batch_size,
+                                           steps=args.steps, model_values=values, repeats=args.repeats)
             write(summary, args.json, training.markdown_throughput)
             return summary
         summary = training.profile_train_step(args.batch_size, steps=args.steps, model_values=values)

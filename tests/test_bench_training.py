@@ -14,7 +14,7 @@ from test_bench import TINY
 def test_bench_train_reports_each_model_with_peak_memory(tmp_path):
     out = tmp_path / "train.json"
     assert cli.main(["bench", "train", "--batch-size", "32", "--steps", "3", "--json", str(out),
-                     "--models", "hierdiffuse,din,diffurec", *TINY]) == 0
+                     "--models", "hierdiffuse,din,diffurec", "--repeats", "1", *TINY]) == 0
     result = json.loads(out.read_text())
     assert [r["model"] for r in result["rows"]] == ["hierdiffuse", "din", "diffurec"]
     assert all(r["examples_per_sec"] > 0 and r["peak_rss_mb"] > 100 for r in result["rows"])
@@ -25,6 +25,7 @@ def test_bench_train_reports_each_model_with_peak_memory(tmp_path):
     assert ratios["diffurec_time_over_hierdiffuse"] == pytest.approx(1 / ratios["diffurec_over_hierdiffuse"])
     assert [r["xla"] for r in result["rows"]] == [False, True, False]  # Each model as `train` compiles it.
     assert "diffurec's time per example over HierDiffuse's" in out.with_suffix(".md").read_text()
+    assert result["repeats"] == 1
 
 
 @pytest.mark.slow

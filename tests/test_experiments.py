@@ -479,7 +479,7 @@ def test_a_bench_set_is_read_by_the_benched_model_that_has_the_field(monkeypatch
     monkeypatch.setattr("hierdiffuse_tf.bench.timing.write", lambda *a, **k: None)
     assert cli.main(["bench", "train", "--models", "diffurec,din", "--set", "denoiser=sequence",
                      "--set", "attention_units=8,4"]) == 0
-    assert seen["models"] == ("diffurec", "din")
+    assert seen["models"] == ("diffurec", "din") and seen["repeats"] == 2
     assert seen["model_values"] == {"denoiser": "sequence", "attention_units": (8, 4)}
     # A field that no benched model has is refused by name.
     assert cli.main(["bench", "train", "--models", "din", "--set", "attention_unit=8"]) == 2

@@ -50,9 +50,9 @@ END_TS = _day_start("2017-12-04") - 1  # 2017-12-03 23:59:59 +08:00.
 VAL_CUTOFF = _day_start("2017-12-02") - 1  # Train: up to the end of 2017-12-01.
 TEST_CUTOFF = _day_start("2017-12-03") - 1  # Validation: 2017-12-02; test: 2017-12-03.
 INSTRUCTIONS = (
-    f"Download `UserBehavior.csv` from https://tianchi.aliyun.com/dataset/649 (unzip "
-    f"UserBehavior.csv.zip) and place it in the manual dir, then run "
-    f"`hierdiffuse prepare --dataset taobao_user_behavior_ctr --manual-dir DIR`."
+    "Download `UserBehavior.csv` from https://tianchi.aliyun.com/dataset/649 (unzip "
+    "UserBehavior.csv.zip) and place it in the manual dir, then run "
+    "`hierdiffuse prepare --dataset taobao_user_behavior_ctr --manual-dir DIR`."
 )
 
 

@@ -336,16 +336,15 @@ def run_bench(args: argparse.Namespace) -> dict:
     from hierdiffuse_tf.bench.timing import write
     from hierdiffuse_tf.config import (ConfigError, TrainConfig, apply_overrides, override_key,
                                        unknown_key_message)
-    from hierdiffuse_tf.models import MODELS, get_model_class
+    from hierdiffuse_tf.models import MODELS
 
     values, train_values = {}, {}
     if hasattr(args, "set"):
-        # Each pair is read by the config of a benched model that has its field (say
-        # DiffuRec's `denoiser` in `bench train`), else of any model that has it; each
+        # Each pair is read by the config of a model that has its field (say DiffuRec's
+        # `denoiser`; a field shared by several configs has one type in all); each
         # benched model then takes its own fields, as a table's `--set` does. A field
         # that no model has is an error, named against every model's fields.
-        classes = list(dict.fromkeys([*(get_model_class(m).config_cls for m in _benched_models(args)),
-                                      *(cls.config_cls for cls in MODELS.values())]))
+        classes = list(dict.fromkeys(cls.config_cls for cls in MODELS.values()))
         for pair in args.set:
             owner = next((c for c in classes if override_key(pair) in c.field_names()), None)
             if owner is None and "=" in pair and override_key(pair) not in TrainConfig.field_names():

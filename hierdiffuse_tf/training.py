@@ -209,6 +209,7 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
     metrics = evaluate(model, make(eval_split, False), verbose=verbose)
     metrics.update({"seconds": seconds, "seed": train_config.seed, "model": model_name,
                     "dataset": data.name, "split": eval_split, "epochs_run": len(history.epoch),
+                    "xla_training": bool(model.jit_compile),  # Under XLA the random streams differ.
                     "best_epoch": best_epoch(history.history),
                     "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}})
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:

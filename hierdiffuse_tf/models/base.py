@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from hierdiffuse_tf import distribute
+from hierdiffuse_tf import distribute, xla_random
 from hierdiffuse_tf.config import ModelConfig
 from hierdiffuse_tf.data import behaviors
 
@@ -74,9 +74,9 @@ class CTRModel(keras.Model, abc.ABC):
 
     config_cls: type[ModelConfig] = ModelConfig
     log_names: tuple[str, ...] = ()
-    # XLA (`jit_compile`) where it measured faster on CPU (docs/performance.md). Scoring is
-    # faster under XLA for every model; training is not where a transformer's attention
-    # is differentiated (XLA's CPU backward of it ran about 10x slower).
+    # XLA (`jit_compile`) where it measured faster on CPU (`hierdiffuse bench xla`,
+    # docs/performance.md). Scoring is faster under XLA for every model; training is for
+    # all but DIEN (its GRUs), once dropout draws with ThreeFry under XLA (`xla_random`).
     jit_train: bool = False
     jit_predict: bool = True
 
@@ -137,7 +137,8 @@ class CTRModel(keras.Model, abc.ABC):
         import tensorflow as tf  # The TensorFlow edge: the model math above is backend-neutral.
 
         features, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
+        # Under XLA, dropout and the diffusion noise draw with ThreeFry (`xla_random`).
+        with tf.GradientTape() as tape, xla_random.inside_xla(bool(self.jit_compile)):
             out = self.forward(features, training=True, labels=labels)
             bce = self.bce(labels, out.logit)
             loss = bce + out.aux_loss  # This replica's mean over its rows.

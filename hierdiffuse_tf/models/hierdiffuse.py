@@ -86,6 +86,7 @@ class HierDiffuse(CTRModel):
 
     config_cls = HierDiffuseConfig
     log_names = ("recon", "tr", "tr_weight", "dt")
+    jit_train = True  # Measured faster under XLA on CPU (docs/performance.md).
 
     @classmethod
     def logged(cls, config) -> tuple[str, ...]:

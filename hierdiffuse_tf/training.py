@@ -270,8 +270,8 @@ def reevaluate(source_dir: str, out_dir: str, split: str, data_dir: str | None =
         shutil.copy2(source[name], os.path.join(out_dir, name))
     metrics = evaluate_run(out_dir, dataset or trained["dataset"], split, data_dir, batch_size, verbose)
     del metrics["model_dir"]
-    metrics.update({key: trained[key] for key in ("seconds", "seed", "model", "epochs_run", "history")},
-                   evaluated_from=source_dir)
+    kept = ("seconds", "seed", "model", "epochs_run", "best_epoch", "xla_training", "history")
+    metrics.update({key: trained[key] for key in kept if key in trained}, evaluated_from=source_dir)
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     return metrics

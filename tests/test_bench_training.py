@@ -20,7 +20,11 @@ def test_bench_train_reports_each_model_with_peak_memory(tmp_path):
     assert all(r["examples_per_sec"] > 0 and r["peak_rss_mb"] > 100 for r in result["rows"])
     ratios = result["ratios"]
     assert set(ratios) == {"din_over_hierdiffuse", "diffurec_over_hierdiffuse", "hierdiffuse_over_din",
-                           "diffurec_time_over_hierdiffuse"}
+                           "diffurec_time_over_hierdiffuse", "hierdiffuse_over_din_step",
+                           "diffurec_time_over_hierdiffuse_step"}
+    by = {r["model"]: r for r in result["rows"]}
+    assert all(r["step_ms"] > 0 and r["step_cpu_ms"] > 0 for r in result["rows"])
+    assert ratios["hierdiffuse_over_din_step"] == pytest.approx(by["din"]["step_ms"] / by["hierdiffuse"]["step_ms"])
     assert ratios["hierdiffuse_over_din"] == pytest.approx(1 / ratios["din_over_hierdiffuse"])
     assert ratios["diffurec_time_over_hierdiffuse"] == pytest.approx(1 / ratios["diffurec_over_hierdiffuse"])
     assert [r["xla"] for r in result["rows"]] == [True, True, True]  # Each model as `train` compiles it.

@@ -154,13 +154,24 @@ def resolve_configs(model_name: str, data: pipeline.PreparedDataset, config_file
     return model_cls, model_cls.config_cls.from_dict(model_values), train_config
 
 
+XLA_TRAINING_ENV = "HIERDIFFUSE_XLA_TRAINING"
+
+
+def xla_training(model_cls: type[CTRModel], strategy: str = "none") -> bool:
+    """Whether `fit` compiles `model_cls`'s step with XLA: where it measured faster
+    (`jit_train`), on one device, unless `HIERDIFFUSE_XLA_TRAINING=0` asks for the plain
+    graph everywhere (for op-level debugging or profiles; the test suite sets it, since
+    an XLA compile costs seconds per small model and the XLA paths have tests of their own)."""
+    if os.environ.get(XLA_TRAINING_ENV, "1") == "0":
+        return False
+    return model_cls.jit_train and strategy == "none"
+
+
 def compile_model(model: CTRModel, train_config: config_lib.TrainConfig) -> CTRModel:
     optimizer = keras.optimizers.Adam(train_config.learning_rate,
                                       clipnorm=train_config.clipnorm or None)
     model(model.example_inputs(), training=False)  # Build the weights (BackupAndRestore needs them).
-    # XLA for `fit` where it measured faster, on one device (`jit_train`).
-    jit = model.jit_train and train_config.strategy == "none"
-    model.compile(optimizer=optimizer, jit_compile=jit)
+    model.compile(optimizer=optimizer, jit_compile=xla_training(type(model), train_config.strategy))
     return model
 
 

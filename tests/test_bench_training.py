@@ -27,7 +27,8 @@ def test_bench_train_reports_each_model_with_peak_memory(tmp_path):
     assert ratios["hierdiffuse_over_din_step"] == pytest.approx(by["din"]["step_ms"] / by["hierdiffuse"]["step_ms"])
     assert ratios["hierdiffuse_over_din"] == pytest.approx(1 / ratios["din_over_hierdiffuse"])
     assert ratios["diffurec_time_over_hierdiffuse"] == pytest.approx(1 / ratios["diffurec_over_hierdiffuse"])
-    assert [r["xla"] for r in result["rows"]] == [True, True, True]  # Each model as `train` compiles it.
+    # Each model as `train` compiles it: here a plain graph, which the suite asks for (conftest).
+    assert [r["xla"] for r in result["rows"]] == [False, False, False]
     assert all(r["rounds"] == 3 for r in result["rows"])  # The fastest of 3 timed fits after the warm-up.
     assert "diffurec's time per example over HierDiffuse's" in out.with_suffix(".md").read_text()
     assert result["repeats"] == 1

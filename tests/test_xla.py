@@ -56,3 +56,12 @@ def test_a_model_that_trains_under_xla_takes_the_same_step_as_without(name, fixe
         weights[jit] = model.get_weights()
     for plain, xla in zip(weights[False], weights[True]):
         np.testing.assert_allclose(xla, plain, atol=1e-5)
+
+
+def test_fit_compiles_with_xla_where_it_measured_faster_unless_asked_not_to(monkeypatch):
+    monkeypatch.delenv(training.XLA_TRAINING_ENV, raising=False)
+    assert {n for n in MODELS if training.xla_training(MODELS[n])} == {
+        "avg_pool_dnn", "din", "diffurec", "dreamrec", "hierdiffuse"}  # Not DIEN (its GRUs).
+    assert not training.xla_training(MODELS["hierdiffuse"], "mirrored")  # One device only.
+    monkeypatch.setenv(training.XLA_TRAINING_ENV, "0")
+    assert not any(training.xla_training(cls) for cls in MODELS.values())

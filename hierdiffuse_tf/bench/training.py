@@ -14,7 +14,7 @@ import time
 
 import tensorflow as tf
 
-from hierdiffuse_tf import export
+from hierdiffuse_tf import export, training
 from hierdiffuse_tf.bench.portable import DEFAULT_SHAPE
 from hierdiffuse_tf.bench.timing import run_isolated
 from hierdiffuse_tf.models import build_model
@@ -41,7 +41,7 @@ def train_throughput(model_name: str, batch_size: int = 256, steps: int = 30,
     x = {k: tf.constant(v) for k, v in export.example_request(config, batch_size).items()}
     y = tf.cast(tf.random.uniform((batch_size,), 0, 2, tf.int32), tf.float32)
     model(x)
-    jit = model.jit_train if xla is None else xla  # None: as `train` compiles it.
+    jit = training.xla_training(type(model)) if xla is None else xla  # None: as `train` compiles it.
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit)
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
     model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)  # Trace and warm up.
@@ -213,7 +213,6 @@ def bench_xla(models=None, batch_size: int = 256, steps: int = 20, repeats: int 
     Scoring: batches/s of `compiled_scorer` with and without XLA, interleaved in
     this process. The rows are what chose each model's `jit_train` and `jit_predict`.
     """
-    from hierdiffuse_tf import training
     from hierdiffuse_tf.bench.timing import time_paths
     from hierdiffuse_tf.models import MODELS
 

@@ -26,10 +26,12 @@ def train_throughput(model_name: str, batch_size: int = 256, steps: int = 30,
                      rounds: int = 3) -> dict:
     """Training examples/s of one model on a fixed in-memory batch, and the process's peak RSS.
 
-    `xla` compiles the step with XLA or not; None compiles it as `train` does (`jit_train`).
-    After the warm-up, `rounds` fits of `steps` steps are timed and the fastest is kept:
-    on this project's VM a step's wall time comes in multiples of about 15.6 ms when the
-    host stalls the guest, and one stalled round would otherwise decide the figure.
+    `xla` compiles the step with XLA or not; None compiles it as `train` does
+    (`training.xla_training`). After the warm-up, `rounds` fits of `steps` steps are
+    timed and the fastest is kept: through `fit`, a step's wall time on this project's
+    VM comes in multiples of about 15.6 ms, and one slow round would otherwise decide
+    the figure. Then the compiled step is timed on its own (`direct_step_ms`), which
+    does not show those steps.
     """
     import resource
 

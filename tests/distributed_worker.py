@@ -7,7 +7,12 @@ configured before TensorFlow initialises them.
 """
 
 import json
+import os
 import sys
+
+# Distributed training runs as a plain graph; so must the single-device run it is compared
+# with (under XLA its random draws are ThreeFry's, see `xla_random`). The suite sets this too.
+os.environ["HIERDIFFUSE_XLA_TRAINING"] = "0"
 
 import tensorflow as tf
 
@@ -36,9 +41,6 @@ def fit(model_name: str, strategy_name: str, steps: int, batch: int, features: d
     keras.utils.set_random_seed(0)
     with training.distribute.make_strategy(strategy_name).scope():
         model = training.compile_model(cls(model_config), train_config)
-        # Distributed training runs as a plain graph; so does the single-device run it is
-        # compared with (under XLA its random draws are ThreeFry's, see `xla_random`).
-        model.compile(optimizer=model.optimizer, jit_compile=False)
     labels = np.arange(steps * batch) % 2
     data = tf.data.Dataset.from_tensor_slices((features, labels)).batch(batch)
     history = model.fit(data, epochs=1, verbose=0, shuffle=False)

@@ -67,14 +67,15 @@ def test_table1_writes_rows_with_seeds_and_resumes(smoke_builder, data_dir, tmp_
     assert "--name table1_defaults" in (tmp_path / "table1_defaults.md").read_text()
     assert (tmp_path / "table1_defaults_curves.png").stat().st_size > 1000
     assert {r["speed_source"] for r in table["rows"]} == {"re-timed"}
-    # Git keeps no models: a checkout without DIN's re-times the rest and takes DIN's recorded speed.
+    # Git keeps no models: a checkout without DIN's times DIN's architecture with fresh weights,
+    # beside the rest, in the same process.
     os.remove(tmp_path / "runs" / "din" / "seed0" / "model.keras")
     assert cli.main([*argv, "--name", "table1_no_model"]) == 0
     rows = {r["model"]: r for r in json.load(open(tmp_path / "table1_no_model.json"))["rows"]}
-    assert rows["din"]["speed_source"] == "recorded at evaluation"
+    assert rows["din"]["speed_source"] == "re-timed, fresh weights"
     assert rows["avg_pool_dnn"]["speed_source"] == "re-timed"
-    recorded = json.load(open(tmp_path / "runs" / "din" / "seed0" / "metrics.json"))
-    assert rows["din"]["batches_per_sec"] == pytest.approx(recorded["examples"] / recorded["eval_seconds"] / 128)
+    assert rows["din"]["batches_per_sec"] > 0
+    assert [r["aucs"] for r in rows.values()] == [r["aucs"] for r in table["rows"]]
     # A finished run whose recorded config is not what the code builds now is never reused.
     config_path = tmp_path / "runs" / "din" / "seed1" / "config.json"
     recorded = json.load(open(config_path))

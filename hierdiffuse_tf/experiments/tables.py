@@ -21,7 +21,7 @@ from hierdiffuse_tf.experiments.report import (_meta, check_table_name, learning
                                                plot_robustness, summary, write_table)
 from hierdiffuse_tf.experiments.runs import _read_json, best_epochs, run_key, train_runs
 from hierdiffuse_tf.experiments.tuning import tuned_overrides
-from hierdiffuse_tf.models import MODELS
+from hierdiffuse_tf.models import MODELS, build_model
 
 
 TABLE1_MODELS = tuple(MODELS)  # avg_pool_dnn, din, dien, diffurec, dreamrec, hierdiffuse.
@@ -100,28 +100,34 @@ def time_inference(models: dict, batches: list, repeats: int = 5) -> dict:
                          for name, m in models.items()}, batches, repeats)
 
 
-def recorded_speed(run_metrics: dict, batch_size: int) -> float:
-    """Batches/s of `batch_size` that a run's own evaluation measured (pipeline included):
-    the fallback where its `model.keras`, which git does not keep, is absent."""
-    return run_metrics["examples"] / run_metrics["eval_seconds"] / batch_size
+def timing_model(run_dir: str, batch):
+    """The run's saved model, or, where git kept none, the same architecture with fresh weights.
+
+    A forward pass costs the same whatever the weights hold, so a model built
+    from the run's `config.json` (its model and every config value) times as
+    the trained one would; it is called once on `batch` to build its variables.
+    """
+    if os.path.exists(os.path.join(run_dir, "model.keras")):
+        return training.load_run_model(run_dir)
+    recorded = _read_json(os.path.join(run_dir, "config.json"))
+    model = build_model(recorded["model"], recorded["model_config"])
+    model(batch, training=False)
+    return model
 
 
 def table_speeds(first_runs: dict, data: pipeline.PreparedDataset, batch_size: int,
                  count: int) -> tuple[dict, dict]:
     """Inference speed per row from each row's seed-0 run: `(batches/s, source)`.
 
-    Models present are re-timed together, interleaved (`time_inference`); a row
-    whose model is absent gets the speed its evaluation recorded, and its source
-    says so, since recorded speeds come from other moments of the machine.
+    Every row is timed in this process, interleaved over the same batches
+    (`time_inference`). A row whose `model.keras` git did not keep is timed on
+    its architecture with fresh weights (`timing_model`), and its source says so.
     """
-    present = {k: m for k, m in first_runs.items()
-               if os.path.exists(os.path.join(m["run_dir"], "model.keras"))}
-    loaded = {k: training.load_run_model(m["run_dir"]) for k, m in present.items()}
-    speed = time_inference(loaded, timing_batches(data, batch_size, count)) if loaded else {}
-    source = {k: "re-timed" if k in speed else "recorded at evaluation" for k in first_runs}
-    for k, m in first_runs.items():
-        speed.setdefault(k, recorded_speed(m, batch_size))
-    return speed, source
+    batches = timing_batches(data, batch_size, count)
+    models = {k: timing_model(m["run_dir"], batches[0]) for k, m in first_runs.items()}
+    source = {k: "re-timed" if os.path.exists(os.path.join(m["run_dir"], "model.keras"))
+              else "re-timed, fresh weights" for k, m in first_runs.items()}
+    return time_inference(models, batches), source
 
 
 def timing_batches(data: pipeline.PreparedDataset, batch_size: int, count: int) -> list:

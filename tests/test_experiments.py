@@ -101,6 +101,13 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
     curves = json.load(open(tmp_path / "table2.json"))["meta"]["val_auc_by_epoch"]
     assert sorted(curves) == ["full model", "w/ CFG"]
     assert (tmp_path / "table2_curves.png").stat().st_size > 1000
+    # Git keeps no models: on a checkout without the full model's, the sampler rows cannot be
+    # re-evaluated, and that is said before anything trains.
+    os.rename(tmp_path / "runs" / "hierdiffuse" / "seed0" / "model.keras", tmp_path / "model.keras")
+    with pytest.raises(ConfigError, match=r"runs/hierdiffuse/seed0, which are finished but have no model.keras"):
+        experiments.table2(SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir,
+                           rows_spec=rows_spec, common=FAST + ["sampler_steps=2"])
+    os.rename(tmp_path / "model.keras", tmp_path / "runs" / "hierdiffuse" / "seed0" / "model.keras")
     # A run from before `loss_reduction` existed ran with the summed losses:
     # the drift check reads the missing field as its legacy value.
     run_dir = tmp_path / "runs" / "hierdiffuse" / "seed0"

@@ -197,6 +197,21 @@ def table1(dataset: str | pipeline.PreparedDataset,
     return rows
 
 
+def check_saved_models(out: str, seeds: int, keys: Sequence[str]) -> None:
+    """Fails before anything trains if a finished run that an inference-only row
+    re-evaluates has no `model.keras` (git keeps none), naming each such run."""
+    missing = [run_dir for key in dict.fromkeys(keys) for seed in range(seeds)
+               for run_dir in [os.path.join(out, "runs", key, f"seed{seed}")]
+               if os.path.exists(os.path.join(run_dir, "metrics.json"))
+               and not os.path.exists(os.path.join(run_dir, "model.keras"))]
+    if missing:
+        raise ConfigError(
+            f"Table 2's inference-only rows (the samplers, 2(d)) re-evaluate the trained models of "
+            f"{', '.join(missing)}, which are finished but have no model.keras (git keeps no models). "
+            f"Write Table 2 to another --out, where it trains its own full model, or run it where "
+            f"those runs were trained; nothing was trained")
+
+
 def table2(dataset: str | pipeline.PreparedDataset,
            out: str, seeds: int = 3, epochs: int | None = None,
            data_dir: str | None = None, rows_spec: Sequence[Row] = TABLE2_ROWS,
@@ -211,8 +226,10 @@ def table2(dataset: str | pipeline.PreparedDataset,
     full_rows = [r.variant for r in rows_spec if not r.train and not r.infer]
     if not full_rows:  # Checked before any training.
         raise ConfigError("Table 2 needs at least one row of the full model to take deltas against")
-    data = pipeline.open_dataset(dataset, data_dir)
     base_overrides = tuned_overrides(tuned, ["hierdiffuse"], common)["hierdiffuse"]
+    check_saved_models(out, seeds, [run_key("hierdiffuse", base_overrides + r.train)
+                                    for r in rows_spec if r.infer])
+    data = pipeline.open_dataset(dataset, data_dir)
     jobs = list(dict.fromkeys(("hierdiffuse", base_overrides + r.train) for r in rows_spec))
     runs = train_runs(out, data, jobs, seeds, epochs, data_dir, common,
                       reuse_from=os.path.join(out, "tuning"))

@@ -80,6 +80,9 @@ SHARED_FLAGS = {
     "dataset": (("--dataset",), dict(default="movielens_100k_ctr", help="a prepared dataset")),
     "data_dir": (("--data-dir",), dict(default=None, help="TFDS data dir (default: TFDS's own)")),
     "seeds": (("--seeds",), dict(type=int, default=3)),
+    "seeds_for": (("--seeds-for",), dict(action="append", default=[], metavar="MODEL=N",
+                                         help="fewer (or more) seeds for one model than --seeds, "
+                                              "e.g. --seeds-for diffurec=1; repeat for more")),
     "epochs": (("--epochs",), dict(type=int, default=None)),
     "out": (("--out",), dict(default="results")),
     "set": _set_flag("override applied to every run whose model has the field, e.g. --set batch_size=512"),
@@ -111,7 +114,8 @@ def _add_experiments(which) -> dict:
                    help="one config variant (space-separated overrides); repeat for more")
     compare = p
     p = which.add_parser("table1", help="Table 1: every model, every seed")
-    _flags(p, "dataset", *runs, "seeds", "models", "batch_size", "timing_batches", "tuned", "name")
+    _flags(p, "dataset", *runs, "seeds", "seeds_for", "models", "batch_size", "timing_batches", "tuned",
+           "name")
     table1 = p
     p = which.add_parser("table2", help="Table 2: HierDiffuse's ablations")
     _flags(p, "dataset", *runs, "seeds", "batch_size", "timing_batches", "tuned", "name")
@@ -279,6 +283,22 @@ def _models(args) -> tuple[str, ...] | None:
     return models
 
 
+def _seeds_for(args) -> dict[str, int]:
+    """`--seeds-for MODEL=N` as `{model: N}`; a malformed pair or an unknown model fails here."""
+    from hierdiffuse_tf.config import ConfigError
+    from hierdiffuse_tf.models import get_model_class
+
+    counts = {}
+    for pair in args.seeds_for:
+        model, _, count = pair.partition("=")
+        if not count.strip().isdigit() or int(count) < 1:
+            raise ConfigError(f"--seeds-for: expected MODEL=N with N a positive whole number, "
+                              f"e.g. diffurec=1. Received: {pair!r}")
+        get_model_class(model.strip())
+        counts[model.strip()] = int(count)
+    return counts
+
+
 def run_experiment(args: argparse.Namespace):
     from hierdiffuse_tf import experiments
     from hierdiffuse_tf.config import ConfigError
@@ -293,6 +313,7 @@ def run_experiment(args: argparse.Namespace):
     if getattr(args, "name", None):
         experiments.check_table_name(args.name)
     models = _models(args) if hasattr(args, "models") else None
+    seeds_for = _seeds_for(args) if hasattr(args, "seeds_for") else {}
     runs = dict(epochs=args.epochs, data_dir=args.data_dir, common=args.set, command=command)
     if args.which == "robustness":
         try:
@@ -328,7 +349,7 @@ def run_experiment(args: argparse.Namespace):
                  name=args.name or args.which, **runs)
     if args.which == "table1":
         return experiments.table1(data, args.out, models=models or experiments.TABLE1_MODELS,
-                                  **table)
+                                  seeds_for=seeds_for, **table)
     return experiments.table2(data, args.out, rows_spec=rows, **table)
 
 

@@ -76,6 +76,12 @@ def test_table1_writes_rows_with_seeds_and_resumes(smoke_builder, data_dir, tmp_
     assert rows["avg_pool_dnn"]["speed_source"] == "re-timed"
     assert rows["din"]["batches_per_sec"] > 0
     assert [r["aucs"] for r in rows.values()] == [r["aucs"] for r in table["rows"]]
+    # One model with fewer seeds than the rest: its row has them, and the caption says so.
+    assert cli.main([*argv, "--seeds-for", "din=1", "--name", "table1_fewer"]) == 0
+    rows = {r["model"]: r for r in json.load(open(tmp_path / "table1_fewer.json"))["rows"]}
+    assert rows["din"]["seeds"] == [0] and rows["din"]["aucs"] == {r["model"]: r for r in table["rows"]}["din"]["aucs"][:1]
+    assert rows["avg_pool_dnn"]["seeds"] == [0, 1]
+    assert "2 seed(s) (din: 1)" in (tmp_path / "table1_fewer.md").read_text()
     # A finished run whose recorded config is not what the code builds now is never reused.
     config_path = tmp_path / "runs" / "din" / "seed1" / "config.json"
     recorded = json.load(open(config_path))
@@ -450,6 +456,10 @@ def test_compare_reads_validation_only_and_takes_deltas_against_the_defaults(tmp
     (["experiment", "table1", "--models", "din,dinn"], "Unknown model 'dinn'"),
     (["experiment", "robustness", "--noise", "0,abc"], "--noise: expected comma-separated rates"),
     (["experiment", "table1", "--name", "ml100k/table1"], "'ml100k/table1' is not a table name"),
+    (["experiment", "table1", "--seeds-for", "din"], "--seeds-for: expected MODEL=N"),
+    (["experiment", "table1", "--seeds-for", "din=0"], "--seeds-for: expected MODEL=N"),
+    (["experiment", "table1", "--seeds-for", "dinn=1"], "Unknown model 'dinn'"),
+    (["experiment", "table2", "--seeds-for", "din=1"], "--seeds-for is for table1"),
 ])
 def test_compare_arguments_are_checked(argv, message, tmp_path):
     with pytest.raises(ConfigError, match=message):  # Before any dataset is looked for.

@@ -41,7 +41,10 @@ def write_table(rows: list[dict], columns: list[tuple[str, str, str]], out: str,
     lines += ["| " + " | ".join(_cell(r.get(k), f) for k, _, f in columns) + " |" for r in rows]
     batch = f"inference batch size {meta['batch_size']}, " if meta.get("batch_size") else ""
     epochs = "epochs as configured" if meta["epochs"] is None else f"{meta['epochs']} epoch(s)"
-    caption = (f"\n_{meta['dataset']}, {meta['seeds']} seed(s), {epochs}, "
+    others = meta.get("seeds_for") or {}  # Models with another seed count than the table's.
+    seeds = f"{meta['seeds']} seed(s)" + (
+        f" ({', '.join(f'{m}: {n}' for m, n in others.items())})" if others else "")
+    caption = (f"\n_{meta['dataset']}, {seeds}, {epochs}, "
                f"{batch}commit {_short_commit(meta['git_commit'])}; "
                f"made by `{meta['command']}`._\n")
     with open(os.path.join(out, f"{name}.md"), "w") as f:

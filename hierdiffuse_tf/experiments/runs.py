@@ -16,7 +16,7 @@ import json
 import os
 import re
 import time
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from hierdiffuse_tf import training
 from hierdiffuse_tf.config import ConfigError, TrainConfig, override_key
@@ -90,11 +90,14 @@ def overrides_for(model: str, common: Sequence[str], overrides: Sequence[str]) -
     return [*kept, *overrides]
 
 
-def train_runs(out: str, dataset: str | pipeline.PreparedDataset, jobs: Sequence[tuple[str, tuple]], seeds: int,
+def train_runs(out: str, dataset: str | pipeline.PreparedDataset, jobs: Sequence[tuple[str, tuple]],
+               seeds: int | Mapping[str, int],
                epochs: int | None, data_dir: str | None, common: Sequence[str] = (),
                poll_seconds: float = 30.0, eval_split: str = "test", reuse_from: str | None = None,
                wait: bool = True) -> dict | None:
     """Trains each (model, overrides) with every seed, skipping finished runs.
+
+    `seeds` is a count for every job, or a count per model name (seeds 0 to N - 1).
 
     Runs held by another process (see `claim_run`) are left for last and
     waited for, so parallel experiment processes never train the same run;
@@ -107,7 +110,10 @@ def train_runs(out: str, dataset: str | pipeline.PreparedDataset, jobs: Sequence
     handle passes as it is) and handed down.
     """
     dataset = pipeline.open_dataset(dataset, data_dir)
-    pending = [(model, overrides, seed) for model, overrides in jobs for seed in range(seeds)]
+    def count(model: str) -> int:
+        return seeds[model] if isinstance(seeds, Mapping) else seeds
+
+    pending = [(model, overrides, seed) for model, overrides in jobs for seed in range(count(model))]
     finished, total = {}, len(pending)
     while pending:
         waiting = []
@@ -161,7 +167,7 @@ def train_runs(out: str, dataset: str | pipeline.PreparedDataset, jobs: Sequence
     results = {}
     for model, overrides in jobs:
         key = run_key(model, overrides)
-        results[key] = [finished[(key, seed)] for seed in range(seeds)]
+        results[key] = [finished[(key, seed)] for seed in range(count(model))]
     return results
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -154,8 +154,12 @@ def table1(dataset: str | pipeline.PreparedDataset,
            out: str, seeds: int = 3, epochs: int | None = None,
            data_dir: str | None = None, models: Sequence[str] = TABLE1_MODELS,
            batch_size: int = 256, timing_batches_count: int = 20, common: Sequence[str] = (),
-           command: str = "", tuned: dict | None = None, name: str = "table1") -> list[dict]:
+           command: str = "", tuned: dict | None = None, name: str = "table1",
+           seeds_for: Mapping[str, int] | None = None) -> list[dict]:
     """Trains every Table 1 model with `seeds` seeds; writes `name`.{json,md,csv} and `name`_curves.png.
+
+    `seeds_for` gives a model another count (say `{"diffurec": 1}` where a model's
+    cost allows fewer), which the table's caption names.
 
     `tuned` (from `load_tuned`) adds each model's tuned overrides to its runs;
     a winner's seed-0 tuning run (`out/tuning/runs/`) is evaluated on test
@@ -164,10 +168,15 @@ def table1(dataset: str | pipeline.PreparedDataset,
     beside the tuned one).
     """
     check_table_name(name)
+    seeds_for = dict(seeds_for or {})
+    if set(seeds_for) - set(models):
+        raise ConfigError(f"seeds_for names models that the table does not train: "
+                          f"{sorted(set(seeds_for) - set(models))}; it trains {list(models)}")
+    counts = {m: seeds_for.get(m, seeds) for m in models}
     data = pipeline.open_dataset(dataset, data_dir)
     per_model = tuned_overrides(tuned, models, common)
     keys = {m: run_key(m, per_model[m]) for m in models}
-    runs = train_runs(out, data, [(m, per_model[m]) for m in models], seeds, epochs, data_dir, common,
+    runs = train_runs(out, data, [(m, per_model[m]) for m in models], counts, epochs, data_dir, common,
                       reuse_from=os.path.join(out, "tuning"))
     speed, speed_source = table_speeds({m: runs[keys[m]][0] for m in models}, data, batch_size,
                                        timing_batches_count)
@@ -179,7 +188,7 @@ def table1(dataset: str | pipeline.PreparedDataset,
                      "gauc_mean": float(np.mean([r["gauc"] for r in metrics])),
                      "batches_per_sec": speed[m], "speed_source": speed_source[m],
                      "paper_amazon": paper[0], "paper_taobao": paper[1],
-                     "seeds": list(range(seeds)), "tuned_overrides": list(per_model[m]),
+                     "seeds": list(range(counts[m])), "tuned_overrides": list(per_model[m]),
                      "best_epochs": best_epochs(metrics),
                      "config": _read_json(os.path.join(metrics[0]["run_dir"], "config.json"))})
     columns = [("model", "model", "{}"), ("auc_pm", "AUC (mean ± std)", "{}"),
@@ -191,6 +200,7 @@ def table1(dataset: str | pipeline.PreparedDataset,
     for row in rows:
         row["val_auc_by_epoch"] = curves.get(row["model"], {}).get("mean")
     write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, batch_size, command),
+                                           "seeds_for": {m: n for m, n in counts.items() if n != seeds},
                                            "tuned_from": tuned})
     plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
                          f"Table 1 models on {data.name} ({seeds} seeds)")

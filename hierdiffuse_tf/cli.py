@@ -290,12 +290,15 @@ def _seeds_for(args) -> dict[str, int]:
 
     counts = {}
     for pair in args.seeds_for:
-        model, _, count = pair.partition("=")
-        if not count.strip().isdigit() or int(count) < 1:
+        model, _, count = (part.strip() for part in pair.partition("="))
+        try:
+            counts[model] = int(count)
+        except ValueError:
+            counts[model] = 0
+        if counts[model] < 1:
             raise ConfigError(f"--seeds-for: expected MODEL=N with N a positive whole number, "
                               f"e.g. diffurec=1. Received: {pair!r}")
-        get_model_class(model.strip())
-        counts[model.strip()] = int(count)
+        get_model_class(model)
     return counts
 
 
@@ -337,6 +340,8 @@ def run_experiment(args: argparse.Namespace):
                                   f"{', '.join(sorted({r.group for r in rows}))}")
             rows = tuple(r for r in rows if r.group in groups)
     tuned = experiments.load_tuned(args.tuned) if getattr(args, "tuned", None) else None
+    if seeds_for:  # Checked against the table's models before any dataset is looked for.
+        experiments.seed_counts(models or experiments.TABLE1_MODELS, args.seeds, seeds_for)
     data = pipeline.open_dataset(args.dataset, args.data_dir)  # Resolved once, handed down.
     if args.which == "tune":
         return experiments.tune(data, args.out, models=models or experiments.TABLE1_MODELS,

@@ -114,6 +114,14 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
         experiments.table2(SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir,
                            rows_spec=rows_spec, common=FAST + ["sampler_steps=2"])
     os.rename(tmp_path / "model.keras", tmp_path / "runs" / "hierdiffuse" / "seed0" / "model.keras")
+    # A trained variant's model is only timed, so without it the row is timed on fresh weights.
+    os.remove(tmp_path / "runs" / "hierdiffuse__guidance=cfg" / "seed0" / "model.keras")
+    rows = experiments.table2(SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir,
+                              rows_spec=rows_spec, batch_size=128, timing_batches_count=3,
+                              common=FAST + ["sampler_steps=2"])
+    by = {r["variant"]: r for r in rows}
+    assert by["w/ CFG"]["speed_source"] == "re-timed, fresh weights" and by["w/ CFG"]["batches_per_sec"] > 0
+    assert by["w/ DDIM"]["speed_source"] == "re-timed"
     # A run from before `loss_reduction` existed ran with the summed losses:
     # the drift check reads the missing field as its legacy value.
     run_dir = tmp_path / "runs" / "hierdiffuse" / "seed0"
@@ -460,6 +468,8 @@ def test_compare_reads_validation_only_and_takes_deltas_against_the_defaults(tmp
     (["experiment", "table1", "--seeds-for", "din=0"], "--seeds-for: expected MODEL=N"),
     (["experiment", "table1", "--seeds-for", "dinn=1"], "Unknown model 'dinn'"),
     (["experiment", "table2", "--seeds-for", "din=1"], "--seeds-for is for table1"),
+    (["experiment", "table1", "--seeds-for", "din=²"], "--seeds-for: expected MODEL=N"),
+    (["experiment", "table1", "--models", "din", "--seeds-for", "dien=1"], "names models that the table does not train"),
 ])
 def test_compare_arguments_are_checked(argv, message, tmp_path):
     with pytest.raises(ConfigError, match=message):  # Before any dataset is looked for.

@@ -100,19 +100,22 @@ def time_inference(models: dict, batches: list, repeats: int = 5) -> dict:
                          for name, m in models.items()}, batches, repeats)
 
 
-def timing_model(run_dir: str, batch):
-    """The run's saved model, or, where git kept none, the same architecture with fresh weights.
+def timing_model(run_dir: str, batch) -> tuple:
+    """`(model, source)`: the run's saved model, or, where git kept none, the same
+    architecture with fresh weights (source "re-timed, fresh weights").
 
     A forward pass costs the same whatever the weights hold, so a model built
-    from the run's `config.json` (its model and every config value) times as
-    the trained one would; it is called once on `batch` to build its variables.
+    from the run's `config.json` (read as a saved config: legacy defaults for
+    fields it predates, retired fields dropped) times as the trained one would;
+    it is called once on `batch` to build its variables.
     """
     if os.path.exists(os.path.join(run_dir, "model.keras")):
-        return training.load_run_model(run_dir)
+        return training.load_run_model(run_dir), "re-timed"
     recorded = _read_json(os.path.join(run_dir, "config.json"))
-    model = build_model(recorded["model"], recorded["model_config"])
+    cls = MODELS[recorded["model"]]
+    model = cls(cls.config_cls.from_saved(recorded["model_config"]))
     model(batch, training=False)
-    return model
+    return model, "re-timed, fresh weights"
 
 
 def table_speeds(first_runs: dict, data: pipeline.PreparedDataset, batch_size: int,
@@ -120,14 +123,13 @@ def table_speeds(first_runs: dict, data: pipeline.PreparedDataset, batch_size: i
     """Inference speed per row from each row's seed-0 run: `(batches/s, source)`.
 
     Every row is timed in this process, interleaved over the same batches
-    (`time_inference`). A row whose `model.keras` git did not keep is timed on
+    (`time_inference`); a row whose `model.keras` git did not keep is timed on
     its architecture with fresh weights (`timing_model`), and its source says so.
     """
     batches = timing_batches(data, batch_size, count)
-    models = {k: timing_model(m["run_dir"], batches[0]) for k, m in first_runs.items()}
-    source = {k: "re-timed" if os.path.exists(os.path.join(m["run_dir"], "model.keras"))
-              else "re-timed, fresh weights" for k, m in first_runs.items()}
-    return time_inference(models, batches), source
+    timed = {k: timing_model(m["run_dir"], batches[0]) for k, m in first_runs.items()}
+    return (time_inference({k: model for k, (model, _) in timed.items()}, batches),
+            {k: source for k, (_, source) in timed.items()})
 
 
 def timing_batches(data: pipeline.PreparedDataset, batch_size: int, count: int) -> list:
@@ -150,6 +152,17 @@ def auc_of(run_metrics: list, data: pipeline.PreparedDataset | None = None, chan
     return aucs
 
 
+def seed_counts(models: Sequence[str], seeds: int, seeds_for: Mapping[str, int] | None = None) -> dict:
+    """Each model's seed count: `seeds`, or its own in `seeds_for` (each a model of the table, >= 1)."""
+    seeds_for = dict(seeds_for or {})
+    if set(seeds_for) - set(models):
+        raise ConfigError(f"--seeds-for names models that the table does not train: "
+                          f"{sorted(set(seeds_for) - set(models))}; it trains {list(models)}")
+    if any(n < 1 for n in [seeds, *seeds_for.values()]):
+        raise ConfigError(f"Every model needs at least one seed. Received: seeds={seeds}, seeds_for={seeds_for}")
+    return {m: seeds_for.get(m, seeds) for m in models}
+
+
 def table1(dataset: str | pipeline.PreparedDataset,
            out: str, seeds: int = 3, epochs: int | None = None,
            data_dir: str | None = None, models: Sequence[str] = TABLE1_MODELS,
@@ -168,11 +181,7 @@ def table1(dataset: str | pipeline.PreparedDataset,
     beside the tuned one).
     """
     check_table_name(name)
-    seeds_for = dict(seeds_for or {})
-    if set(seeds_for) - set(models):
-        raise ConfigError(f"seeds_for names models that the table does not train: "
-                          f"{sorted(set(seeds_for) - set(models))}; it trains {list(models)}")
-    counts = {m: seeds_for.get(m, seeds) for m in models}
+    counts = seed_counts(models, seeds, seeds_for)
     data = pipeline.open_dataset(dataset, data_dir)
     per_model = tuned_overrides(tuned, models, common)
     keys = {m: run_key(m, per_model[m]) for m in models}
@@ -203,7 +212,8 @@ def table1(dataset: str | pipeline.PreparedDataset,
                                            "seeds_for": {m: n for m, n in counts.items() if n != seeds},
                                            "tuned_from": tuned})
     plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
-                         f"Table 1 models on {data.name} ({seeds} seeds)")
+                         f"Table 1 models on {data.name} ({seeds} seeds"
+                         + "".join(f", {m}: {n}" for m, n in counts.items() if n != seeds) + ")")
     return rows
 
 
@@ -243,21 +253,26 @@ def table2(dataset: str | pipeline.PreparedDataset,
     jobs = list(dict.fromkeys(("hierdiffuse", base_overrides + r.train) for r in rows_spec))
     runs = train_runs(out, data, jobs, seeds, epochs, data_dir, common,
                       reuse_from=os.path.join(out, "tuning"))
-    models, aucs, chosen = {}, {}, {}
+    batches = timing_batches(data, batch_size, timing_batches_count)
+    models, sources, aucs, chosen = {}, {}, {}, {}
     for r in rows_spec:
         metrics = runs[run_key("hierdiffuse", base_overrides + r.train)]
-        base = training.load_run_model(metrics[0]["run_dir"])
-        models[r.variant] = with_inference_changes(base, r.infer)
+        if r.infer:  # Scored by the trained model with another sampler (`check_saved_models`).
+            models[r.variant] = with_inference_changes(training.load_run_model(metrics[0]["run_dir"]),
+                                                       r.infer)
+            sources[r.variant] = "re-timed"
+        else:
+            models[r.variant], sources[r.variant] = timing_model(metrics[0]["run_dir"], batches[0])
         aucs[r.variant] = auc_of(metrics, data, changes=r.infer)
         chosen[r.variant] = best_epochs(metrics)
-    speed = time_inference(models, timing_batches(data, batch_size, timing_batches_count))
+    speed = time_inference(models, batches)
     full = float(np.mean(aucs[full_rows[0]]))
     rows = []
     for r in rows_spec:
         stats = summary(aucs[r.variant])
         rows.append({"group": r.group, "variant": r.variant, **stats,
                      "delta": stats["auc_mean"] - full, "batches_per_sec": speed[r.variant],
-                     "paper_auc": r.paper_auc, "paper_infer": r.paper_infer,
+                     "speed_source": sources[r.variant], "paper_auc": r.paper_auc, "paper_infer": r.paper_infer,
                      "train_overrides": list(r.train), "tuned_overrides": list(base_overrides),
                      "inference_changes": dict(r.infer), "best_epochs": chosen[r.variant],
                      "seeds": list(range(seeds))})

@@ -110,6 +110,7 @@ def train_runs(out: str, dataset: str | pipeline.PreparedDataset, jobs: Sequence
     handle passes as it is) and handed down.
     """
     dataset = pipeline.open_dataset(dataset, data_dir)
+
     def count(model: str) -> int:
         return seeds[model] if isinstance(seeds, Mapping) else seeds
 

@@ -21,7 +21,7 @@ from hierdiffuse_tf.experiments.report import (_meta, check_table_name, learning
                                                plot_robustness, summary, write_table)
 from hierdiffuse_tf.experiments.runs import _read_json, best_epochs, run_key, train_runs
 from hierdiffuse_tf.experiments.tuning import tuned_overrides
-from hierdiffuse_tf.models import MODELS, build_model
+from hierdiffuse_tf.models import MODELS
 
 
 TABLE1_MODELS = tuple(MODELS)  # avg_pool_dnn, din, dien, diffurec, dreamrec, hierdiffuse.
@@ -112,8 +112,7 @@ def timing_model(run_dir: str, batch) -> tuple:
     if os.path.exists(os.path.join(run_dir, "model.keras")):
         return training.load_run_model(run_dir), "re-timed"
     recorded = _read_json(os.path.join(run_dir, "config.json"))
-    cls = MODELS[recorded["model"]]
-    model = cls(cls.config_cls.from_saved(recorded["model_config"]))
+    model = MODELS[recorded["model"]].from_config({"config": recorded["model_config"]})  # As a reload.
     model(batch, training=False)
     return model, "re-timed, fresh weights"
 

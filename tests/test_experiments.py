@@ -107,24 +107,29 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
     curves = json.load(open(tmp_path / "table2.json"))["meta"]["val_auc_by_epoch"]
     assert sorted(curves) == ["full model", "w/ CFG"]
     assert (tmp_path / "table2_curves.png").stat().st_size > 1000
-    # Git keeps no models: on a checkout without the full model's, the sampler rows cannot be
-    # re-evaluated, and that is said before anything trains.
-    os.rename(tmp_path / "runs" / "hierdiffuse" / "seed0" / "model.keras", tmp_path / "model.keras")
-    with pytest.raises(ConfigError, match=r"runs/hierdiffuse/seed0, which are finished but have no model.keras"):
+    # Each sampler row's metrics are kept beside the run's, where git keeps them; a checkout
+    # without the full model's model.keras (git keeps no models) still has the row's AUC,
+    # and times the row on fresh weights.
+    run_dir = tmp_path / "runs" / "hierdiffuse" / "seed0"
+    kept = json.load(open(run_dir / "metrics_sampler=ddim.json"))
+    assert kept["auc"] == by["w/ DDIM"]["auc_mean"] and kept["inference_changes"] == {"sampler": "ddim"}
+    os.rename(run_dir / "model.keras", tmp_path / "model.keras")
+    os.remove(tmp_path / "runs" / "hierdiffuse__guidance=cfg" / "seed0" / "model.keras")
+    again = {r["variant"]: r for r in experiments.table2(
+        SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir, rows_spec=rows_spec,
+        batch_size=128, timing_batches_count=3, common=FAST + ["sampler_steps=2"])}
+    assert again["w/ DDIM"]["auc_mean"] == by["w/ DDIM"]["auc_mean"]
+    assert {r["speed_source"] for r in again.values()} == {"re-timed, fresh weights"}
+    assert all(r["batches_per_sec"] > 0 for r in again.values())
+    # With neither, the sampler rows cannot be re-evaluated, and that is said before anything trains.
+    os.remove(run_dir / "metrics_sampler=ddim.json")
+    with pytest.raises(ConfigError, match=r"runs/hierdiffuse/seed0, which are finished but have neither"):
         experiments.table2(SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir,
                            rows_spec=rows_spec, common=FAST + ["sampler_steps=2"])
-    os.rename(tmp_path / "model.keras", tmp_path / "runs" / "hierdiffuse" / "seed0" / "model.keras")
-    # A trained variant's model is only timed, so without it the row is timed on fresh weights.
-    os.remove(tmp_path / "runs" / "hierdiffuse__guidance=cfg" / "seed0" / "model.keras")
-    rows = experiments.table2(SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir,
-                              rows_spec=rows_spec, batch_size=128, timing_batches_count=3,
-                              common=FAST + ["sampler_steps=2"])
-    by = {r["variant"]: r for r in rows}
-    assert by["w/ CFG"]["speed_source"] == "re-timed, fresh weights" and by["w/ CFG"]["batches_per_sec"] > 0
-    assert by["w/ DDIM"]["speed_source"] == "re-timed"
+    os.rename(tmp_path / "model.keras", run_dir / "model.keras")
+    assert by["TCC (ours)"]["speed_source"] == "re-timed"
     # A run from before `loss_reduction` existed ran with the summed losses:
     # the drift check reads the missing field as its legacy value.
-    run_dir = tmp_path / "runs" / "hierdiffuse" / "seed0"
     recorded = json.load(open(run_dir / "config.json"))
     assert recorded["model_config"]["loss_reduction"] == "mean"
     del recorded["model_config"]["loss_reduction"]

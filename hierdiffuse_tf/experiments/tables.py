@@ -8,6 +8,7 @@ machine noise hits them alike (`bench.timing`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Mapping, Sequence
 
@@ -139,15 +140,29 @@ def timing_batches(data: pipeline.PreparedDataset, batch_size: int, count: int) 
     return batches
 
 
+def inference_metrics_path(run_dir: str, changes: Sequence[tuple[str, object]]) -> str:
+    """Where a run's test metrics under inference-only `changes` are kept, e.g.
+    `metrics_sampler=ddpm.json`: git keeps it, so a later checkout, which has no
+    `model.keras`, still has the row's AUC."""
+    return os.path.join(run_dir, "metrics_" + "__".join(f"{k}={v}" for k, v in changes) + ".json")
+
+
 def auc_of(run_metrics: list, data: pipeline.PreparedDataset | None = None, changes=()) -> list[float]:
-    """Per-seed test AUCs; with inference changes, each seed's model is re-evaluated."""
+    """Per-seed test AUCs; with inference changes, each seed's model is re-evaluated
+    once, and the metrics are written beside the run's (`inference_metrics_path`)."""
     if not changes:
         return [m["auc"] for m in run_metrics]
     aucs = []
     for m in run_metrics:
-        base = training.load_run_model(m["run_dir"])
-        ds = data.batches("test", 1024)
-        aucs.append(training.evaluate(with_inference_changes(base, changes), ds, verbose=0)["auc"])
+        path = inference_metrics_path(m["run_dir"], changes)
+        if not os.path.exists(path):
+            base = training.load_run_model(m["run_dir"])
+            metrics = training.evaluate(with_inference_changes(base, changes),
+                                        data.batches("test", 1024), verbose=0)
+            with open(path, "w") as f:
+                json.dump({**metrics, "split": "test", "inference_changes": dict(changes),
+                           "evaluated_from": os.path.join(m["run_dir"], "model.keras")}, f, indent=2)
+        aucs.append(_read_json(path)["auc"])
     return aucs
 
 
@@ -216,19 +231,22 @@ def table1(dataset: str | pipeline.PreparedDataset,
     return rows
 
 
-def check_saved_models(out: str, seeds: int, keys: Sequence[str]) -> None:
+def check_saved_models(out: str, seeds: int, rows: Sequence[tuple[str, tuple]]) -> None:
     """Fails before anything trains if a finished run that an inference-only row
-    re-evaluates has no `model.keras` (git keeps none), naming each such run."""
-    missing = [run_dir for key in dict.fromkeys(keys) for seed in range(seeds)
+    re-evaluates has neither that row's kept metrics (`inference_metrics_path`) nor
+    a `model.keras` (git keeps none) to compute them from, naming each such run.
+    `rows` holds `(run key, inference changes)` pairs."""
+    missing = [run_dir for key, changes in dict.fromkeys(rows) for seed in range(seeds)
                for run_dir in [os.path.join(out, "runs", key, f"seed{seed}")]
                if os.path.exists(os.path.join(run_dir, "metrics.json"))
+               and not os.path.exists(inference_metrics_path(run_dir, changes))
                and not os.path.exists(os.path.join(run_dir, "model.keras"))]
     if missing:
         raise ConfigError(
             f"Table 2's inference-only rows (the samplers, 2(d)) re-evaluate the trained models of "
-            f"{', '.join(missing)}, which are finished but have no model.keras (git keeps no models). "
-            f"Write Table 2 to another --out, where it trains its own full model, or run it where "
-            f"those runs were trained; nothing was trained")
+            f"{', '.join(dict.fromkeys(missing))}, which are finished but have neither the rows' metrics "
+            f"nor a model.keras (git keeps no models). Write Table 2 to another --out, where it trains "
+            f"its own full model, or run it where those runs were trained; nothing was trained")
 
 
 def table2(dataset: str | pipeline.PreparedDataset,
@@ -246,7 +264,7 @@ def table2(dataset: str | pipeline.PreparedDataset,
     if not full_rows:  # Checked before any training.
         raise ConfigError("Table 2 needs at least one row of the full model to take deltas against")
     base_overrides = tuned_overrides(tuned, ["hierdiffuse"], common)["hierdiffuse"]
-    check_saved_models(out, seeds, [run_key("hierdiffuse", base_overrides + r.train)
+    check_saved_models(out, seeds, [(run_key("hierdiffuse", base_overrides + r.train), r.infer)
                                     for r in rows_spec if r.infer])
     data = pipeline.open_dataset(dataset, data_dir)
     jobs = list(dict.fromkeys(("hierdiffuse", base_overrides + r.train) for r in rows_spec))
@@ -256,12 +274,8 @@ def table2(dataset: str | pipeline.PreparedDataset,
     models, sources, aucs, chosen = {}, {}, {}, {}
     for r in rows_spec:
         metrics = runs[run_key("hierdiffuse", base_overrides + r.train)]
-        if r.infer:  # Scored by the trained model with another sampler (`check_saved_models`).
-            models[r.variant] = with_inference_changes(training.load_run_model(metrics[0]["run_dir"]),
-                                                       r.infer)
-            sources[r.variant] = "re-timed"
-        else:
-            models[r.variant], sources[r.variant] = timing_model(metrics[0]["run_dir"], batches[0])
+        model, sources[r.variant] = timing_model(metrics[0]["run_dir"], batches[0])
+        models[r.variant] = with_inference_changes(model, r.infer)  # The same weights, another sampler.
         aucs[r.variant] = auc_of(metrics, data, changes=r.infer)
         chosen[r.variant] = best_epochs(metrics)
     speed = time_inference(models, batches)

@@ -167,6 +167,13 @@ def _add_benches(which) -> dict:
     p.add_argument("--repeats", type=int, default=5)
     _flags(p, "json", "model_set")
     xla = p
+    p = which.add_parser("epoch", help="DiffuRec's and DreamRec's time per epoch against HierDiffuse's")
+    _flags(p, "dataset", "data_dir", "models")
+    p.add_argument("--steps", type=int, default=200, help="timed training steps (the epoch is estimated)")
+    _flags(p, "json")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override applied to every model that has the field, as a table's --set")
+    epoch = p
     p = which.add_parser("beam", help="the Beam builder's throughput at each worker count")
     p.add_argument("--rows", type=int, default=2_000_000, help="rows of the generated UserBehavior.csv")
     p.add_argument("--workers", default="1,2", help="DirectRunner worker counts to time")
@@ -174,7 +181,7 @@ def _add_benches(which) -> dict:
                    help="where the generated file and the builds go")
     _flags(p, "json")
     return {"inference": inference, "fusion": fusion, "train": train, "profile": profile, "xla": xla,
-            "data": data, "beam": p}
+            "data": data, "epoch": epoch, "beam": p}
 
 
 def build_parser() -> CommandParser:
@@ -264,10 +271,11 @@ def _beam_options(text: str | None):
 
 def _benched_models(args) -> tuple[str, ...]:
     """The models a benchmark builds: `--models`, or its defaults."""
-    from hierdiffuse_tf.bench.training import TRAIN_BENCH_MODELS
+    from hierdiffuse_tf.bench.training import EPOCH_BENCH_MODELS, TRAIN_BENCH_MODELS
     from hierdiffuse_tf.models import MODELS
 
-    defaults = {"train": TRAIN_BENCH_MODELS, "xla": tuple(MODELS)}.get(args.which, ("hierdiffuse",))
+    defaults = {"train": TRAIN_BENCH_MODELS, "xla": tuple(MODELS),
+                "epoch": EPOCH_BENCH_MODELS}.get(args.which, ("hierdiffuse",))
     return (_models(args) if hasattr(args, "models") else None) or defaults
 
 
@@ -364,6 +372,15 @@ def run_bench(args: argparse.Namespace) -> dict:
                                        unknown_key_message)
     from hierdiffuse_tf.models import MODELS
 
+    if args.which == "epoch":
+        from hierdiffuse_tf.bench import training
+
+        # `--set` as a table's: train fields too, each model taking the fields it has.
+        summary = training.bench_epoch(args.dataset, args.data_dir, _benched_models(args),
+                                       common=args.set, steps=args.steps)
+        write(summary, args.json, training.markdown_epoch)
+        print(training.markdown_epoch(summary))
+        return summary
     values, train_values = {}, {}
     if hasattr(args, "set"):
         # Each pair is read by the config of a model that has its field (say DiffuRec's

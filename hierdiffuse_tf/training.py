@@ -198,9 +198,9 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
     with strategy.scope():  # Keras keeps the strategy for fit, evaluate and predict.
         model = compile_model(model_cls(model_config), train_config)
 
-    def make(split: str, shuffle: bool):
+    def make(split: str, shuffle: bool, cache: bool = False):
         return data.batches(split, train_config.batch_size, shuffle=shuffle, seed=train_config.seed,
-                            shuffle_buffer=train_config.shuffle_buffer)
+                            shuffle_buffer=train_config.shuffle_buffer, cache=cache)
 
     callbacks = [
         keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
@@ -212,7 +212,8 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
         callbacks.append(keras.callbacks.EarlyStopping(
             "val_auc", mode="max", patience=train_config.patience, restore_best_weights=True))
     start = time.perf_counter()
-    history = model.fit(make("train", True), validation_data=make("validation", False),
+    # Both are read every epoch: kept in memory after the first, where that changes nothing read.
+    history = model.fit(make("train", True, cache=True), validation_data=make("validation", False, cache=True),
                         epochs=train_config.epochs, callbacks=callbacks, verbose=verbose,
                         shuffle=False)  # The tf.data pipeline shuffles.
     seconds = time.perf_counter() - start

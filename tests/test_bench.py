@@ -47,6 +47,9 @@ def test_bench_data_compares_the_pipeline_with_training(smoke_builder, data_dir,
     assert result["data_examples_per_sec"] > 0 and result["train_examples_per_sec"] > 0
     assert result["ratios"]["data_over_train"] == pytest.approx(
         result["data_examples_per_sec"] / result["train_examples_per_sec"])
+    assert result["ratios"]["cached_over_train"] == pytest.approx(
+        result["cached_examples_per_sec"] / result["train_examples_per_sec"])
+    assert "| later epochs (cached) |" in out.with_suffix(".md").read_text()
 
 
 @pytest.mark.slow

@@ -58,3 +58,24 @@ def test_bench_xla_times_both_compiles_of_each_model(tmp_path):
     assert [r["model"] for r in rows] == ["din"]
     assert all(r[k] > 0 for r in rows for k in ("train_graph", "train_xla", "score_graph", "score_xla"))
     assert rows[0]["jit_train"] and "| din |" in (tmp_path / "xla.md").read_text()
+
+
+@pytest.mark.slow
+def test_bench_epoch_estimates_each_models_epoch_on_a_prepared_split(smoke_builder, data_dir, tmp_path):
+    out = tmp_path / "epoch.json"
+    assert cli.main(["bench", "epoch", "--dataset", "synthetic_interest_ctr/smoke", "--data-dir", data_dir,
+                     "--models", "hierdiffuse,dreamrec", "--steps", "3", "--json", str(out),
+                     "--set", "batch_size=64", *TINY[:-2]]) == 0
+    result = json.loads(out.read_text())
+    by = {r["model"]: r for r in result["rows"]}
+    assert list(by) == ["hierdiffuse", "dreamrec"]
+    for row in by.values():
+        # A train field reaches every model; a model field only the models that have it.
+        assert row["batch_size"] == 64 and row["steps"] == 3
+        assert row["step_ms"] > 0 and row["validation_seconds"] > 0
+        assert row["epoch_seconds"] == pytest.approx(
+            row["steps_per_epoch"] * row["step_ms"] / 1000 + row["validation_seconds"])
+    assert "denoiser_units=8" in by["hierdiffuse"]["overrides"]
+    assert result["ratios"] == {"dreamrec_epoch_over_hierdiffuse": pytest.approx(
+        by["dreamrec"]["epoch_seconds"] / by["hierdiffuse"]["epoch_seconds"])}
+    assert "dreamrec's time per epoch over HierDiffuse's" in out.with_suffix(".md").read_text()

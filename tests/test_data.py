@@ -173,3 +173,27 @@ def test_pipeline_batches_features_and_float_labels(smoke_builder):
     assert labels.dtype.name == "float32" and labels.shape == (32,)
     assert features["short_items"].shape == (32, 2, 4) and "timestamp" not in features
     assert pipeline.sequence_shape(smoke_builder) == {"max_long": 12, "num_sessions": 2, "session_len": 4}
+
+
+def test_the_cache_changes_nothing_that_training_reads(smoke_builder, monkeypatch):
+    def stages(ds):  # The pipeline's dataset classes, last stage first.
+        names = []
+        while ds is not None:
+            names.append(type(ds).__name__)
+            ds = getattr(ds, "_input_dataset", None)
+        return names
+
+    def epochs(ds, count=2):
+        return [[np.concatenate([f["target_item"].numpy(), y.numpy()]) for f, y in ds] for _ in range(count)]
+
+    plain = pipeline.make_dataset(smoke_builder, "train", 16, shuffle=True, seed=3)
+    cached = pipeline.make_dataset(smoke_builder, "train", 16, shuffle=True, seed=3, cache=True)
+    assert "CacheDataset" in stages(cached) and "CacheDataset" not in stages(plain)
+    want, got = epochs(plain), epochs(cached)
+    assert all(np.array_equal(a, b) for w, g in zip(want, got) for a, b in zip(w, g))
+    assert not all(np.array_equal(a, b) for a, b in zip(*want))  # Still reshuffled each epoch.
+    # A split too large for the limit (or shuffled over several files) is read as before, uncached.
+    assert pipeline.decoded_bytes(smoke_builder, "train") > 1000
+    monkeypatch.setattr(pipeline, "CACHE_LIMIT_BYTES", 1000)
+    too_large = pipeline.make_dataset(smoke_builder, "train", 16, shuffle=True, seed=3, cache=True)
+    assert "CacheDataset" not in stages(too_large)

@@ -63,8 +63,10 @@ TABLE2_ROWS = (
     Row("e", "+Long->none", ("direction=long_to_none",), paper_auc=0.7644, paper_infer=15.5),
     Row("e", "+Short->Long", ("direction=short_to_long",), paper_auc=0.7647, paper_infer=16.0),
     Row("e", "+Long->Short (ours)", paper_auc=0.7680, paper_infer=16.1),
-    # (f) is ours: SPEC 2b's changes to the paper's model, each turned off on its own, all of
-    # them at once (the model as the paper prints it), and no fusion stage at all.
+    # (f) is ours: no fusion stage at all (what the diffusion adds), SPEC 2b's changes to the
+    # paper's model all turned off at once (the model as the paper prints it), and each
+    # turned off on its own. (Rows train in this order: the two headline rows first.)
+    Row("f", "no fusion stage (h_fusion = x0)", ("sampler=none",)),
     Row("f", "paper as printed (SPEC 2)",
         tuple(f"{k}={str(v).lower()}" for k, v in PAPER_AS_PRINTED.items() if k != "session_recency")),
     Row("f", "w/ f_L transformer", ("long_encoder_layers=-1",)),
@@ -74,7 +76,6 @@ TABLE2_ROWS = (
     Row("f", "w/o x0 norm", ("normalize_x0=false",)),
     Row("f", "w/o h_S * e_t in the head", ("head_short_cross=false",)),
     Row("f", "head reads a noisy x_t*", ("head_on_clean=false",)),
-    Row("f", "no fusion stage (h_fusion = x0)", ("sampler=none",)),
     Row("f", "ours (SPEC 2b)"),
 )
 

@@ -495,7 +495,7 @@ def test_each_sub_command_lists_exactly_its_own_flags(argv, present, absent, cap
 
 def test_a_benchmark_flag_given_to_another_benchmark_is_a_one_line_error(capsys):
     assert cli.main(["bench", "beam", "--steps", "3"]) == 2
-    assert capsys.readouterr().err == "error: --steps is for train and profile and xla and data, not beam\n"
+    assert capsys.readouterr().err == "error: --steps is for train and profile and xla and data and epoch, not beam\n"
 
 
 def test_a_shortened_flag_is_not_taken_for_a_longer_one(capsys):

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from hierdiffuse_tf import config as config_lib
-from hierdiffuse_tf import distribute
+from hierdiffuse_tf import distribute, run_record
 from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.models import CTRModel, get_model_class
 
@@ -202,28 +202,33 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
         return data.batches(split, train_config.batch_size, shuffle=shuffle, seed=train_config.seed,
                             shuffle_buffer=train_config.shuffle_buffer, cache=cache)
 
+    backup = os.path.join(out_dir, "backup")
+    restarted = run_record.check_backup(backup)  # A backup that cannot be resumed faithfully goes.
+    if restarted:
+        print(f"Note: {restarted}", flush=True)
+    # Early stopping on validation AUC, keeping the best epoch's weights; `RunRecord` drives it, so
+    # that a resumed run keeps its best so far, its wait and the logs of every epoch.
+    stopping = (keras.callbacks.EarlyStopping("val_auc", mode="max", patience=train_config.patience,
+                                              restore_best_weights=True) if train_config.patience else None)
+    record = run_record.RunRecord(backup, stopping)
     callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
+        keras.callbacks.BackupAndRestore(backup),  # Before the record: both write after each epoch.
+        record,
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
         keras.callbacks.TerminateOnNaN(),
         *extra_callbacks,
     ]
-    if train_config.patience:  # Stops on validation AUC and keeps the best epoch's weights.
-        callbacks.append(keras.callbacks.EarlyStopping(
-            "val_auc", mode="max", patience=train_config.patience, restore_best_weights=True))
-    start = time.perf_counter()
     # Both are read every epoch: kept in memory after the first, where that changes nothing read.
-    history = model.fit(make("train", True, cache=True), validation_data=make("validation", False, cache=True),
-                        epochs=train_config.epochs, callbacks=callbacks, verbose=verbose,
-                        shuffle=False)  # The tf.data pipeline shuffles.
-    seconds = time.perf_counter() - start
+    model.fit(make("train", True, cache=True), validation_data=make("validation", False, cache=True),
+              epochs=train_config.epochs, callbacks=callbacks, verbose=verbose,
+              shuffle=False)  # The tf.data pipeline shuffles.
     model.save(os.path.join(out_dir, "model.keras"))
     metrics = evaluate(model, make(eval_split, False), verbose=verbose)
-    metrics.update({"seconds": seconds, "seed": train_config.seed, "model": model_name,
-                    "dataset": data.name, "split": eval_split, "epochs_run": len(history.epoch),
+    history = record.history  # Every epoch of the run, across restarts.
+    metrics.update({"seconds": record.seconds, "seed": train_config.seed, "model": model_name,
+                    "dataset": data.name, "split": eval_split, "epochs_run": len(history.get("loss", [])),
                     "xla_training": bool(model.jit_compile),  # Under XLA the random streams differ.
-                    "best_epoch": best_epoch(history.history),
-                    "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}})
+                    "best_epoch": best_epoch(history), "history": history})
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     return metrics

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import TINY_MODEL, TINY_SETS, random_features, tiny_sets
-from hierdiffuse_tf import cli, training
+from hierdiffuse_tf import cli, run_record, training
 from hierdiffuse_tf.config import PAPER_AS_PRINTED, ConfigError, HierDiffuseConfig
 from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.diffusion import tcc
@@ -231,13 +231,60 @@ def test_killed_run_resumes_from_its_backup(smoke_builder, data_dir, tmp_path):
                 raise RuntimeError("killed")
 
     args = dict(model_name="hierdiffuse", dataset=SMOKE, out_dir=str(tmp_path), data_dir=data_dir,
-                epochs=2, seed=1, overrides=TINY_SETS + ["batch_size=512"], verbose=0)
+                epochs=2, seed=1, overrides=TINY_SETS + ["batch_size=512", "patience=2"], verbose=0)
     with pytest.raises(RuntimeError, match="killed"):
         training.train(**args, extra_callbacks=[Interrupt()])
     assert os.path.isdir(tmp_path / "backup")
     metrics = training.train(**args)
-    assert metrics["epochs_run"] == 1  # Only the second epoch was left to run.
+    # Only the second epoch was left to run, and the run reports both, as if never stopped.
+    assert metrics["epochs_run"] == 2 and len(metrics["history"]["val_auc"]) == 2
+    assert metrics["best_epoch"] == int(np.argmax(metrics["history"]["val_auc"])) + 1
+    assert metrics["seconds"] > 0
     assert not os.path.exists(tmp_path / "backup")  # Cleaned up after a finished run.
+
+
+def test_a_resumed_run_keeps_its_early_stopping_state(tmp_path):
+    """Killed after epoch 3 with its best at epoch 2, a run resumed at epoch 4 stops there
+    (patience 2 spent) and keeps epoch 2's weights, as the uninterrupted run would."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+
+    def stopping():
+        return keras.callbacks.EarlyStopping("val_auc", mode="max", patience=2, restore_best_weights=True)
+
+    def run_epochs(record, values, first=0):
+        for epoch, value in enumerate(values, start=first):
+            model.set_weights([np.full((1, 1), epoch, "float32"), np.zeros(1, "float32")])  # Epoch-marked.
+            record.on_epoch_begin(epoch)
+            record.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1), "val_auc": value})
+
+    first = run_record.RunRecord(str(tmp_path), stopping())
+    first.set_model(model)
+    first.on_train_begin()
+    run_epochs(first, [0.6, 0.8, 0.7])  # Killed here: no on_train_end.
+    resumed = run_record.RunRecord(str(tmp_path), stopping())
+    resumed.set_model(model)
+    resumed.on_train_begin()
+    assert resumed.history["val_auc"] == [0.6, 0.8, 0.7] and resumed.early_stopping.best == 0.8
+    model.stop_training = False
+    run_epochs(resumed, [0.75], first=3)
+    assert model.stop_training  # Epochs 3 and 4 without a gain over epoch 2: patience 2 spent.
+    resumed.on_train_end()
+    assert model.get_weights()[0][0, 0] == 1  # Epoch 2's (0-based 1) weights restored.
+    assert resumed.history["val_auc"] == [0.6, 0.8, 0.7, 0.75] and resumed.seconds > 0
+    assert training.best_epoch(resumed.history) == 2
+
+
+def test_a_backup_without_a_matching_record_is_started_again(tmp_path):
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
+    why = run_record.check_backup(str(backup))
+    assert "holds 3 epoch(s) but its run record is missing" in why and not backup.exists()
+    backup.mkdir()
+    (backup / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
+    (backup / "run_record.json").write_text('{"epochs": 3, "history": {}, "seconds": 1.0}')
+    assert run_record.check_backup(str(backup)) is None and backup.exists()
+    assert run_record.check_backup(str(tmp_path / "none")) is None
 
 
 @pytest.mark.slow

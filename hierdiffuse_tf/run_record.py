@@ -1,0 +1,135 @@
+"""A training run's record across restarts: its epochs' logs, its clock and its early stopping.
+
+`keras.callbacks.BackupAndRestore` brings a killed run back with its weights,
+its optimizer and its epoch, but not what the other callbacks knew: Keras'
+`History` starts again empty, and `EarlyStopping` forgets the best validation
+AUC so far, its epoch and weights, and how long it has waited. A run resumed at
+epoch 6 would then keep the best of epochs 6-8 (not, say, epoch 4's), wait
+`patience` epochs again, and report 3 epochs run. `RunRecord` keeps all of
+that beside the backup, after every epoch, and gives it back on resume, so a
+resumed run stops, keeps its weights and reports its epochs as if it had never
+stopped (up to the random streams, which restart).
+
+`check_backup` is called before `fit`: a backup whose record is missing or
+from another epoch (a run killed between the two writes, or backed up by a
+version without the record) cannot be resumed faithfully, and is removed, so
+the run starts again from its first epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+
+RECORD = "run_record.json"
+BEST_WEIGHTS = "best_weights.npz"
+BACKUP_METADATA = "training_metadata.json"  # Written by `BackupAndRestore`.
+
+
+def _backup_epochs(backup_dir: str) -> int:
+    path = os.path.join(backup_dir, BACKUP_METADATA)
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f)["epoch"])
+
+
+def check_backup(backup_dir: str) -> str | None:
+    """Removes a backup that its record does not match; returns why, or None if it is kept
+    (or there is none)."""
+    epochs = _backup_epochs(backup_dir)
+    if not epochs:
+        return None
+    record_path = os.path.join(backup_dir, RECORD)
+    recorded = None
+    if os.path.exists(record_path):
+        with open(record_path) as f:
+            recorded = json.load(f)["epochs"]
+    if recorded == epochs:
+        return None
+    shutil.rmtree(backup_dir)
+    return (f"the backup in {backup_dir} holds {epochs} epoch(s) but its run record "
+            f"{'is missing' if recorded is None else f'holds {recorded}'}; the run starts again from epoch 1")
+
+
+class RunRecord(keras.callbacks.Callback):
+    """Each epoch's logs, the training seconds and the early stopping's state, kept in
+    `directory` (the `BackupAndRestore` directory) after every epoch and read back on resume.
+
+    Args:
+        directory: where the record is written; `BackupAndRestore`'s, so that a
+            finished run's record goes when its backup does.
+        early_stopping: an optional `keras.callbacks.EarlyStopping` that this
+            callback drives (do not pass it to `fit` as well): its best value,
+            epoch, weights and wait are part of the record.
+
+    After `fit`, `history` holds every epoch's logs since the run began and
+    `seconds` the time spent in its epochs, both across restarts.
+
+    Example:
+    >>> record = RunRecord(backup_dir, keras.callbacks.EarlyStopping("val_auc", mode="max", patience=2,
+    ...                                                              restore_best_weights=True))
+    >>> model.fit(train, validation_data=val, epochs=8,
+    ...           callbacks=[keras.callbacks.BackupAndRestore(backup_dir), record])
+    """
+
+    def __init__(self, directory: str, early_stopping: keras.callbacks.EarlyStopping | None = None):
+        super().__init__()
+        self.directory = directory
+        self.early_stopping = early_stopping
+        self.history: dict[str, list[float]] = {}
+        self.seconds = 0.0
+        self._started = None
+
+    def set_model(self, model):
+        super().set_model(model)
+        if self.early_stopping is not None:
+            self.early_stopping.set_model(model)
+
+    def on_train_begin(self, logs=None):
+        stopping = self.early_stopping
+        if stopping is not None:
+            stopping.on_train_begin(logs)
+        path = os.path.join(self.directory, RECORD)
+        if not os.path.exists(path):
+            return
+        with open(path) as f:
+            record = json.load(f)
+        self.history, self.seconds = record["history"], record["seconds"]
+        if stopping is not None:
+            stopping.best, stopping.best_epoch, stopping.wait = record["best"], record["best_epoch"], record["wait"]
+            weights = os.path.join(self.directory, BEST_WEIGHTS)
+            if stopping.restore_best_weights and os.path.exists(weights):
+                with np.load(weights) as saved:
+                    stopping.best_weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds += time.perf_counter() - self._started
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        record = {"epochs": epoch + 1, "history": self.history, "seconds": self.seconds}
+        stopping = self.early_stopping
+        if stopping is not None:
+            stopping.on_epoch_end(epoch, logs)
+            if stopping.best_epoch == epoch and stopping.best_weights is not None:
+                np.savez(os.path.join(self.directory, BEST_WEIGHTS), *stopping.best_weights)
+            best = stopping.best
+            record.update(best=None if best is None else float(best), best_epoch=int(stopping.best_epoch),
+                          wait=int(stopping.wait))
+        os.makedirs(self.directory, exist_ok=True)
+        path = os.path.join(self.directory, RECORD)
+        with open(path + ".tmp", "w") as f:
+            json.dump(record, f)
+        os.replace(path + ".tmp", path)  # Whole or not at all.
+
+    def on_train_end(self, logs=None):
+        if self.early_stopping is not None:
+            self.early_stopping.on_train_end(logs)

@@ -13,7 +13,9 @@ stopped (up to the random streams, which restart).
 `check_backup` is called before `fit`: a backup whose record is missing or
 from another epoch (a run killed between the two writes, or backed up by a
 version without the record) cannot be resumed faithfully, and is removed, so
-the run starts again from its first epoch.
+the run starts again from its first epoch. The record is written by each
+process that trains; with a `multi_worker` strategy, where Keras'
+`BackupAndRestore` does not resume either, give each worker its own `--out`.
 """
 
 from __future__ import annotations
@@ -31,30 +33,43 @@ BEST_WEIGHTS = "best_weights.npz"
 BACKUP_METADATA = "training_metadata.json"  # Written by `BackupAndRestore`.
 
 
-def _backup_epochs(backup_dir: str) -> int:
-    path = os.path.join(backup_dir, BACKUP_METADATA)
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return int(json.load(f)["epoch"])
+def _read(path: str) -> dict | None:
+    """A JSON file's content; None if it is missing or cut short (a kill mid-write)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def check_backup(backup_dir: str) -> str | None:
     """Removes a backup that its record does not match; returns why, or None if it is kept
-    (or there is none)."""
-    epochs = _backup_epochs(backup_dir)
-    if not epochs:
+    (or there is none).
+
+    The backup and the record must hold the same number of epochs: a run killed
+    between the two writes, one backed up by a version without the record, or a
+    backup half deleted at the end of a run (`BackupAndRestore` removes its
+    directory then) cannot be resumed faithfully.
+    """
+    if not os.path.isdir(backup_dir):
         return None
-    record_path = os.path.join(backup_dir, RECORD)
-    recorded = None
-    if os.path.exists(record_path):
-        with open(record_path) as f:
-            recorded = json.load(f)["epochs"]
-    if recorded == epochs:
+    metadata = _read(os.path.join(backup_dir, BACKUP_METADATA))
+    record = _read(os.path.join(backup_dir, RECORD))
+    epochs = int(metadata["epoch"]) if metadata else 0
+    recorded = int(record["epochs"]) if record else 0
+    if epochs == recorded:
         return None
     shutil.rmtree(backup_dir)
     return (f"the backup in {backup_dir} holds {epochs} epoch(s) but its run record "
-            f"{'is missing' if recorded is None else f'holds {recorded}'}; the run starts again from epoch 1")
+            f"{'is missing' if record is None else f'holds {recorded}'}; the run starts again from epoch 1")
+
+
+def stopped_after(backup_dir: str) -> int | None:
+    """The epochs of a run whose record says its early stopping had fired (a run killed
+    after its last epoch, before its backup was removed): `fit` is then called with
+    that many epochs, so that it runs none and only restores the best weights."""
+    record = _read(os.path.join(backup_dir, RECORD))
+    return int(record["epochs"]) if record and record.get("stopped") else None
 
 
 class RunRecord(keras.callbacks.Callback):
@@ -95,11 +110,14 @@ class RunRecord(keras.callbacks.Callback):
         stopping = self.early_stopping
         if stopping is not None:
             stopping.on_train_begin(logs)
-        path = os.path.join(self.directory, RECORD)
-        if not os.path.exists(path):
+        record = _read(os.path.join(self.directory, RECORD))
+        if record is None:
             return
-        with open(path) as f:
-            record = json.load(f)
+        resumed_at = getattr(self.model, "_initial_epoch", None) or 0  # Set by `BackupAndRestore`.
+        if record["epochs"] != resumed_at:
+            raise RuntimeError(f"The run record in {self.directory} holds {record['epochs']} epoch(s) but the "
+                               f"backup resumes at epoch {resumed_at}; remove the directory to start again "
+                               "(`check_backup` does so before `fit`)")
         self.history, self.seconds = record["history"], record["seconds"]
         if stopping is not None:
             stopping.best, stopping.best_epoch, stopping.wait = record["best"], record["best_epoch"], record["wait"]
@@ -123,12 +141,13 @@ class RunRecord(keras.callbacks.Callback):
                 np.savez(os.path.join(self.directory, BEST_WEIGHTS), *stopping.best_weights)
             best = stopping.best
             record.update(best=None if best is None else float(best), best_epoch=int(stopping.best_epoch),
-                          wait=int(stopping.wait))
+                          wait=int(stopping.wait), stopped=bool(getattr(self.model, "stop_training", False)))
         os.makedirs(self.directory, exist_ok=True)
         path = os.path.join(self.directory, RECORD)
-        with open(path + ".tmp", "w") as f:
+        temporary = f"{path}.{os.getpid()}.tmp"
+        with open(temporary, "w") as f:
             json.dump(record, f)
-        os.replace(path + ".tmp", path)  # Whole or not at all.
+        os.replace(temporary, path)  # Whole or not at all.
 
     def on_train_end(self, logs=None):
         if self.early_stopping is not None:

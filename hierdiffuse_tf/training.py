@@ -219,8 +219,10 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
         *extra_callbacks,
     ]
     # Both are read every epoch: kept in memory after the first, where that changes nothing read.
+    # A run killed after its early stopping fired runs no more epochs; it only restores the best weights.
+    epochs = run_record.stopped_after(backup) or train_config.epochs
     model.fit(make("train", True, cache=True), validation_data=make("validation", False, cache=True),
-              epochs=train_config.epochs, callbacks=callbacks, verbose=verbose,
+              epochs=epochs, callbacks=callbacks, verbose=verbose,
               shuffle=False)  # The tf.data pipeline shuffles.
     model.save(os.path.join(out_dir, "model.keras"))
     metrics = evaluate(model, make(eval_split, False), verbose=verbose)
@@ -237,8 +239,8 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
 def best_epoch(history: dict) -> int | None:
     """The 1-based epoch of this run's best validation AUC, or None. Its weights are the
     ones kept when `patience` > 0; with patience 0 the last epoch's are kept."""
-    values = history.get("val_auc")
-    return int(np.argmax(values)) + 1 if values else None
+    values = np.asarray(history.get("val_auc") or [], dtype=float)
+    return int(np.nanargmax(values)) + 1 if np.isfinite(values).any() else None
 
 
 def load_run_model(model_dir: str) -> CTRModel:

@@ -121,11 +121,14 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
     assert again["w/ DDIM"]["auc_mean"] == by["w/ DDIM"]["auc_mean"]
     assert {r["speed_source"] for r in again.values()} == {"re-timed, fresh weights"}
     assert all(r["batches_per_sec"] > 0 for r in again.values())
-    # With neither, the sampler rows cannot be re-evaluated, and that is said before anything trains.
-    os.remove(run_dir / "metrics_sampler=ddim.json")
+    # Kept metrics of an earlier training of the run (another test AUC) are not its model's; with
+    # neither, the sampler rows cannot be re-evaluated, and that is said before anything trains.
+    finished = json.load(open(run_dir / "metrics.json"))
+    (run_dir / "metrics.json").write_text(json.dumps({**finished, "auc": finished["auc"] + 0.01}))
     with pytest.raises(ConfigError, match=r"runs/hierdiffuse/seed0, which are finished but have neither"):
         experiments.table2(SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir,
                            rows_spec=rows_spec, common=FAST + ["sampler_steps=2"])
+    (run_dir / "metrics.json").write_text(json.dumps(finished))
     os.rename(tmp_path / "model.keras", run_dir / "model.keras")
     assert by["TCC (ours)"]["speed_source"] == "re-timed"
     # A run from before `loss_reduction` existed ran with the summed losses:

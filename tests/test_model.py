@@ -263,6 +263,10 @@ def test_a_resumed_run_keeps_its_early_stopping_state(tmp_path):
     run_epochs(first, [0.6, 0.8, 0.7])  # Killed here: no on_train_end.
     resumed = run_record.RunRecord(str(tmp_path), stopping())
     resumed.set_model(model)
+    model._initial_epoch = 2  # As `BackupAndRestore` would set it from a backup of another epoch.
+    with pytest.raises(RuntimeError, match="holds 3 epoch"):
+        resumed.on_train_begin()
+    model._initial_epoch = 3  # Its backup's epoch.
     resumed.on_train_begin()
     assert resumed.history["val_auc"] == [0.6, 0.8, 0.7] and resumed.early_stopping.best == 0.8
     model.stop_training = False
@@ -272,6 +276,9 @@ def test_a_resumed_run_keeps_its_early_stopping_state(tmp_path):
     assert model.get_weights()[0][0, 0] == 1  # Epoch 2's (0-based 1) weights restored.
     assert resumed.history["val_auc"] == [0.6, 0.8, 0.7, 0.75] and resumed.seconds > 0
     assert training.best_epoch(resumed.history) == 2
+    # Killed now, before its backup goes, the run would be resumed to run no more epochs.
+    assert run_record.stopped_after(str(tmp_path)) == 4
+    assert training.best_epoch({"val_auc": [0.6, float("nan"), 0.7]}) == 3 and training.best_epoch({}) is None
 
 
 def test_a_backup_without_a_matching_record_is_started_again(tmp_path):
@@ -285,6 +292,10 @@ def test_a_backup_without_a_matching_record_is_started_again(tmp_path):
     (backup / "run_record.json").write_text('{"epochs": 3, "history": {}, "seconds": 1.0}')
     assert run_record.check_backup(str(backup)) is None and backup.exists()
     assert run_record.check_backup(str(tmp_path / "none")) is None
+    # Half deleted at the end of a run: the record without the backup's metadata goes too.
+    (backup / "training_metadata.json").unlink()
+    assert "holds 0 epoch(s) but its run record holds 3" in run_record.check_backup(str(backup))
+    assert not backup.exists()
 
 
 @pytest.mark.slow

@@ -298,11 +298,14 @@ def epoch_seconds(model_name: str, dataset: str, data_dir: str | None = None,
     keras.utils.set_random_seed(train_config.seed)
     model = training.compile_model(model_cls(model_config), train_config)
     size = train_config.batch_size
-    # As `train` reads them: from memory after a first pass (`make_dataset`'s cache), made here.
+    # As `train` reads them: from memory after a first pass where `make_dataset` caches, made here.
+    # Full batches only, so that the short last one (another shape: a retrace) is never timed.
     train, validation = (data.batches(split, size, shuffle=split == "train", seed=train_config.seed,
-                                      shuffle_buffer=train_config.shuffle_buffer, cache=True)
+                                      shuffle_buffer=train_config.shuffle_buffer, cache=True,
+                                      drop_remainder=split == "train")
                          for split in ("train", "validation"))
-    for _ in train:
+    cached = pipeline.cacheable(data.builder, "train", shuffle=True)
+    for _ in train if cached else ():
         pass
     clock = EpochClock()
     model.fit(train.repeat(), steps_per_epoch=steps, epochs=2, validation_data=validation,
@@ -312,6 +315,7 @@ def epoch_seconds(model_name: str, dataset: str, data_dir: str | None = None,
     return {"model": model_name, "step_ms": 1000.0 * step_s, "validation_seconds": clock.validation[1],
             "epoch_seconds": split_steps * step_s + clock.validation[1],
             "first_epoch_seconds": clock.epochs[0], "steps": steps, "steps_per_epoch": split_steps,
+            "cached": cached,
             "batch_size": size, "xla": bool(model.jit_compile), "overrides": list(overrides)}
 
 

@@ -124,6 +124,14 @@ def decoded_bytes(builder: tfds.core.DatasetBuilder, split: str) -> int:
     return per_example * builder.info.splits[split].num_examples
 
 
+def cacheable(builder: tfds.core.DatasetBuilder, split: str, shuffle: bool) -> bool:
+    """Whether `make_dataset(..., cache=True)` keeps `split` in memory: only where that
+    changes nothing read (a fixed file order: one shard, or no shuffling) and it is at
+    most `CACHE_LIMIT_BYTES` decoded."""
+    return ((not shuffle or builder.info.splits[split].num_shards == 1)
+            and decoded_bytes(builder, split) <= CACHE_LIMIT_BYTES)
+
+
 def make_dataset(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
                  shuffle: bool = False, seed: int = 0, shuffle_buffer: int = 50_000,
                  drop_remainder: bool = False, cache: bool = False) -> tf.data.Dataset:
@@ -135,8 +143,7 @@ def make_dataset(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
 
     With `cache`, for a split that is read more than once, the decoded examples
     are kept in memory after the first pass, where that changes nothing that is
-    read: the split's file order is fixed (one shard, or no shuffling) and it
-    is at most `CACHE_LIMIT_BYTES` decoded. From the second epoch on the
+    read (`cacheable`). From the second epoch on the
     examples then come from memory, in the same order (ml-100k's training split:
     about 14k examples/s decoded, 167k from the cache; docs/performance.md).
     """
@@ -144,8 +151,7 @@ def make_dataset(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
         raise DatasetError(f"Split {split!r} not in {builder.name}: {sorted(builder.info.splits)}")
     read_config = tfds.ReadConfig(try_autocache=False, shuffle_seed=seed)
     ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
-    if (cache and (not shuffle or builder.info.splits[split].num_shards == 1)
-            and decoded_bytes(builder, split) <= CACHE_LIMIT_BYTES):
+    if cache and cacheable(builder, split, shuffle):
         ds = ds.cache()
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)

@@ -156,15 +156,23 @@ def auc_of(run_metrics: list, data: pipeline.PreparedDataset | None = None, chan
     aucs = []
     for m in run_metrics:
         path = inference_metrics_path(m["run_dir"], changes)
-        if not os.path.exists(path):
+        if not _kept_for(path, m):
             base = training.load_run_model(m["run_dir"])
             metrics = training.evaluate(with_inference_changes(base, changes),
                                         data.batches("test", 1024), verbose=0)
-            with open(path, "w") as f:
+            with open(path + ".tmp", "w") as f:
                 json.dump({**metrics, "split": "test", "inference_changes": dict(changes),
-                           "evaluated_from": os.path.join(m["run_dir"], "model.keras")}, f, indent=2)
+                           "evaluated_from": os.path.join(m["run_dir"], "model.keras"),
+                           "model_auc": m["auc"]}, f, indent=2)  # Which trained model it was.
+            os.replace(path + ".tmp", path)
         aucs.append(_read_json(path)["auc"])
     return aucs
+
+
+def _kept_for(path: str, run_metrics: dict) -> bool:
+    """Whether the metrics kept at `path` are of the model that the run's `metrics.json`
+    describes (same test AUC), not of an earlier training of the same run directory."""
+    return os.path.exists(path) and _read_json(path).get("model_auc") == run_metrics["auc"]
 
 
 def seed_counts(models: Sequence[str], seeds: int, seeds_for: Mapping[str, int] | None = None) -> dict:
@@ -240,7 +248,8 @@ def check_saved_models(out: str, seeds: int, rows: Sequence[tuple[str, tuple]]) 
     missing = [run_dir for key, changes in dict.fromkeys(rows) for seed in range(seeds)
                for run_dir in [os.path.join(out, "runs", key, f"seed{seed}")]
                if os.path.exists(os.path.join(run_dir, "metrics.json"))
-               and not os.path.exists(inference_metrics_path(run_dir, changes))
+               and not _kept_for(inference_metrics_path(run_dir, changes),
+                                 _read_json(os.path.join(run_dir, "metrics.json")))
                and not os.path.exists(os.path.join(run_dir, "model.keras"))]
     if missing:
         raise ConfigError(

@@ -120,6 +120,8 @@ def _add_experiments(which) -> dict:
     p = which.add_parser("table2", help="Table 2: HierDiffuse's ablations")
     _flags(p, "dataset", *runs, "seeds", "batch_size", "timing_batches", "tuned", "name")
     p.add_argument("--groups", default=None, help="comma-separated subset of the groups a-f")
+    p.add_argument("--finished-only", action="store_true",
+                   help="train nothing; write the rows whose runs have all finished (a table under way)")
     table2 = p
     p = which.add_parser("robustness", help="AUC against the noise-click rate (synthetic data)")
     _flags(p, *runs, "seeds", "models")
@@ -363,7 +365,7 @@ def run_experiment(args: argparse.Namespace):
     if args.which == "table1":
         return experiments.table1(data, args.out, models=models or experiments.TABLE1_MODELS,
                                   seeds_for=seeds_for, **table)
-    return experiments.table2(data, args.out, rows_spec=rows, **table)
+    return experiments.table2(data, args.out, rows_spec=rows, finished_only=args.finished_only, **table)
 
 
 def run_bench(args: argparse.Namespace) -> dict:

@@ -131,6 +131,14 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
     (run_dir / "metrics.json").write_text(json.dumps(finished))
     os.rename(tmp_path / "model.keras", run_dir / "model.keras")
     assert by["TCC (ours)"]["speed_source"] == "re-timed"
+    # Under way: --finished-only writes the finished rows, trains nothing, and names the rest.
+    partial = [r for r in experiments.TABLE2_ROWS if r.variant == "w/o L_recon"] + rows_spec
+    rows = experiments.table2(SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir, rows_spec=partial,
+                              batch_size=128, timing_batches_count=3, common=FAST + ["sampler_steps=2"],
+                              finished_only=True, name="table2_partial")
+    assert [r["variant"] for r in rows] == [r.variant for r in rows_spec]
+    assert not (tmp_path / "runs" / "hierdiffuse__use_recon=false").exists()
+    assert "**Not yet run:** 2(c) w/o L_recon." in (tmp_path / "table2_partial.md").read_text()
     # A run from before `loss_reduction` existed ran with the summed losses:
     # the drift check reads the missing field as its legacy value.
     recorded = json.load(open(run_dir / "config.json"))

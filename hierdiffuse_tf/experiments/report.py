@@ -44,9 +44,11 @@ def write_table(rows: list[dict], columns: list[tuple[str, str, str]], out: str,
     others = meta.get("seeds_for") or {}  # Models with another seed count than the table's.
     seeds = f"{meta['seeds']} seed(s)" + (
         f" ({', '.join(f'{m}: {n}' for m, n in others.items())})" if others else "")
+    pending = meta.get("pending_rows")  # A partial table (`--finished-only`) names what it lacks.
+    pending = f" **Not yet run:** {'; '.join(pending)}." if pending else ""
     caption = (f"\n_{meta['dataset']}, {seeds}, {epochs}, "
                f"{batch}commit {_short_commit(meta['git_commit'])}; "
-               f"made by `{meta['command']}`._\n")
+               f"made by `{meta['command']}`._{pending}\n")
     with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n" + caption)
 

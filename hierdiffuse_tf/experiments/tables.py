@@ -263,17 +263,30 @@ def table2(dataset: str | pipeline.PreparedDataset,
            out: str, seeds: int = 3, epochs: int | None = None,
            data_dir: str | None = None, rows_spec: Sequence[Row] = TABLE2_ROWS,
            batch_size: int = 256, timing_batches_count: int = 20, common: Sequence[str] = (),
-           command: str = "", tuned: dict | None = None, name: str = "table2") -> list[dict]:
+           command: str = "", tuned: dict | None = None, name: str = "table2",
+           finished_only: bool = False) -> list[dict]:
     """Trains every distinct Table 2 variant; inference-only rows reuse the full model.
 
     `tuned` (from `load_tuned`) adds HierDiffuse's tuned overrides to every row
     (the tuning run of the winner is reused as in `table1`); `name` is as in `table1`.
+    `finished_only` trains nothing: it writes the rows whose runs have all finished
+    (a table that takes several sessions, while it is under way), and its caption
+    names the rows not yet run.
     """
     check_table_name(name)
+    base_overrides = tuned_overrides(tuned, ["hierdiffuse"], common)["hierdiffuse"]
+    pending = []
+    if finished_only:
+        def finished(row: Row) -> bool:
+            key = run_key("hierdiffuse", base_overrides + row.train)
+            return all(os.path.exists(os.path.join(out, "runs", key, f"seed{seed}", "metrics.json"))
+                       for seed in range(seeds))
+        pending = [f"2({r.group}) {r.variant}" for r in rows_spec if not finished(r)]
+        rows_spec = [r for r in rows_spec if finished(r)]
     full_rows = [r.variant for r in rows_spec if not r.train and not r.infer]
     if not full_rows:  # Checked before any training.
-        raise ConfigError("Table 2 needs at least one row of the full model to take deltas against")
-    base_overrides = tuned_overrides(tuned, ["hierdiffuse"], common)["hierdiffuse"]
+        raise ConfigError("Table 2 needs at least one row of the full model to take deltas against"
+                          + (" (with --finished-only: its runs have not all finished)" if finished_only else ""))
     check_saved_models(out, seeds, [(run_key("hierdiffuse", base_overrides + r.train), r.infer)
                                     for r in rows_spec if r.infer])
     data = pipeline.open_dataset(dataset, data_dir)
@@ -309,7 +322,7 @@ def table2(dataset: str | pipeline.PreparedDataset,
               for r in rows_spec if not r.infer}
     curves = learning_curves({labels[k]: v for k, v in runs.items() if k in labels})
     write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, batch_size, command),
-                                           "tuned_from": tuned,
+                                           "tuned_from": tuned, "pending_rows": pending,
                                            "val_auc_by_epoch": curves})
     plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
                          f"Table 2 variants on {data.name} ({seeds} seeds)")

@@ -33,6 +33,11 @@ def run_key(model: str, overrides: Sequence[str]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=,-]", "_", text)
 
 
+def run_dir_of(out: str, key: str, seed: int) -> str:
+    """Where a table under `out` keeps the run of `key` (`run_key`) and `seed`."""
+    return os.path.join(out, "runs", key, f"seed{seed}")
+
+
 def claim_run(run_dir: str) -> bool:
     """Takes `run_dir` for this process; False while another process holds it.
 
@@ -120,7 +125,7 @@ def train_runs(out: str, dataset: str | pipeline.PreparedDataset, jobs: Sequence
         waiting = []
         for model, overrides, seed in pending:
             key = run_key(model, overrides)
-            run_dir = os.path.join(out, "runs", key, f"seed{seed}")
+            run_dir = run_dir_of(out, key, seed)
             metrics_path = os.path.join(run_dir, "metrics.json")
             step = f"[{len(finished) + 1}/{total}]"
             run_overrides = overrides_for(model, common, overrides)
@@ -189,7 +194,7 @@ def _reusable_run(reuse_from: str | None, key: str, seed: int, model: str,
     if not reuse_from:
         return None
     dataset = pipeline.open_dataset(dataset, data_dir, auto_prepare=False)
-    run_dir = os.path.join(reuse_from, "runs", key, f"seed{seed}")
+    run_dir = run_dir_of(reuse_from, key, seed)
     if not all(os.path.exists(os.path.join(run_dir, name))
                for name in ("config.json", "model.keras", "metrics.json")):
         return None

@@ -20,7 +20,7 @@ from hierdiffuse_tf.bench.timing import time_batches
 from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.experiments.report import (_meta, check_table_name, learning_curves, plot_learning_curves,
                                                plot_robustness, summary, write_table)
-from hierdiffuse_tf.experiments.runs import _read_json, best_epochs, run_key, train_runs
+from hierdiffuse_tf.experiments.runs import _read_json, best_epochs, run_dir_of, run_key, train_runs
 from hierdiffuse_tf.experiments.tuning import tuned_overrides
 from hierdiffuse_tf.models import MODELS
 
@@ -156,23 +156,26 @@ def auc_of(run_metrics: list, data: pipeline.PreparedDataset | None = None, chan
     aucs = []
     for m in run_metrics:
         path = inference_metrics_path(m["run_dir"], changes)
-        if not _kept_for(path, m):
+        kept = _kept_for(path, m)
+        if kept is None:
             base = training.load_run_model(m["run_dir"])
-            metrics = training.evaluate(with_inference_changes(base, changes),
-                                        data.batches("test", 1024), verbose=0)
+            kept = {**training.evaluate(with_inference_changes(base, changes), data.batches("test", 1024),
+                                        verbose=0),
+                    "split": "test", "inference_changes": dict(changes),
+                    "evaluated_from": os.path.join(m["run_dir"], "model.keras"),
+                    "model_auc": m["auc"]}  # Which trained model it was.
             with open(path + ".tmp", "w") as f:
-                json.dump({**metrics, "split": "test", "inference_changes": dict(changes),
-                           "evaluated_from": os.path.join(m["run_dir"], "model.keras"),
-                           "model_auc": m["auc"]}, f, indent=2)  # Which trained model it was.
+                json.dump(kept, f, indent=2)
             os.replace(path + ".tmp", path)
-        aucs.append(_read_json(path)["auc"])
+        aucs.append(kept["auc"])
     return aucs
 
 
-def _kept_for(path: str, run_metrics: dict) -> bool:
-    """Whether the metrics kept at `path` are of the model that the run's `metrics.json`
+def _kept_for(path: str, run_metrics: dict) -> dict | None:
+    """The metrics kept at `path` if they are of the model that the run's `metrics.json`
     describes (same test AUC), not of an earlier training of the same run directory."""
-    return os.path.exists(path) and _read_json(path).get("model_auc") == run_metrics["auc"]
+    kept = _read_json(path) if os.path.exists(path) else None
+    return kept if kept is not None and kept.get("model_auc") == run_metrics["auc"] else None
 
 
 def seed_counts(models: Sequence[str], seeds: int, seeds_for: Mapping[str, int] | None = None) -> dict:
@@ -246,10 +249,10 @@ def check_saved_models(out: str, seeds: int, rows: Sequence[tuple[str, tuple]]) 
     a `model.keras` (git keeps none) to compute them from, naming each such run.
     `rows` holds `(run key, inference changes)` pairs."""
     missing = [run_dir for key, changes in dict.fromkeys(rows) for seed in range(seeds)
-               for run_dir in [os.path.join(out, "runs", key, f"seed{seed}")]
+               for run_dir in [run_dir_of(out, key, seed)]
                if os.path.exists(os.path.join(run_dir, "metrics.json"))
-               and not _kept_for(inference_metrics_path(run_dir, changes),
-                                 _read_json(os.path.join(run_dir, "metrics.json")))
+               and _kept_for(inference_metrics_path(run_dir, changes),
+                             _read_json(os.path.join(run_dir, "metrics.json"))) is None
                and not os.path.exists(os.path.join(run_dir, "model.keras"))]
     if missing:
         raise ConfigError(
@@ -279,7 +282,7 @@ def table2(dataset: str | pipeline.PreparedDataset,
     if finished_only:
         def finished(row: Row) -> bool:
             key = run_key("hierdiffuse", base_overrides + row.train)
-            return all(os.path.exists(os.path.join(out, "runs", key, f"seed{seed}", "metrics.json"))
+            return all(os.path.exists(os.path.join(run_dir_of(out, key, seed), "metrics.json"))
                        for seed in range(seeds))
         pending = [f"2({r.group}) {r.variant}" for r in rows_spec if not finished(r)]
         rows_spec = [r for r in rows_spec if finished(r)]

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import hierdiffuse_tf  # noqa: F401  (registers the builders)
@@ -197,3 +198,36 @@ def test_the_cache_changes_nothing_that_training_reads(smoke_builder, monkeypatc
     monkeypatch.setattr(pipeline, "CACHE_LIMIT_BYTES", 1000)
     too_large = pipeline.make_dataset(smoke_builder, "train", 16, shuffle=True, seed=3, cache=True)
     assert "CacheDataset" not in stages(too_large)
+
+
+def test_a_split_too_large_to_cache_is_read_from_compact_arrays(smoke_builder, monkeypatch):
+    """ml-1m's case (16 files, 5 GiB decoded): every example once per epoch, from memory, as
+    the files hold it, in a fresh permutation each epoch; the arrays at their narrow types."""
+    monkeypatch.setattr(pipeline, "CACHE_LIMIT_BYTES", 1000)
+    assert pipeline.in_memory(smoke_builder, "train", shuffle=True)
+    assert pipeline.kept_in_memory(smoke_builder, "train", shuffle=True)
+    assert not pipeline.in_memory(smoke_builder, "validation", shuffle=False)  # Read in order: as before.
+    assert (pipeline.decoded_bytes(smoke_builder, "train", compact=True)
+            < pipeline.decoded_bytes(smoke_builder, "train") / 2)
+    arrays = pipeline.load_arrays(smoke_builder, "train", chunk=7, verbose=False)
+    assert arrays["long_items"].dtype == np.int32 and arrays["label"].dtype == np.int8
+    assert arrays["timestamp"].dtype == np.int64
+
+    def rows(batches):  # Each example as one tuple of its features, in the order read.
+        out = []
+        for features, label in batches:
+            assert features["long_items"].dtype == tf.int64 and label.dtype == tf.float32
+            columns = [features[k].numpy().reshape(len(label), -1) for k in sorted(features)]
+            out += [tuple(np.concatenate([*c, [y]])) for *c, y in zip(*columns, label.numpy())]
+        return out
+
+    ds = pipeline.make_dataset(smoke_builder, "train", 16, shuffle=True, seed=3, cache=True)
+    plain = pipeline.make_dataset(smoke_builder, "train", 16, shuffle=True, seed=3)
+    first, second, want = rows(ds), rows(ds), rows(plain)
+    assert sorted(first) == sorted(second) == sorted(want)  # The same examples, each once.
+    assert first != second  # Reshuffled each epoch.
+    assert rows(pipeline.make_dataset(smoke_builder, "train", 16, shuffle=True, seed=3, cache=True)) == first
+    # A value its narrow type cannot hold is an error that names the feature, not a wrapped value.
+    monkeypatch.setitem(pipeline.COMPACT_DTYPES, "timestamp", np.int16)
+    with pytest.raises(pipeline.DatasetError, match="'timestamp'.*int16"):
+        pipeline.load_arrays(smoke_builder, "train", verbose=False)

@@ -24,7 +24,7 @@ def bench_data(dataset: str, data_dir: str | None = None, batch_size: int = 256,
               "train_examples_per_sec": train["examples_per_sec"],
               "ratios": {"data_over_train": first / train["examples_per_sec"]},
               "batch_size": batch_size, "machine": _machine(), "date": utc_timestamp()}
-    if pipeline.cacheable(prepared.builder, "train", shuffle=True):  # Else every epoch decodes.
+    if pipeline.kept_in_memory(prepared.builder, "train", shuffle=True):  # Else every epoch decodes.
         cached = prepared.batches("train", batch_size, shuffle=True, cache=True)
         for _ in cached:  # The first epoch, which fills the cache.
             pass

@@ -304,7 +304,7 @@ def epoch_seconds(model_name: str, dataset: str, data_dir: str | None = None,
                                       shuffle_buffer=train_config.shuffle_buffer, cache=True,
                                       drop_remainder=split == "train")
                          for split in ("train", "validation"))
-    cached = pipeline.cacheable(data.builder, "train", shuffle=True)
+    cached = pipeline.kept_in_memory(data.builder, "train", shuffle=True)
     for _ in train if cached else ():
         pass
     clock = EpochClock()

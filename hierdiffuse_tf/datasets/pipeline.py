@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -116,11 +117,28 @@ def split_label(batch: dict):
 # up to this size: decoding each example is most of the input pipeline's cost.
 CACHE_LIMIT_BYTES = 2 * 2**30
 
+# A shuffled split that `cache()` cannot keep (several files, or too large decoded) is
+# held as compact arrays up to this size (`in_memory`): ml-1m's training split is 2.0 GiB.
+IN_MEMORY_LIMIT_BYTES = 4 * 2**30
 
-def decoded_bytes(builder: tfds.core.DatasetBuilder, split: str) -> int:
-    """The size of a split once decoded: every feature's elements, at its dtype's width."""
-    per_example = sum(int(np.prod(f.shape, dtype=np.int64)) * np.dtype(f.np_dtype).itemsize
-                      for f in builder.info.features.values())
+# The narrower integer type that each feature is held in, in memory (`load_arrays`);
+# any other integer feature is held as int32 (ids index vocabularies) and read back as int64.
+COMPACT_DTYPES = {"label": np.int8, "long_popular": np.int8, "short_popular": np.int8,
+                  "timestamp": np.int64}
+
+
+def compact_dtype(name: str, dtype) -> np.dtype:
+    """The type a feature is held in by `load_arrays`: narrower for integers, as is otherwise."""
+    dtype = np.dtype(dtype)
+    return np.dtype(COMPACT_DTYPES.get(name, np.int32)) if np.issubdtype(dtype, np.integer) else dtype
+
+
+def decoded_bytes(builder: tfds.core.DatasetBuilder, split: str, compact: bool = False) -> int:
+    """The size of a split once decoded: every feature's elements, at its dtype's width
+    (at `compact_dtype`'s with `compact`)."""
+    per_example = sum(int(np.prod(f.shape, dtype=np.int64))
+                      * (compact_dtype(name, f.np_dtype) if compact else np.dtype(f.np_dtype)).itemsize
+                      for name, f in builder.info.features.items())
     return per_example * builder.info.splits[split].num_examples
 
 
@@ -130,6 +148,72 @@ def cacheable(builder: tfds.core.DatasetBuilder, split: str, shuffle: bool) -> b
     most `CACHE_LIMIT_BYTES` decoded."""
     return ((not shuffle or builder.info.splits[split].num_shards == 1)
             and decoded_bytes(builder, split) <= CACHE_LIMIT_BYTES)
+
+
+def in_memory(builder: tfds.core.DatasetBuilder, split: str, shuffle: bool) -> bool:
+    """Whether `make_dataset(..., cache=True)` reads a shuffled `split` from arrays in memory
+    (`load_arrays`), in a fresh random order each epoch: where `cacheable` refuses it
+    and its compact arrays are at most `IN_MEMORY_LIMIT_BYTES`."""
+    return (shuffle and not cacheable(builder, split, shuffle)
+            and decoded_bytes(builder, split, compact=True) <= IN_MEMORY_LIMIT_BYTES)
+
+
+def kept_in_memory(builder: tfds.core.DatasetBuilder, split: str, shuffle: bool) -> bool:
+    """Whether `make_dataset(..., cache=True)` reads `split` from memory after its first
+    pass, one way (`cacheable`) or the other (`in_memory`)."""
+    return cacheable(builder, split, shuffle) or in_memory(builder, split, shuffle)
+
+
+def load_arrays(builder: tfds.core.DatasetBuilder, split: str, chunk: int = 8192,
+                verbose: bool = True) -> dict[str, np.ndarray]:
+    """Every feature of `split` as one array, in file order, at `compact_dtype`.
+
+    One decoding pass, with a progress bar. A value that the narrower type cannot
+    hold raises `DatasetError` naming the feature, instead of wrapping around.
+    """
+    features = builder.info.features
+    count = builder.info.splits[split].num_examples
+    arrays = {name: np.empty((count, *f.shape), compact_dtype(name, f.np_dtype))
+              for name, f in features.items()}
+    progress = keras.utils.Progbar(count, verbose=int(verbose), unit_name="example")
+    ds = builder.as_dataset(split=split, shuffle_files=False,
+                            read_config=tfds.ReadConfig(try_autocache=False)).batch(chunk)
+    start = 0
+    for batch in tfds.as_numpy(ds):
+        stop = start + len(batch["label"])
+        for name, values in batch.items():
+            target = arrays[name]
+            if np.issubdtype(target.dtype, np.integer) and values.size:
+                info = np.iinfo(target.dtype)
+                low, high = values.min(), values.max()
+                if low < info.min or high > info.max:
+                    raise DatasetError(f"{builder.name}/{split}: feature {name!r} holds {low}..{high}, "
+                                       f"beyond {target.dtype} that it is kept in (COMPACT_DTYPES)")
+            target[start:stop] = values
+        start = stop
+        progress.update(start)
+    if start != count:
+        raise DatasetError(f"{builder.name}/{split}: read {start} examples, its metadata says {count}")
+    return arrays
+
+
+def _from_arrays(builder: tfds.core.DatasetBuilder, arrays: dict, batch_size: int, seed: int,
+                 drop_remainder: bool) -> tf.data.Dataset:
+    """Batches gathered from `load_arrays`' arrays in a fresh permutation each epoch,
+    with each feature back at its dataset dtype."""
+    names = sorted(arrays)
+    dtypes = [np.dtype(builder.info.features[name].np_dtype) for name in names]
+
+    def take(index):  # In numpy: the arrays stay out of the tf.data graph (a graph holds < 2 GiB).
+        return [arrays[name][index].astype(dtype, copy=False) for name, dtype in zip(names, dtypes)]
+
+    def gather(index):
+        values = tf.numpy_function(take, [index], [tf.as_dtype(d) for d in dtypes], stateful=False)
+        return {name: tf.ensure_shape(v, (None, *arrays[name].shape[1:])) for name, v in zip(names, values)}
+
+    count = len(arrays[names[0]])
+    ds = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).map(gather, num_parallel_calls=AUTOTUNE)
 
 
 def make_dataset(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
@@ -146,9 +230,16 @@ def make_dataset(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
     read (`cacheable`). From the second epoch on the
     examples then come from memory, in the same order (ml-100k's training split:
     about 14k examples/s decoded, 167k from the cache; docs/performance.md).
+    A shuffled split that cannot be cached so (ml-1m's training split: 16
+    files, 5 GiB decoded) is loaded here, once, into compact arrays
+    (`in_memory`), and each epoch reads it in a fresh permutation of the whole
+    split instead of the shuffled files through a `shuffle_buffer`.
     """
     if split not in builder.info.splits:
         raise DatasetError(f"Split {split!r} not in {builder.name}: {sorted(builder.info.splits)}")
+    if cache and in_memory(builder, split, shuffle):
+        ds = _from_arrays(builder, load_arrays(builder, split), batch_size, seed, drop_remainder)
+        return ds.map(split_label, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
     read_config = tfds.ReadConfig(try_autocache=False, shuffle_seed=seed)
     ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
     if cache and cacheable(builder, split, shuffle):

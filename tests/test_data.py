@@ -204,14 +204,17 @@ def test_a_split_too_large_to_cache_is_read_from_compact_arrays(smoke_builder, m
     """ml-1m's case (16 files, 5 GiB decoded): every example once per epoch, from memory, as
     the files hold it, in a fresh permutation each epoch; the arrays at their narrow types."""
     monkeypatch.setattr(pipeline, "CACHE_LIMIT_BYTES", 1000)
+    monkeypatch.setattr(pipeline, "_HELD", {})
     assert pipeline.in_memory(smoke_builder, "train", shuffle=True)
     assert pipeline.kept_in_memory(smoke_builder, "train", shuffle=True)
     assert not pipeline.in_memory(smoke_builder, "validation", shuffle=False)  # Read in order: as before.
     assert (pipeline.decoded_bytes(smoke_builder, "train", compact=True)
             < pipeline.decoded_bytes(smoke_builder, "train") / 2)
-    arrays = pipeline.load_arrays(smoke_builder, "train", chunk=7, verbose=False)
+    arrays = pipeline.load_arrays(smoke_builder, "train", verbose=False)
     assert arrays["long_items"].dtype == np.int32 and arrays["label"].dtype == np.int8
     assert arrays["timestamp"].dtype == np.int64
+    in_chunks = pipeline.load_arrays(smoke_builder, "train", chunk=7, verbose=False)  # Many chunks.
+    assert all(np.array_equal(in_chunks[k], arrays[k]) for k in arrays)
 
     def rows(batches):  # Each example as one tuple of its features, in the order read.
         out = []
@@ -221,13 +224,22 @@ def test_a_split_too_large_to_cache_is_read_from_compact_arrays(smoke_builder, m
             out += [tuple(np.concatenate([*c, [y]])) for *c, y in zip(*columns, label.numpy())]
         return out
 
+    want = rows(pipeline.make_dataset(smoke_builder, "train", 16, shuffle=True, seed=3))
     ds = pipeline.make_dataset(smoke_builder, "train", 16, shuffle=True, seed=3, cache=True)
-    plain = pipeline.make_dataset(smoke_builder, "train", 16, shuffle=True, seed=3)
-    first, second, want = rows(ds), rows(ds), rows(plain)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the split's files were read again")
+
+    monkeypatch.setattr(smoke_builder, "as_dataset", no_reading)  # From here on, memory only.
+    first, second = rows(ds), rows(ds)
     assert sorted(first) == sorted(second) == sorted(want)  # The same examples, each once.
     assert first != second  # Reshuffled each epoch.
-    assert rows(pipeline.make_dataset(smoke_builder, "train", 16, shuffle=True, seed=3, cache=True)) == first
+    again = pipeline.make_dataset(smoke_builder, "train", 16, shuffle=True, seed=3, cache=True)
+    assert rows(again) == first and rows(again) == second  # A seed gives the same epochs.
+    full = pipeline.make_dataset(smoke_builder, "train", 16, shuffle=True, cache=True, drop_remainder=True)
+    assert full.element_spec[0]["short_items"].shape == (16, 2, 4)  # A static batch, as before.
     # A value its narrow type cannot hold is an error that names the feature, not a wrapped value.
+    monkeypatch.undo()
     monkeypatch.setitem(pipeline.COMPACT_DTYPES, "timestamp", np.int16)
     with pytest.raises(pipeline.DatasetError, match="'timestamp'.*int16"):
         pipeline.load_arrays(smoke_builder, "train", verbose=False)

@@ -181,6 +181,9 @@ def load_arrays(builder: tfds.core.DatasetBuilder, split: str, chunk: int = 8192
     start = 0
     for batch in tfds.as_numpy(ds):
         stop = start + len(batch["label"])
+        if stop > count:
+            raise DatasetError(f"{builder.name}/{split}: holds more than the {count} examples "
+                               f"its metadata says; rebuild it")
         for name, values in batch.items():
             target = arrays[name]
             if np.issubdtype(target.dtype, np.integer) and values.size:
@@ -197,23 +200,50 @@ def load_arrays(builder: tfds.core.DatasetBuilder, split: str, chunk: int = 8192
     return arrays
 
 
+# `held_arrays`' splits, loaded once per process and shared by every dataset made from them
+# (the tf.data functions that read them live as long as the process).
+_HELD: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+
+
+def held_arrays(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, np.ndarray]:
+    """`load_arrays` of a split, loaded on the first call in a process and reused after."""
+    key = (os.fspath(builder.data_dir), split)
+    if key not in _HELD:
+        _HELD[key] = load_arrays(builder, split)
+    return _HELD[key]
+
+
 def _from_arrays(builder: tfds.core.DatasetBuilder, arrays: dict, batch_size: int, seed: int,
                  drop_remainder: bool) -> tf.data.Dataset:
     """Batches gathered from `load_arrays`' arrays in a fresh permutation each epoch,
-    with each feature back at its dataset dtype."""
+    with each feature back at its dataset dtype.
+
+    The permutations are drawn from one generator seeded with `seed`: each pass
+    over the dataset takes the next, so a dataset made again with the same seed
+    reads the same epochs in the same order.
+    """
     names = sorted(arrays)
     dtypes = [np.dtype(builder.info.features[name].np_dtype) for name in names]
+    count = len(arrays[names[0]])
+    rng = np.random.default_rng(seed)
+
+    def permutation():
+        return rng.permutation(count).astype(np.int64)
 
     def take(index):  # In numpy: the arrays stay out of the tf.data graph (a graph holds < 2 GiB).
         return [arrays[name][index].astype(dtype, copy=False) for name, dtype in zip(names, dtypes)]
 
     def gather(index):
         values = tf.numpy_function(take, [index], [tf.as_dtype(d) for d in dtypes], stateful=False)
-        return {name: tf.ensure_shape(v, (None, *arrays[name].shape[1:])) for name, v in zip(names, values)}
+        return {name: tf.ensure_shape(v, index.shape.concatenate(arrays[name].shape[1:]))
+                for name, v in zip(names, values)}
 
-    count = len(arrays[names[0]])
-    ds = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size, drop_remainder=drop_remainder).map(gather, num_parallel_calls=AUTOTUNE)
+    def epoch(_):
+        order = tf.ensure_shape(tf.numpy_function(permutation, [], tf.int64, stateful=True), (count,))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
+
+    ds = tf.data.Dataset.from_tensors(0).flat_map(epoch)
+    return ds.map(gather, num_parallel_calls=AUTOTUNE)
 
 
 def make_dataset(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
@@ -231,14 +261,14 @@ def make_dataset(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
     examples then come from memory, in the same order (ml-100k's training split:
     about 14k examples/s decoded, 167k from the cache; docs/performance.md).
     A shuffled split that cannot be cached so (ml-1m's training split: 16
-    files, 5 GiB decoded) is loaded here, once, into compact arrays
-    (`in_memory`), and each epoch reads it in a fresh permutation of the whole
+    files, 5 GiB decoded) is loaded here, once per process, into compact arrays
+    (`in_memory`, `held_arrays`), and each epoch reads it in a fresh permutation of the whole
     split instead of the shuffled files through a `shuffle_buffer`.
     """
     if split not in builder.info.splits:
         raise DatasetError(f"Split {split!r} not in {builder.name}: {sorted(builder.info.splits)}")
     if cache and in_memory(builder, split, shuffle):
-        ds = _from_arrays(builder, load_arrays(builder, split), batch_size, seed, drop_remainder)
+        ds = _from_arrays(builder, held_arrays(builder, split), batch_size, seed, drop_remainder)
         return ds.map(split_label, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
     read_config = tfds.ReadConfig(try_autocache=False, shuffle_seed=seed)
     ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)

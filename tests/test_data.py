@@ -238,6 +238,8 @@ def test_a_split_too_large_to_cache_is_read_from_compact_arrays(smoke_builder, m
     assert rows(again) == first and rows(again) == second  # A seed gives the same epochs.
     full = pipeline.make_dataset(smoke_builder, "train", 16, shuffle=True, cache=True, drop_remainder=True)
     assert full.element_spec[0]["short_items"].shape == (16, 2, 4)  # A static batch, as before.
+    count = smoke_builder.info.splits["train"].num_examples
+    assert int(full.cardinality()) == count // 16 and int(ds.cardinality()) == -(-count // 16)
     # A value its narrow type cannot hold is an error that names the feature, not a wrapped value.
     monkeypatch.undo()
     monkeypatch.setitem(pipeline.COMPACT_DTYPES, "timestamp", np.int16)

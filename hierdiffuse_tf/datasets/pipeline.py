@@ -242,7 +242,10 @@ def _from_arrays(builder: tfds.core.DatasetBuilder, arrays: dict, batch_size: in
         order = tf.ensure_shape(tf.numpy_function(permutation, [], tf.int64, stateful=True), (count,))
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
 
+    batches = count // batch_size if drop_remainder else -(-count // batch_size)
     ds = tf.data.Dataset.from_tensors(0).flat_map(epoch)
+    # Known to Keras, as a file-read split's is: progress bars with a total, no "ran out of data".
+    ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     return ds.map(gather, num_parallel_calls=AUTOTUNE)
 
 

@@ -272,14 +272,14 @@ def make_dataset(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
         raise DatasetError(f"Split {split!r} not in {builder.name}: {sorted(builder.info.splits)}")
     if cache and in_memory(builder, split, shuffle):
         ds = _from_arrays(builder, held_arrays(builder, split), batch_size, seed, drop_remainder)
-        return ds.map(split_label, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
-    read_config = tfds.ReadConfig(try_autocache=False, shuffle_seed=seed)
-    ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
-    if cache and cacheable(builder, split, shuffle):
-        ds = ds.cache()
-    if shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
+    else:
+        read_config = tfds.ReadConfig(try_autocache=False, shuffle_seed=seed)
+        ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
+        if cache and cacheable(builder, split, shuffle):
+            ds = ds.cache()
+        if shuffle:
+            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
     return ds.map(split_label, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 

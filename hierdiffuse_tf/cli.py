@@ -96,6 +96,9 @@ SHARED_FLAGS = {
     "name": (("--name",), dict(default=None, help="the table's file name under --out (default: "
                                                   "table1 or table2), e.g. table1_defaults")),
     "json": (("--json",), dict(default=None, help="write the result (and a .md table beside it)")),
+    "trials": (("--trials",), dict(type=int, default=4,
+                                   help="trials per model (the same for every model)")),
+    "groups": (("--groups",), dict(default=None, help="comma-separated subset of the groups a-f")),
     "model_set": _set_flag("model config override, e.g. --set embed_dim=64"),
     "steps": (("--steps",), dict(type=int, default=30, help="timed training steps")),
 }
@@ -105,8 +108,7 @@ def _add_experiments(which) -> dict:
     """`hierdiffuse experiment NAME`: each experiment with exactly the flags it reads."""
     runs = ("data_dir", "epochs", "out", "set")
     p = which.add_parser("tune", help="the same tuning budget for every model, on validation")
-    _flags(p, "dataset", *runs, "models")
-    p.add_argument("--trials", type=int, default=4, help="trials per model (the same for every model)")
+    _flags(p, "dataset", *runs, "models", "trials")
     tune = p
     p = which.add_parser("compare", help="config variants of one model against its defaults, on validation")
     _flags(p, "dataset", *runs, "seeds", "models")
@@ -118,11 +120,14 @@ def _add_experiments(which) -> dict:
            "name")
     table1 = p
     p = which.add_parser("table2", help="Table 2: HierDiffuse's ablations")
-    _flags(p, "dataset", *runs, "seeds", "batch_size", "timing_batches", "tuned", "name")
-    p.add_argument("--groups", default=None, help="comma-separated subset of the groups a-f")
+    _flags(p, "dataset", *runs, "seeds", "batch_size", "timing_batches", "tuned", "name", "groups")
     p.add_argument("--finished-only", action="store_true",
                    help="train nothing; write the rows whose runs have all finished (a table under way)")
     table2 = p
+    p = which.add_parser("reproduce", help="a dataset's tables in one command: tune, then Table 1 "
+                                           "and Table 2 with the winners")
+    _flags(p, "dataset", *runs, "trials", "seeds", "seeds_for", "groups", "batch_size", "timing_batches")
+    reproduce = p
     p = which.add_parser("robustness", help="AUC against the noise-click rate (synthetic data)")
     _flags(p, *runs, "seeds", "models")
     p.add_argument("--noise", default="0,0.1,0.2,0.3,0.5", help="noise-click rates")
@@ -132,7 +137,7 @@ def _add_experiments(which) -> dict:
     p.add_argument("--readme", default=None, metavar="FILE",
                    help="the one Markdown file to splice results into (default: README.md and every "
                         "docs/*.md of the current directory that hold a results block)")
-    return {"tune": tune, "compare": compare, "table1": table1, "table2": table2,
+    return {"tune": tune, "compare": compare, "table1": table1, "table2": table2, "reproduce": reproduce,
             "robustness": robustness, "readme": p}
 
 
@@ -340,7 +345,7 @@ def run_experiment(args: argparse.Namespace):
         raise ConfigError("compare needs at least one --variant, e.g. --variant 'alpha=0.1'")
     if args.which == "compare" and models and len(models) != 1:
         raise ConfigError(f"compare takes one model in --models. Received: {list(models)}")
-    if args.which == "table2":
+    if args.which in ("table2", "reproduce"):
         rows = experiments.TABLE2_ROWS
         if args.groups:
             groups = set(args.groups.split(","))
@@ -356,6 +361,10 @@ def run_experiment(args: argparse.Namespace):
     if args.which == "tune":
         return experiments.tune(data, args.out, models=models or experiments.TABLE1_MODELS,
                                 trials=args.trials, **runs)
+    if args.which == "reproduce":
+        return experiments.reproduce(data, args.out, trials=args.trials, seeds=args.seeds,
+                                     seeds_for=seeds_for, rows_spec=rows, batch_size=args.batch_size,
+                                     timing_batches_count=args.timing_batches, **runs)
     if args.which == "compare":
         return experiments.compare(data, args.out, [v.split() for v in args.variant],
                                    model=(models or ("hierdiffuse",))[0], seeds=args.seeds, **runs)

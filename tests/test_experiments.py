@@ -403,6 +403,40 @@ def test_tune_evaluates_a_tables_run_of_the_same_config_instead_of_retraining(
     assert reusable(1, "avg_pool_dnn", SMOKE, data_dir, fast, 1) is None
 
 
+def test_reproduce_tunes_then_trains_both_tables_with_the_winners_under_one_out(tmp_path, monkeypatch):
+    from hierdiffuse_tf.experiments import reproduction
+
+    calls = []
+
+    def fake_tune(data, out, models, trials, epochs, data_dir, common, command):
+        calls.append(("tune", out, tuple(models), trials, epochs, tuple(common)))
+        with open(os.path.join(out, "tuning.json"), "w") as f:  # What `tune` writes: the tables read it.
+            json.dump({"meta": {"best": {m: ["dropout=0.2"] if m == "hierdiffuse" else [] for m in models}},
+                       "rows": []}, f)
+
+    def fake_table(name):
+        def run(data, out, seeds, tuned, epochs, common, rows_spec=(), seeds_for=None, **kwargs):
+            calls.append((name, out, seeds, tuned["best"]["hierdiffuse"], epochs, tuple(common),
+                          seeds_for, "".join(sorted({r.group for r in rows_spec}))))
+            return [name]
+        return run
+
+    monkeypatch.setattr(pipeline, "open_dataset", lambda dataset, data_dir=None, **kwargs: ANY)
+    monkeypatch.setattr(reproduction, "tune", fake_tune)
+    monkeypatch.setattr(reproduction, "table1", fake_table("table1"))
+    monkeypatch.setattr(reproduction, "table2", fake_table("table2"))
+    out = str(tmp_path)
+    argv = ["experiment", "reproduce", "--dataset", "movielens_1m_ctr", "--out", out, "--trials", "3",
+            "--epochs", "2", "--set", "patience=1", "--seeds-for", "diffurec=2", "--groups", "d,e"]
+    assert cli.main(argv) == 0
+    assert calls == [
+        ("tune", out, experiments.TABLE1_MODELS, 3, 2, ("patience=1",)),
+        ("table1", out, 3, ("dropout=0.2",), 2, ("patience=1",), {"diffurec": 2}, ""),
+        ("table2", out, 3, ("dropout=0.2",), 2, ("patience=1",), None, "de"),
+    ]
+    assert cli.main(["experiment", "reproduce", "--groups", "d,z", "--out", out]) == 2  # Checked by name.
+
+
 def test_load_tuned_names_a_file_without_results(tmp_path):
     path = tmp_path / "table1.json"
     path.write_text(json.dumps({"meta": {}, "rows": []}))
@@ -436,7 +470,7 @@ def test_a_flag_the_experiment_does_not_read_is_a_one_line_error_even_at_its_def
     argv = ["experiment", "robustness", "--dataset", "movielens_100k_ctr"]  # The default dataset.
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert err == "error: --dataset is for tune and compare and table1 and table2, not robustness\n"
+    assert err == "error: --dataset is for tune and compare and table1 and table2 and reproduce, not robustness\n"
 
 
 def test_tuned_is_refused_where_it_would_be_ignored(tmp_path):
@@ -474,8 +508,8 @@ def test_compare_reads_validation_only_and_takes_deltas_against_the_defaults(tmp
     (["experiment", "compare", "--variant", "alpha=0.1", "--models", "din,dien"], "one model"),
     (["experiment", "table1", "--variant", "alpha=0.1"], "--variant is for compare"),
     (["experiment", "tune", "--name", "table1_defaults"], "--name is for table1 and table2"),
-    (["experiment", "table1", "--groups", "a"], "--groups is for table2, not table1"),
-    (["experiment", "tune", "--seeds", "2"], "--seeds is for compare and table1 and table2 and robustness"),
+    (["experiment", "table1", "--groups", "a"], "--groups is for table2 and reproduce, not table1"),
+    (["experiment", "tune", "--seeds", "2"], "--seeds is for compare and table1 and table2 and reproduce and robustness"),
     (["experiment", "robustness", "--dataset", "x"], "--dataset is for tune and compare and table1 and table2"),
     (["experiment", "table1", "--models", "din,dinn"], "Unknown model 'dinn'"),
     (["experiment", "robustness", "--noise", "0,abc"], "--noise: expected comma-separated rates"),

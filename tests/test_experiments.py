@@ -529,6 +529,8 @@ def test_compare_arguments_are_checked(argv, message, tmp_path):
 @pytest.mark.parametrize("argv, present, absent", [
     (["experiment", "robustness"], {"--noise", "--seeds", "--models"}, {"--dataset", "--tuned", "--trials"}),
     (["experiment", "table2"], {"--groups", "--tuned", "--name"}, {"--models", "--noise", "--variant"}),
+    (["experiment", "reproduce"], {"--trials", "--seeds", "--seeds-for", "--groups", "--set", "--epochs"},
+     {"--models", "--tuned", "--name", "--finished-only"}),
     (["bench", "beam"], {"--rows", "--workers", "--json"}, {"--steps", "--set", "--dataset"}),
 ])
 def test_each_sub_command_lists_exactly_its_own_flags(argv, present, absent, capsys):

@@ -361,16 +361,15 @@ def run_experiment(args: argparse.Namespace):
     if args.which == "tune":
         return experiments.tune(data, args.out, models=models or experiments.TABLE1_MODELS,
                                 trials=args.trials, **runs)
-    if args.which == "reproduce":
-        return experiments.reproduce(data, args.out, trials=args.trials, seeds=args.seeds,
-                                     seeds_for=seeds_for, rows_spec=rows, batch_size=args.batch_size,
-                                     timing_batches_count=args.timing_batches, **runs)
     if args.which == "compare":
         return experiments.compare(data, args.out, [v.split() for v in args.variant],
                                    model=(models or ("hierdiffuse",))[0], seeds=args.seeds, **runs)
-    table = dict(seeds=args.seeds, batch_size=args.batch_size, timing_batches_count=args.timing_batches,
-                 tuned=tuned,
-                 name=args.name or args.which, **runs)
+    timed = dict(seeds=args.seeds, batch_size=args.batch_size, timing_batches_count=args.timing_batches,
+                 **runs)  # What every table takes.
+    if args.which == "reproduce":
+        return experiments.reproduce(data, args.out, trials=args.trials, seeds_for=seeds_for,
+                                     rows_spec=rows, **timed)
+    table = dict(tuned=tuned, name=args.name or args.which, **timed)
     if args.which == "table1":
         return experiments.table1(data, args.out, models=models or experiments.TABLE1_MODELS,
                                   seeds_for=seeds_for, **table)

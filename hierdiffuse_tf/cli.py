@@ -98,7 +98,8 @@ SHARED_FLAGS = {
     "json": (("--json",), dict(default=None, help="write the result (and a .md table beside it)")),
     "trials": (("--trials",), dict(type=int, default=4,
                                    help="trials per model (the same for every model)")),
-    "groups": (("--groups",), dict(default=None, help="comma-separated subset of the groups a-f")),
+    "groups": (("--groups",), dict(default=None, help="comma-separated groups a-f, or a group's rows "
+                                                    "by words of their names, e.g. d,e,'f:no fusion'")),
     "model_set": _set_flag("model config override, e.g. --set embed_dim=64"),
     "steps": (("--steps",), dict(type=int, default=30, help="timed training steps")),
 }
@@ -346,14 +347,7 @@ def run_experiment(args: argparse.Namespace):
     if args.which == "compare" and models and len(models) != 1:
         raise ConfigError(f"compare takes one model in --models. Received: {list(models)}")
     if args.which in ("table2", "reproduce"):
-        rows = experiments.TABLE2_ROWS
-        if args.groups:
-            groups = set(args.groups.split(","))
-            unknown = groups - {r.group for r in rows}
-            if unknown:
-                raise ConfigError(f"--groups: unknown groups {sorted(unknown)}; Table 2 has "
-                                  f"{', '.join(sorted({r.group for r in rows}))}")
-            rows = tuple(r for r in rows if r.group in groups)
+        rows = experiments.select_rows(args.groups) if args.groups else experiments.TABLE2_ROWS
     tuned = experiments.load_tuned(args.tuned) if getattr(args, "tuned", None) else None
     if seeds_for:  # Checked against the table's models before any dataset is looked for.
         experiments.seed_counts(models or experiments.TABLE1_MODELS, args.seeds, seeds_for)

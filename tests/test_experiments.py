@@ -437,6 +437,18 @@ def test_reproduce_tunes_then_trains_both_tables_with_the_winners_under_one_out(
     assert cli.main(["experiment", "reproduce", "--groups", "d,z", "--out", out]) == 2  # Checked by name.
 
 
+def test_select_rows_takes_groups_or_a_groups_rows_by_name_with_its_reference_row():
+    rows = experiments.select_rows("d, f:No Fusion")
+    assert [(r.group, r.variant) for r in rows] == [
+        ("d", "w/ DDPM"), ("d", "w/ DDIM"), ("d", "TCC (ours)"),
+        ("f", "no fusion stage (h_fusion = x0)"), ("f", "ours (SPEC 2b)")]
+    assert experiments.select_rows("e,e:short->long") == experiments.select_rows("e")  # No row twice.
+    with pytest.raises(ConfigError, match="unknown group 'z'"):
+        experiments.select_rows("d,z")
+    with pytest.raises(ConfigError, match="no row of group f has 'fusoin'.*no fusion stage"):
+        experiments.select_rows("f:fusoin")
+
+
 def test_load_tuned_names_a_file_without_results(tmp_path):
     path = tmp_path / "table1.json"
     path.write_text(json.dumps({"meta": {}, "rows": []}))

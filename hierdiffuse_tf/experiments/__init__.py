@@ -15,7 +15,7 @@ from hierdiffuse_tf.experiments.reproduction import reproduce  # noqa: F401
 from hierdiffuse_tf.experiments.runs import (  # noqa: F401
     claim_run, config_drift, overrides_for, release_run, run_key, train_runs)
 from hierdiffuse_tf.experiments.tables import (  # noqa: F401
-    NOISE_CONFIGS, ROBUSTNESS_MODELS, TABLE1_MODELS, TABLE2_ROWS, Row, robustness, seed_counts, table1,
+    NOISE_CONFIGS, ROBUSTNESS_MODELS, TABLE1_MODELS, TABLE2_ROWS, Row, robustness, seed_counts, select_rows, table1,
     table2)
 from hierdiffuse_tf.experiments.tuning import (  # noqa: F401
     TUNING_SPACE, compare, load_tuned, tune, tuned_overrides, tuning_trials)

@@ -80,6 +80,31 @@ TABLE2_ROWS = (
 )
 
 
+def select_rows(spec: str, rows: Sequence[Row] = TABLE2_ROWS) -> tuple[Row, ...]:
+    """The rows named by `spec`, in table order: comma-separated groups (`"d,e"`),
+    or one group's rows whose variant contains some words (`"f:no fusion"`), with the
+    group's own reference row (the model unchanged), which they are read against.
+
+    Raises:
+        ConfigError: naming an unknown group, or words that no row of the group has.
+    """
+    groups = sorted({r.group for r in rows})
+    chosen = set()
+    for item in (part.strip() for part in spec.split(",") if part.strip()):
+        group, _, words = (v.strip() for v in item.partition(":"))
+        members = [r for r in rows if r.group == group]
+        if not members:
+            raise ConfigError(f"--groups: unknown group {group!r} in {item!r}; Table 2 has {', '.join(groups)}")
+        if words:
+            matched = [r for r in members if words.lower() in r.variant.lower()]
+            if not matched:
+                raise ConfigError(f"--groups: no row of group {group} has {words!r} in its name; its rows: "
+                                  + "; ".join(r.variant for r in members))
+            members = matched + [r for r in members if not (r.train or r.infer)]
+        chosen.update(members)
+    return tuple(r for r in rows if r in chosen)
+
+
 NOISE_CONFIGS = {0.0: "noise_0", 0.1: "noise_10", 0.2: "noise_20", 0.3: "noise_30", 0.5: "noise_50"}
 
 

@@ -133,13 +133,17 @@ def _add_experiments(which) -> dict:
     _flags(p, *runs, "seeds", "models")
     p.add_argument("--noise", default="0,0.1,0.2,0.3,0.5", help="noise-click rates")
     robustness = p
+    p = which.add_parser("status", help="where an experiment's runs stand: finished, training or "
+                                        "stopped, with each epoch's validation AUC")
+    _flags(p, "out")
+    status = p
     p = which.add_parser("readme", help="splice the result tables into README.md and docs/")
     _flags(p, "out")
     p.add_argument("--readme", default=None, metavar="FILE",
                    help="the one Markdown file to splice results into (default: README.md and every "
                         "docs/*.md of the current directory that hold a results block)")
     return {"tune": tune, "compare": compare, "table1": table1, "table2": table2, "reproduce": reproduce,
-            "robustness": robustness, "readme": p}
+            "robustness": robustness, "status": status, "readme": p}
 
 
 def _add_benches(which) -> dict:
@@ -325,6 +329,12 @@ def run_experiment(args: argparse.Namespace):
 
     argv = getattr(args, "argv", None) or sys.argv[1:]  # `main` records the arguments it parsed.
     command = "hierdiffuse " + " ".join(shlex.quote(a) for a in argv)
+    if args.which == "status":
+        from hierdiffuse_tf.experiments import status
+
+        runs = status.experiment_status(args.out)
+        print(status.markdown_status(runs))
+        return {state: sum(r.state == state for r in runs) for state in ("finished", "training", "stopped")}
     if args.which == "readme":
         if args.readme:
             return {"spliced": experiments.splice_readme(args.readme, args.out)}

@@ -449,6 +449,40 @@ def test_select_rows_takes_groups_or_a_groups_rows_by_name_with_its_reference_ro
         experiments.select_rows("f:fusoin")
 
 
+def test_status_reads_finished_training_and_stopped_runs_without_taking_their_locks(tmp_path, capsys):
+    def run(path, metrics=None, record=None, pid=None):
+        run_dir = tmp_path / path
+        (run_dir / "backup").mkdir(parents=True)
+        if metrics:
+            (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        if record:
+            (run_dir / "backup" / "run_record.json").write_text(json.dumps(record))
+        if pid:
+            (run_dir / "train.lock").write_text(str(pid))
+        return run_dir
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # Its pid names no live process now.
+    run("runs/din/seed0", metrics={"auc": 0.77, "split": "test", "epochs_run": 2,
+                                   "history": {"val_auc": [0.85, 0.87]}})
+    held = run("runs/din/seed1", record={"epochs": 1, "history": {"val_auc": [0.86]}}, pid=os.getpid())
+    run("runs/din/seed2", record={"epochs": 1, "history": {"val_auc": [0.84]}}, pid=dead.pid)
+    run("tuning/runs/dien/seed0", pid=dead.pid)
+    (tmp_path / "runs" / "din" / "notes.txt").write_text("not a run")
+
+    assert cli.main(["experiment", "status", "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "| runs/din/seed0 | finished | 2 | 0.8500, 0.8700 | test AUC 0.7700 |" in table
+    assert f"| runs/din/seed1 | training (pid {os.getpid()}) | 1 | 0.8600 | - |" in table
+    assert "| runs/din/seed2 | stopped | 1 | 0.8400 | - |" in table
+    assert "| tuning/runs/dien/seed0 | stopped | 0 | - | - |" in table
+    assert "1 finished, 1 training, 2 stopped" in table
+    assert (held / "train.lock").read_text() == str(os.getpid())  # Read, never claimed or removed.
+    assert experiments.claim_run(str(held))  # Nothing of status's holds it.
+    experiments.release_run(str(held))
+    assert cli.main(["experiment", "status", "--out", str(tmp_path / "absent")]) == 2
+
+
 def test_load_tuned_names_a_file_without_results(tmp_path):
     path = tmp_path / "table1.json"
     path.write_text(json.dumps({"meta": {}, "rows": []}))
@@ -544,6 +578,7 @@ def test_compare_arguments_are_checked(argv, message, tmp_path):
     (["experiment", "reproduce"], {"--trials", "--seeds", "--seeds-for", "--groups", "--set", "--epochs"},
      {"--models", "--tuned", "--name", "--finished-only"}),
     (["bench", "beam"], {"--rows", "--workers", "--json"}, {"--steps", "--set", "--dataset"}),
+    (["experiment", "status"], {"--out"}, {"--dataset", "--seeds", "--set"}),
 ])
 def test_each_sub_command_lists_exactly_its_own_flags(argv, present, absent, capsys):
     with pytest.raises(SystemExit):

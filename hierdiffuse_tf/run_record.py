@@ -28,6 +28,8 @@ import time
 import keras
 import numpy as np
 
+from hierdiffuse_tf.utils import write_json
+
 RECORD = "run_record.json"
 BEST_WEIGHTS = "best_weights.npz"
 BACKUP_METADATA = "training_metadata.json"  # Written by `BackupAndRestore`.
@@ -48,8 +50,8 @@ def check_backup(backup_dir: str) -> str | None:
 
     The backup and the record must hold the same number of epochs: a run killed
     between the two writes, one backed up by a version without the record, or a
-    backup half deleted at the end of a run (`BackupAndRestore` removes its
-    directory then) cannot be resumed faithfully.
+    backup half deleted at the end of a run (`training.train` removes it once
+    the run's metrics are written) cannot be resumed faithfully.
     """
     if not os.path.isdir(backup_dir):
         return None
@@ -143,11 +145,7 @@ class RunRecord(keras.callbacks.Callback):
             record.update(best=None if best is None else float(best), best_epoch=int(stopping.best_epoch),
                           wait=int(stopping.wait), stopped=bool(getattr(self.model, "stop_training", False)))
         os.makedirs(self.directory, exist_ok=True)
-        path = os.path.join(self.directory, RECORD)
-        temporary = f"{path}.{os.getpid()}.tmp"
-        with open(temporary, "w") as f:
-            json.dump(record, f)
-        os.replace(temporary, path)  # Whole or not at all.
+        write_json(os.path.join(self.directory, RECORD), record)  # Whole or not at all.
 
     def on_train_end(self, logs=None):
         if self.early_stopping is not None:

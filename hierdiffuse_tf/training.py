@@ -26,6 +26,7 @@ from hierdiffuse_tf import config as config_lib
 from hierdiffuse_tf import distribute, run_record
 from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.models import CTRModel, get_model_class
+from hierdiffuse_tf.utils import write_json
 
 
 def git_commit() -> str | None:
@@ -191,8 +192,7 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
     keras.utils.set_random_seed(train_config.seed)
     run = {"model": model_name, "dataset": data.name, "model_config": model_config.to_dict(),
            "train_config": train_config.to_dict(), "git_commit": git_commit()}
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(run, f, indent=2)
+    write_json(os.path.join(out_dir, "config.json"), run, indent=2)
 
     strategy = distribute.make_strategy(train_config.strategy)
     with strategy.scope():  # Keras keeps the strategy for fit, evaluate and predict.
@@ -212,7 +212,10 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
                                               restore_best_weights=True) if train_config.patience else None)
     record = run_record.RunRecord(backup, stopping)
     callbacks = [
-        keras.callbacks.BackupAndRestore(backup),  # Before the record: both write after each epoch.
+        # Before the record: both write after each epoch. The backup outlives `fit` and goes only
+        # once metrics.json is written, so a run killed while it saves or evaluates its model
+        # resumes at its last epoch (no epoch to run; the best weights restored) instead of epoch 1.
+        keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
         record,
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
         keras.callbacks.TerminateOnNaN(),
@@ -231,8 +234,8 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
                     "dataset": data.name, "split": eval_split, "epochs_run": len(history.get("loss", [])),
                     "xla_training": bool(model.jit_compile),  # Under XLA the random streams differ.
                     "best_epoch": best_epoch(history), "history": history})
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
+    write_json(os.path.join(out_dir, "metrics.json"), metrics, indent=2)
+    shutil.rmtree(backup, ignore_errors=True)  # The run is finished: nothing left to resume.
     return metrics
 
 
@@ -291,6 +294,5 @@ def reevaluate(source_dir: str, out_dir: str, split: str, data_dir: str | None =
     del metrics["model_dir"]
     kept = ("seconds", "seed", "model", "epochs_run", "best_epoch", "xla_training", "history")
     metrics.update({key: trained[key] for key in kept if key in trained}, evaluated_from=source_dir)
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
+    write_json(os.path.join(out_dir, "metrics.json"), metrics, indent=2)
     return metrics

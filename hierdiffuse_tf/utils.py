@@ -1,5 +1,7 @@
 """Small helpers shared across the package."""
 
+import json
+import os
 import time
 
 import keras
@@ -15,3 +17,13 @@ def serializable(cls):
 def utc_timestamp() -> str:
     """Now, as every result file records it: `2026-12-01 21:30 UTC`."""
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+def write_json(path: str, value, **kwargs) -> None:
+    """Writes `value` as JSON at `path`, whole or not at all: through a temporary file of
+    this process, then a rename, so a reader (say, another experiment process) or a kill
+    mid-write never leaves a cut-short file. `kwargs` go to `json.dump`."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as f:
+        json.dump(value, f, **kwargs)
+    os.replace(temporary, path)

@@ -224,7 +224,7 @@ def test_cli_reports_bad_input_as_one_line_errors(data_dir, smoke_builder, tmp_p
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_from_its_backup(smoke_builder, data_dir, tmp_path):
+def test_killed_run_resumes_from_its_backup(smoke_builder, data_dir, tmp_path, monkeypatch):
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 0:
@@ -241,6 +241,27 @@ def test_killed_run_resumes_from_its_backup(smoke_builder, data_dir, tmp_path):
     assert metrics["best_epoch"] == int(np.argmax(metrics["history"]["val_auc"])) + 1
     assert metrics["seconds"] > 0
     assert not os.path.exists(tmp_path / "backup")  # Cleaned up after a finished run.
+
+    # Killed after its last epoch, while it evaluates: resumed, it trains no epoch again.
+    class Epochs(keras.callbacks.Callback):
+        begun = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            Epochs.begun += 1
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed while evaluating")
+
+    late = {**args, "out_dir": str(tmp_path / "late")}
+    evaluate = training.evaluate
+    monkeypatch.setattr(training, "evaluate", killed)
+    with pytest.raises(RuntimeError, match="while evaluating"):
+        training.train(**late)
+    assert (tmp_path / "late" / "backup").is_dir() and not (tmp_path / "late" / "metrics.json").exists()
+    monkeypatch.setattr(training, "evaluate", evaluate)
+    resumed = training.train(**late, extra_callbacks=[Epochs()])
+    assert Epochs.begun == 0 and resumed["epochs_run"] == 2 and len(resumed["history"]["val_auc"]) == 2
+    assert not (tmp_path / "late" / "backup").exists()
 
 
 def test_a_resumed_run_keeps_its_early_stopping_state(tmp_path):

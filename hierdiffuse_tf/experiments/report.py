@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import os
 import re
 from typing import Sequence
@@ -13,7 +12,7 @@ import numpy as np
 
 from hierdiffuse_tf import training
 from hierdiffuse_tf.config import ConfigError
-from hierdiffuse_tf.utils import utc_timestamp
+from hierdiffuse_tf.utils import utc_timestamp, write_json
 
 
 def summary(aucs: list[float], loglosses: list[float] | None = None) -> dict:
@@ -31,8 +30,7 @@ def write_table(rows: list[dict], columns: list[tuple[str, str, str]], out: str,
     `columns` are `(key, title, format)`; the format is a `str.format` spec.
     """
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, f"{name}.json"), "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=2, default=str)
+    write_json(os.path.join(out, f"{name}.json"), {"meta": meta, "rows": rows}, indent=2, default=str)
     with open(os.path.join(out, f"{name}.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([title for _, title, _ in columns])

@@ -8,7 +8,6 @@ machine noise hits them alike (`bench.timing`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Mapping, Sequence
 
@@ -23,6 +22,7 @@ from hierdiffuse_tf.experiments.report import (_meta, check_table_name, learning
 from hierdiffuse_tf.experiments.runs import _read_json, best_epochs, run_dir_of, run_key, train_runs
 from hierdiffuse_tf.experiments.tuning import tuned_overrides
 from hierdiffuse_tf.models import MODELS
+from hierdiffuse_tf.utils import write_json
 
 
 TABLE1_MODELS = tuple(MODELS)  # avg_pool_dnn, din, dien, diffurec, dreamrec, hierdiffuse.
@@ -189,9 +189,7 @@ def auc_of(run_metrics: list, data: pipeline.PreparedDataset | None = None, chan
                     "split": "test", "inference_changes": dict(changes),
                     "evaluated_from": os.path.join(m["run_dir"], "model.keras"),
                     "model_auc": m["auc"]}  # Which trained model it was.
-            with open(path + ".tmp", "w") as f:
-                json.dump(kept, f, indent=2)
-            os.replace(path + ".tmp", path)
+            write_json(path, kept, indent=2)
         aucs.append(kept["auc"])
     return aucs
 

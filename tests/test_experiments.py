@@ -422,6 +422,8 @@ def test_reproduce_tunes_then_trains_both_tables_with_the_winners_under_one_out(
         return run
 
     monkeypatch.setattr(pipeline, "open_dataset", lambda dataset, data_dir=None, **kwargs: ANY)
+    monkeypatch.setattr(reproduction, "train_ahead", lambda data, out, trials, counts, seeds, rows_spec, **kw:
+                        calls.append(("ahead", out, trials, counts["diffurec"], seeds, len(rows_spec))))
     monkeypatch.setattr(reproduction, "tune", fake_tune)
     monkeypatch.setattr(reproduction, "table1", fake_table("table1"))
     monkeypatch.setattr(reproduction, "table2", fake_table("table2"))
@@ -430,11 +432,44 @@ def test_reproduce_tunes_then_trains_both_tables_with_the_winners_under_one_out(
             "--epochs", "2", "--set", "patience=1", "--seeds-for", "diffurec=2", "--groups", "d,e"]
     assert cli.main(argv) == 0
     assert calls == [
+        ("ahead", out, 3, 2, 3, len(experiments.select_rows("d,e"))),
         ("tune", out, experiments.TABLE1_MODELS, 3, 2, ("patience=1",)),
         ("table1", out, 3, ("dropout=0.2",), 2, ("patience=1",), {"diffurec": 2}, ""),
         ("table2", out, 3, ("dropout=0.2",), 2, ("patience=1",), None, "de"),
     ]
     assert cli.main(["experiment", "reproduce", "--groups", "d,z", "--out", out]) == 2  # Checked by name.
+
+
+def test_train_ahead_trains_each_models_table_runs_once_its_own_trials_are_in(tmp_path, monkeypatch):
+    """With one model's trials still held by another process, the other models' Table 1 runs
+    and Table 2's (HierDiffuse's winner known) are trained now, nothing is waited for, and a
+    second pass that learns no new winner ends it."""
+    from hierdiffuse_tf.experiments import reproduction
+
+    trials = experiments.tuning_trials(2)
+    aucs = {"hierdiffuse": (0.90, 0.93), "dien": None}  # DIEN's trials: held elsewhere.
+    for model in experiments.TABLE1_MODELS:
+        for trial, auc in zip(trials, aucs.get(model, (0.80, 0.70)) or ()):
+            run_dir = experiments.runs.run_dir_of(str(tmp_path / "tuning"), experiments.run_key(model, trial), 0)
+            os.makedirs(run_dir)
+            with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+                json.dump({"auc": auc, "split": "validation"}, f)
+    calls = []
+
+    def fake_train_runs(out, data, jobs, seeds, **kwargs):
+        assert kwargs["wait"] is False and kwargs["epochs"] == 2
+        calls.append((os.path.relpath(out, tmp_path), [experiments.run_key(*job) for job in jobs], seeds))
+
+    monkeypatch.setattr(reproduction, "train_runs", fake_train_runs)
+    counts = experiments.seed_counts(experiments.TABLE1_MODELS, 3, {"diffurec": 1})
+    reproduction.train_ahead(ANY, str(tmp_path), 2, counts, 3, experiments.select_rows("e:short->long"),
+                             epochs=2, common=["patience=1"])
+    ready = [m for m in experiments.TABLE1_MODELS if m != "dien"]
+    hd = experiments.run_key("hierdiffuse", trials[1])  # Its second trial won; the others' first.
+    assert [c[0] for c in calls] == ["tuning", ".", ".", "tuning"]  # Then no new winner: done.
+    assert calls[0][1] == [experiments.run_key(m, t) for m in experiments.TABLE1_MODELS for t in trials]
+    assert calls[1][1:] == ([hd if m == "hierdiffuse" else m for m in ready], {m: counts[m] for m in ready})
+    assert calls[2][1:] == ([experiments.run_key("hierdiffuse", (*trials[1], "direction=short_to_long")), hd], 3)
 
 
 def test_select_rows_takes_groups_or_a_groups_rows_by_name_with_its_reference_row():

@@ -212,6 +212,19 @@ def seed_counts(models: Sequence[str], seeds: int, seeds_for: Mapping[str, int] 
     return {m: seeds_for.get(m, seeds) for m in models}
 
 
+def table1_jobs(tuned: dict | None, models: Sequence[str], common: Sequence[str]) -> list[tuple[str, tuple]]:
+    """Table 1's `(model, overrides)` runs: each model with its tuned overrides."""
+    per_model = tuned_overrides(tuned, models, common)
+    return [(m, per_model[m]) for m in models]
+
+
+def table2_jobs(tuned: dict | None, rows_spec: Sequence[Row], common: Sequence[str]) -> list[tuple[str, tuple]]:
+    """Table 2's distinct trained variants: HierDiffuse with its tuned overrides and each row's own
+    (inference-only rows share the full model's runs)."""
+    base_overrides = tuned_overrides(tuned, ["hierdiffuse"], common)["hierdiffuse"]
+    return list(dict.fromkeys(("hierdiffuse", base_overrides + r.train) for r in rows_spec))
+
+
 def table1(dataset: str | pipeline.PreparedDataset,
            out: str, seeds: int = 3, epochs: int | None = None,
            data_dir: str | None = None, models: Sequence[str] = TABLE1_MODELS,
@@ -234,7 +247,7 @@ def table1(dataset: str | pipeline.PreparedDataset,
     data = pipeline.open_dataset(dataset, data_dir)
     per_model = tuned_overrides(tuned, models, common)
     keys = {m: run_key(m, per_model[m]) for m in models}
-    runs = train_runs(out, data, [(m, per_model[m]) for m in models], counts, epochs, data_dir, common,
+    runs = train_runs(out, data, table1_jobs(tuned, models, common), counts, epochs, data_dir, common,
                       reuse_from=os.path.join(out, "tuning"))
     speed, speed_source = table_speeds({m: runs[keys[m]][0] for m in models}, data, batch_size,
                                        timing_batches_count)
@@ -316,8 +329,7 @@ def table2(dataset: str | pipeline.PreparedDataset,
     check_saved_models(out, seeds, [(run_key("hierdiffuse", base_overrides + r.train), r.infer)
                                     for r in rows_spec if r.infer])
     data = pipeline.open_dataset(dataset, data_dir)
-    jobs = list(dict.fromkeys(("hierdiffuse", base_overrides + r.train) for r in rows_spec))
-    runs = train_runs(out, data, jobs, seeds, epochs, data_dir, common,
+    runs = train_runs(out, data, table2_jobs(tuned, rows_spec, common), seeds, epochs, data_dir, common,
                       reuse_from=os.path.join(out, "tuning"))
     batches = timing_batches(data, batch_size, timing_batches_count)
     models, sources, aucs, chosen = {}, {}, {}, {}

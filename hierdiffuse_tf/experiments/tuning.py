@@ -14,7 +14,7 @@ from hierdiffuse_tf.config import ConfigError, ModelConfig, TrainConfig, overrid
 from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.experiments.report import (_meta, learning_curves, plot_learning_curves, summary,
                                                write_table)
-from hierdiffuse_tf.experiments.runs import _read_json, best_epochs, run_key, train_runs
+from hierdiffuse_tf.experiments.runs import _read_json, best_epochs, run_dir_of, run_key, train_runs
 from hierdiffuse_tf.models import MODELS
 
 
@@ -61,11 +61,7 @@ def tune(dataset: str | pipeline.PreparedDataset,
     rows, best = [], {}
     for m in models:
         trial_runs = [runs[run_key(m, t)][0] for t in candidates]
-        aucs = [r["auc"] for r in trial_runs]
-        if not np.isfinite(aucs).any():
-            raise ConfigError(f"tune: every trial of {m} diverged (validation AUC {aucs}); "
-                              "nothing to choose. Look at its runs under tuning/runs/")
-        winner = int(np.nanargmax(np.where(np.isfinite(aucs), aucs, np.nan)))  # A diverged trial never wins.
+        winner = winning_trial(m, [r["auc"] for r in trial_runs])
         best[m] = list(candidates[winner])
         rows += [{"model": m, "trial": i, "overrides": " ".join(t) or "(defaults)", "val_auc": r["auc"],
                   "best_epochs": best_epochs([r]), "chosen": "yes" if i == winner else ""}
@@ -77,6 +73,28 @@ def tune(dataset: str | pipeline.PreparedDataset,
             "space": {name: list(values) for name, values in TUNING_SPACE}, "best": best,
             "selected_on": "validation"}
     write_table(rows, columns, out, "tuning", meta)
+    return best
+
+
+def winning_trial(model: str, aucs: Sequence[float]) -> int:
+    """The index of the trial with the best validation AUC; a diverged trial never wins."""
+    if not np.isfinite(aucs).any():
+        raise ConfigError(f"tune: every trial of {model} diverged (validation AUC {list(aucs)}); "
+                          "nothing to choose. Look at its runs under tuning/runs/")
+    return int(np.nanargmax(np.where(np.isfinite(aucs), aucs, np.nan)))
+
+
+def winners_so_far(out: str, models: Sequence[str], trials: int) -> dict[str, tuple[str, ...]]:
+    """Each model's winning overrides, as `tune` under `out` will choose them, for the models
+    whose trials have all finished (`out/tuning/runs/<key>/seed0/metrics.json`); the others
+    are left out. `reproduce` trains those models' table runs while other trials still run."""
+    candidates = tuning_trials(trials)
+    best = {}
+    for m in models:
+        paths = [os.path.join(run_dir_of(os.path.join(out, "tuning"), run_key(m, t), 0), "metrics.json")
+                 for t in candidates]
+        if all(os.path.exists(path) for path in paths):
+            best[m] = candidates[winning_trial(m, [_read_json(path)["auc"] for path in paths])]
     return best
 
 

@@ -472,6 +472,19 @@ def test_train_ahead_trains_each_models_table_runs_once_its_own_trials_are_in(tm
     assert calls[2][1:] == ([experiments.run_key("hierdiffuse", (*trials[1], "direction=short_to_long")), hd], 3)
 
 
+def test_a_sampler_row_is_timed_at_its_faster_compile(monkeypatch):
+    from hierdiffuse_tf.experiments import tables
+
+    compiled = []
+    monkeypatch.setattr(tables.training, "compiled_scorer",
+                        lambda model, **kw: compiled.append((model, kw.get("jit_compile"))) or model)
+    monkeypatch.setattr(tables, "time_batches", lambda fns, batches, repeats: {
+        "tcc": 90.0, "ddpm": 10.0, "ddpm (plain graph)": 15.0})
+    speed = tables.time_inference({"tcc": "m1", "ddpm": "m2"}, [], either_compile=["ddpm"])
+    assert speed == {"tcc": 90.0, "ddpm": 15.0}
+    assert compiled == [("m1", None), ("m2", None), ("m2", False)]  # The default (XLA), and the plain graph.
+
+
 def test_select_rows_takes_groups_or_a_groups_rows_by_name_with_its_reference_row():
     rows = experiments.select_rows("d, f:No Fusion")
     assert [(r.group, r.variant) for r in rows] == [

@@ -398,9 +398,13 @@ class DINConfig(ModelConfig):
 
     Args:
         attention_units: hidden widths of DIN's activation unit.
+        attention_normalize: divide the attention-pooled vector by the count of
+            behaviours (False: DIN's sum, as published; docs/experiments.md
+            measures both on ml-100k).
     """
 
     attention_units: tuple[int, ...] = (36,)
+    attention_normalize: bool = False
 
     def validate(self) -> None:
         super().validate()

@@ -68,6 +68,12 @@ def test_din_activation_unit_ignores_padding():
     weights = ops.convert_to_numpy(weights)
     assert np.all(weights[0, 2:] == 0)
     np.testing.assert_allclose(ops.convert_to_numpy(pooled)[0], (keys[0, :2] * weights[0, :2, None]).sum(0), rtol=1e-5)
+    # `normalize`: the same sum over the count of real behaviours; an empty row stays 0.
+    unit = ActivationUnit(units=(8,), normalize=True)
+    mask[1] = False
+    pooled, weights = (ops.convert_to_numpy(v) for v in unit(keys, query, mask))
+    np.testing.assert_allclose(pooled[0], (keys[0, :2] * weights[0, :2, None]).sum(0) / 2, rtol=1e-5)
+    assert np.all(pooled[1] == 0) and ActivationUnit.from_config(unit.get_config()).normalize
 
 
 def test_activation_unit_scores_equal_the_dense_over_the_concatenation():
@@ -128,7 +134,7 @@ def test_each_baseline_family_owns_its_fields_and_old_shared_configs_still_load(
     own = {name: set(MODELS[name].config_cls.field_names()) - set(ModelConfig.field_names())
            for name in BASELINES}
     assert {k: own[k] for k in ("avg_pool_dnn", "din", "dien")} == {
-        "avg_pool_dnn": set(), "din": {"attention_units"}, "dien": {"aux_loss_weight"}}
+        "avg_pool_dnn": set(), "din": {"attention_units", "attention_normalize"}, "dien": {"aux_loss_weight"}}
     assert own["diffurec"] - own["dreamrec"] == {"denoiser"} and own["dreamrec"] <= own["diffurec"]
     assert {"denoiser_layers", "recon_weight", "sampler_steps"} <= own["dreamrec"]
     with pytest.raises(ConfigError, match=r"'sampler_steps' for DINConfig"):

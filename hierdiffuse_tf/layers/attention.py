@@ -28,6 +28,9 @@ class ActivationUnit(keras.layers.Layer):
         score_initializer: initializer of the final score layer's kernel.
             `"zeros"` makes every score 0 at the start. Defaults to
             `"glorot_uniform"` (DIN's).
+        normalize: bool. Divide the pooled vector by the count of real
+            behaviours, so its scale does not grow with the history's length.
+            Defaults to False (DIN's sum).
         **kwargs: base layer arguments.
 
     Call arguments:
@@ -36,18 +39,19 @@ class ActivationUnit(keras.layers.Layer):
         padding_mask: `(B, L)` bool.
 
     Returns:
-        `(pooled (B, d), weights (B, L))`: the score-weighted sum of the keys,
-        and the scores (0 at padding).
+        `(pooled (B, d), weights (B, L))`: the score-weighted sum of the keys
+        (over their count with `normalize`), and the scores (0 at padding).
 
     Example:
     >>> unit = ActivationUnit(units=(16,))
     >>> pooled, weights = unit(keys, query, padding_mask)
     """
 
-    def __init__(self, units=(36,), score_initializer="glorot_uniform", **kwargs):
+    def __init__(self, units=(36,), score_initializer="glorot_uniform", normalize: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.units = tuple(int(u) for u in units)
         self.score_initializer = keras.initializers.get(score_initializer)
+        self.normalize = normalize
 
     def build(self, keys_shape, query_shape=None, padding_mask_shape=None):
         width = 4 * keys_shape[-1]
@@ -90,13 +94,17 @@ class ActivationUnit(keras.layers.Layer):
 
     def call(self, keys, query, padding_mask):
         weights = self.scores(keys, query, padding_mask)  # (B, L)
-        return ops.sum(keys * ops.expand_dims(weights, -1), axis=1), weights
+        pooled = ops.sum(keys * ops.expand_dims(weights, -1), axis=1)
+        if self.normalize:
+            count = ops.sum(ops.cast(padding_mask, pooled.dtype), axis=1, keepdims=True)
+            pooled = pooled / ops.maximum(count, 1.0)
+        return pooled, weights
 
     def compute_output_shape(self, keys_shape, *args, **kwargs):
         return (keys_shape[0], keys_shape[-1]), tuple(keys_shape[:2])
 
     def get_config(self):
-        return {**super().get_config(), "units": list(self.units),
+        return {**super().get_config(), "units": list(self.units), "normalize": self.normalize,
                 "score_initializer": keras.initializers.serialize(self.score_initializer)}
 
 

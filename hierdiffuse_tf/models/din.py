@@ -18,7 +18,8 @@ class DIN(SequenceCTRModel):
 
     def __init__(self, config: DINConfig, **kwargs):
         super().__init__(config, **kwargs)
-        self.attention = ActivationUnit(config.attention_units, name="attention")
+        self.attention = ActivationUnit(config.attention_units, normalize=config.attention_normalize,
+                                        name="attention")
 
     def forward(self, features, training=False, labels=None) -> Forward:
         seq, mask, target = self.sequence(features)

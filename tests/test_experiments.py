@@ -485,6 +485,26 @@ def test_a_sampler_row_is_timed_at_its_faster_compile(monkeypatch):
     assert compiled == [("m1", None), ("m2", None), ("m2", False)]  # The default (XLA), and the plain graph.
 
 
+def test_a_table_names_the_commits_its_runs_were_trained_under(tmp_path, monkeypatch):
+    from hierdiffuse_tf.experiments import report
+
+    runs = []
+    for i, commit in enumerate(["a" * 40, "b" * 40 + "-dirty", "a" * 40, None]):
+        run_dir = tmp_path / "runs" / f"seed{i}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.json").write_text(json.dumps({"git_commit": commit}))
+        runs.append({"run_dir": str(run_dir)})
+    assert report.run_commits(runs) == ["aaaaaaaaaa", "bbbbbbbbbb-dirty"]
+    monkeypatch.setattr(report.training, "git_commit", lambda: "a" * 40)
+    meta = report._meta("movielens_1m_ctr", 3, 2, None, "hierdiffuse experiment table1", runs)
+    report.write_table([{"model": "din"}], [("model", "model", "{}")], str(tmp_path), "t", meta)
+    caption = (tmp_path / "t.md").read_text()
+    assert "commit aaaaaaaaaa (runs trained at aaaaaaaaaa, bbbbbbbbbb-dirty);" in caption
+    meta = report._meta("movielens_1m_ctr", 3, 2, None, "hierdiffuse experiment table1", runs[:1])
+    report.write_table([{"model": "din"}], [("model", "model", "{}")], str(tmp_path), "t", meta)
+    assert "commit aaaaaaaaaa; made by" in (tmp_path / "t.md").read_text()  # One commit: said once.
+
+
 def test_select_rows_takes_groups_or_a_groups_rows_by_name_with_its_reference_row():
     rows = experiments.select_rows("d, f:No Fusion")
     assert [(r.group, r.variant) for r in rows] == [

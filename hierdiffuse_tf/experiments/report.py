@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import glob
+import json
 import os
 import re
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -44,8 +45,11 @@ def write_table(rows: list[dict], columns: list[tuple[str, str, str]], out: str,
         f" ({', '.join(f'{m}: {n}' for m, n in others.items())})" if others else "")
     pending = meta.get("pending_rows")  # A partial table (`--finished-only`) names what it lacks.
     pending = f" **Not yet run:** {'; '.join(pending)}." if pending else ""
+    written = _short_commit(meta['git_commit'])
+    trained = [c for c in meta.get("run_commits") or [] if c != written]
+    trained = f" (runs trained at {', '.join(meta['run_commits'])})" if trained else ""
     caption = (f"\n_{meta['dataset']}, {seeds}, {epochs}, "
-               f"{batch}commit {_short_commit(meta['git_commit'])}; "
+               f"{batch}commit {written}{trained}; "
                f"made by `{meta['command']}`._{pending}\n")
     with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n" + caption)
@@ -67,10 +71,31 @@ def _cell(value, fmt: str) -> str:
     return "" if value is None else fmt.format(value)
 
 
-def _meta(dataset, seeds, epochs, batch_size, command) -> dict:
+def _meta(dataset, seeds, epochs, batch_size, command, runs: Iterable[dict] = ()) -> dict:
+    """A table's record: what made it, and when. `runs` are its runs' metrics (each with its
+    `run_dir`): the commits they were trained under go in `run_commits` (a table that took
+    several sessions has several), since `git_commit` is the one that wrote the table."""
     return {"dataset": dataset, "seeds": seeds, "epochs": epochs, "batch_size": batch_size,
-            "git_commit": training.git_commit(), "command": command,
+            "git_commit": training.git_commit(), "run_commits": run_commits(runs), "command": command,
             "date": utc_timestamp()}
+
+
+def run_commits(runs: Iterable[dict]) -> list[str]:
+    """The distinct commits (shortened) in the `config.json` of each run's `run_dir`."""
+    commits = set()
+    for metrics in runs:
+        config = _read_json_or_none(os.path.join(metrics["run_dir"], "config.json")) or {}
+        if config.get("git_commit"):
+            commits.add(_short_commit(config["git_commit"]))
+    return sorted(commits)
+
+
+def _read_json_or_none(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def _axes(figsize=(5.5, 3.6)):

@@ -278,7 +278,8 @@ def table1(dataset: str | pipeline.PreparedDataset,
     curves = learning_curves({m: runs[keys[m]] for m in models})
     for row in rows:
         row["val_auc_by_epoch"] = curves.get(row["model"], {}).get("mean")
-    write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, batch_size, command),
+    write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, batch_size, command,
+                                                 (m for ms in runs.values() for m in ms)),
                                            "seeds_for": {m: n for m, n in counts.items() if n != seeds},
                                            "tuned_from": tuned})
     plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
@@ -367,7 +368,8 @@ def table2(dataset: str | pipeline.PreparedDataset,
     labels = {run_key("hierdiffuse", base_overrides + r.train): r.variant if r.train else "full model"
               for r in rows_spec if not r.infer}
     curves = learning_curves({labels[k]: v for k, v in runs.items() if k in labels})
-    write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, batch_size, command),
+    write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, batch_size, command,
+                                                 (m for ms in runs.values() for m in ms)),
                                            "tuned_from": tuned, "pending_rows": pending,
                                            "val_auc_by_epoch": curves})
     plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
@@ -392,9 +394,10 @@ def robustness(out: str, noise: Sequence[float], seeds: int = 3, epochs: int | N
 
     for rate in noise:  # Every run that no other process holds, before waiting for any.
         noise_runs(rate, wait=False)
-    rows = []
+    rows, trained = [], []
     for rate in noise:
         runs = noise_runs(rate, wait=True)
+        trained += [m for ms in runs.values() for m in ms]
         for m in models:
             metrics = runs[run_key(m, ())]
             stats = summary([r["auc"] for r in metrics], [r["logloss"] for r in metrics])
@@ -403,6 +406,6 @@ def robustness(out: str, noise: Sequence[float], seeds: int = 3, epochs: int | N
     columns = [("noise", "noise-click rate", "{:.1f}"), ("model", "model", "{}"),
                ("auc_pm", "AUC (mean ± std)", "{}"), ("logloss_mean", "log loss", "{:.4f}")]
     write_table(rows, columns, out, "robustness",
-                _meta("synthetic_interest_ctr", seeds, epochs, None, command))
+                _meta("synthetic_interest_ctr", seeds, epochs, None, command, trained))
     plot_robustness(rows, os.path.join(out, "robustness.png"))
     return rows

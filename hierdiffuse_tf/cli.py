@@ -334,7 +334,7 @@ def run_experiment(args: argparse.Namespace):
 
         runs = status.experiment_status(args.out)
         print(status.markdown_status(runs))
-        return {state: sum(r.state == state for r in runs) for state in ("finished", "training", "stopped")}
+        return status.state_counts(runs)
     if args.which == "readme":
         if args.readme:
             return {"spliced": experiments.splice_readme(args.readme, args.out)}

@@ -20,7 +20,6 @@ process that trains; with a `multi_worker` strategy, where Keras'
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -28,20 +27,12 @@ import time
 import keras
 import numpy as np
 
+from hierdiffuse_tf.utils import read_json as _read
 from hierdiffuse_tf.utils import write_json
 
 RECORD = "run_record.json"
 BEST_WEIGHTS = "best_weights.npz"
 BACKUP_METADATA = "training_metadata.json"  # Written by `BackupAndRestore`.
-
-
-def _read(path: str) -> dict | None:
-    """A JSON file's content; None if it is missing or cut short (a kill mid-write)."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def check_backup(backup_dir: str) -> str | None:

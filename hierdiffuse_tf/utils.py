@@ -19,6 +19,16 @@ def utc_timestamp() -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
 
+def read_json(path: str):
+    """A JSON file's content; None if it is missing or cut short (a kill mid-write, before
+    `write_json` wrote files whole)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def write_json(path: str, value, **kwargs) -> None:
     """Writes `value` as JSON at `path`, whole or not at all: through a temporary file of
     this process, then a rename, so a reader (say, another experiment process) or a kill

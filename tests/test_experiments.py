@@ -494,13 +494,14 @@ def test_a_table_names_the_commits_its_runs_were_trained_under(tmp_path, monkeyp
         run_dir.mkdir(parents=True)
         (run_dir / "config.json").write_text(json.dumps({"git_commit": commit}))
         runs.append({"run_dir": str(run_dir)})
+    runs = {"din": runs}  # As `train_runs` returns them: each key's seeds.
     assert report.run_commits(runs) == ["aaaaaaaaaa", "bbbbbbbbbb-dirty"]
     monkeypatch.setattr(report.training, "git_commit", lambda: "a" * 40)
     meta = report._meta("movielens_1m_ctr", 3, 2, None, "hierdiffuse experiment table1", runs)
     report.write_table([{"model": "din"}], [("model", "model", "{}")], str(tmp_path), "t", meta)
     caption = (tmp_path / "t.md").read_text()
     assert "commit aaaaaaaaaa (runs trained at aaaaaaaaaa, bbbbbbbbbb-dirty);" in caption
-    meta = report._meta("movielens_1m_ctr", 3, 2, None, "hierdiffuse experiment table1", runs[:1])
+    meta = report._meta("movielens_1m_ctr", 3, 2, None, "hierdiffuse experiment table1", {"din": runs["din"][:1]})
     report.write_table([{"model": "din"}], [("model", "model", "{}")], str(tmp_path), "t", meta)
     assert "commit aaaaaaaaaa; made by" in (tmp_path / "t.md").read_text()  # One commit: said once.
 

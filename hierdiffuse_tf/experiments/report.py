@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import os
 import re
-from typing import Iterable, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from hierdiffuse_tf import training
 from hierdiffuse_tf.config import ConfigError
-from hierdiffuse_tf.utils import utc_timestamp, write_json
+from hierdiffuse_tf.utils import read_json, utc_timestamp, write_json
 
 
 def summary(aucs: list[float], loglosses: list[float] | None = None) -> dict:
@@ -71,31 +70,24 @@ def _cell(value, fmt: str) -> str:
     return "" if value is None else fmt.format(value)
 
 
-def _meta(dataset, seeds, epochs, batch_size, command, runs: Iterable[dict] = ()) -> dict:
-    """A table's record: what made it, and when. `runs` are its runs' metrics (each with its
-    `run_dir`): the commits they were trained under go in `run_commits` (a table that took
-    several sessions has several), since `git_commit` is the one that wrote the table."""
+def _meta(dataset, seeds, epochs, batch_size, command, runs: Mapping[str, Sequence[dict]] | None = None) -> dict:
+    """A table's record: what made it, and when. `runs` are its runs as `train_runs` returns
+    them (each seed's metrics with its `run_dir`): the commits they were trained under go in
+    `run_commits` (a table that took several sessions has several), since `git_commit` is
+    the one that wrote the table."""
     return {"dataset": dataset, "seeds": seeds, "epochs": epochs, "batch_size": batch_size,
-            "git_commit": training.git_commit(), "run_commits": run_commits(runs), "command": command,
+            "git_commit": training.git_commit(), "run_commits": run_commits(runs or {}), "command": command,
             "date": utc_timestamp()}
 
 
-def run_commits(runs: Iterable[dict]) -> list[str]:
+def run_commits(runs: Mapping[str, Sequence[dict]]) -> list[str]:
     """The distinct commits (shortened) in the `config.json` of each run's `run_dir`."""
     commits = set()
-    for metrics in runs:
-        config = _read_json_or_none(os.path.join(metrics["run_dir"], "config.json")) or {}
+    for metrics in (m for seeds in runs.values() for m in seeds):
+        config = read_json(os.path.join(metrics["run_dir"], "config.json")) or {}
         if config.get("git_commit"):
             commits.add(_short_commit(config["git_commit"]))
     return sorted(commits)
-
-
-def _read_json_or_none(path: str):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def _axes(figsize=(5.5, 3.6)):

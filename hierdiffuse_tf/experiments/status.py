@@ -22,7 +22,7 @@ import glob
 import os
 
 from hierdiffuse_tf.run_record import RECORD
-from hierdiffuse_tf.run_record import _read as _read_json  # None for a file missing or cut short.
+from hierdiffuse_tf.utils import read_json  # None for a file missing or cut short.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,12 +58,12 @@ def _lock_pid(run_dir: str) -> int | None:
 
 
 def run_status(run_dir: str, name: str) -> RunStatus:
-    metrics = _read_json(os.path.join(run_dir, "metrics.json"))
+    metrics = read_json(os.path.join(run_dir, "metrics.json"))
     if metrics is not None:
         history = metrics.get("history", {}).get("val_auc", [])
         result = f"{metrics.get('split', 'test')} AUC {metrics['auc']:.4f}" if "auc" in metrics else ""
         return RunStatus(name, "finished", int(metrics.get("epochs_run", len(history))), tuple(history), result)
-    record = _read_json(os.path.join(run_dir, "backup", RECORD)) or {}
+    record = read_json(os.path.join(run_dir, "backup", RECORD)) or {}
     history = tuple(record.get("history", {}).get("val_auc", []))
     pid = _lock_pid(run_dir)
     return RunStatus(name, "training" if pid else "stopped", int(record.get("epochs", 0)), history, pid=pid)
@@ -81,6 +81,11 @@ def experiment_status(out: str) -> list[RunStatus]:
     return found
 
 
+def state_counts(statuses: list[RunStatus]) -> dict[str, int]:
+    """How many runs are finished, training and stopped."""
+    return {state: sum(s.state == state for s in statuses) for state in ("finished", "training", "stopped")}
+
+
 def markdown_status(statuses: list[RunStatus]) -> str:
     """A table of the runs, then a count of each state."""
     lines = ["| run | state | epochs | validation AUC by epoch | result |", "|---|---|---|---|---|"]
@@ -88,7 +93,7 @@ def markdown_status(statuses: list[RunStatus]) -> str:
         state = f"training (pid {s.pid})" if s.state == "training" else s.state
         aucs = ", ".join(f"{v:.4f}" for v in s.val_auc) or "-"
         lines.append(f"| {s.run} | {state} | {s.epochs} | {aucs} | {s.result or '-'} |")
-    counts = {state: sum(s.state == state for s in statuses) for state in ("finished", "training", "stopped")}
+    counts = state_counts(statuses)
     lines.append("")
     lines.append(", ".join(f"{n} {state}" for state, n in counts.items())
                  + " (runs not started yet have no folder and are not listed)")

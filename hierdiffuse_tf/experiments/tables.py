@@ -253,9 +253,9 @@ def table1(dataset: str | pipeline.PreparedDataset,
     check_table_name(name)
     counts = seed_counts(models, seeds, seeds_for)
     data = pipeline.open_dataset(dataset, data_dir)
-    per_model = tuned_overrides(tuned, models, common)
+    per_model = dict(table1_jobs(tuned, models, common))
     keys = {m: run_key(m, per_model[m]) for m in models}
-    runs = train_runs(out, data, table1_jobs(tuned, models, common), counts, epochs, data_dir, common,
+    runs = train_runs(out, data, list(per_model.items()), counts, epochs, data_dir, common,
                       reuse_from=os.path.join(out, "tuning"))
     speed, speed_source = table_speeds({m: runs[keys[m]][0] for m in models}, data, batch_size,
                                        timing_batches_count)
@@ -278,8 +278,7 @@ def table1(dataset: str | pipeline.PreparedDataset,
     curves = learning_curves({m: runs[keys[m]] for m in models})
     for row in rows:
         row["val_auc_by_epoch"] = curves.get(row["model"], {}).get("mean")
-    write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, batch_size, command,
-                                                 (m for ms in runs.values() for m in ms)),
+    write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, batch_size, command, runs),
                                            "seeds_for": {m: n for m, n in counts.items() if n != seeds},
                                            "tuned_from": tuned})
     plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
@@ -368,8 +367,7 @@ def table2(dataset: str | pipeline.PreparedDataset,
     labels = {run_key("hierdiffuse", base_overrides + r.train): r.variant if r.train else "full model"
               for r in rows_spec if not r.infer}
     curves = learning_curves({labels[k]: v for k, v in runs.items() if k in labels})
-    write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, batch_size, command,
-                                                 (m for ms in runs.values() for m in ms)),
+    write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, batch_size, command, runs),
                                            "tuned_from": tuned, "pending_rows": pending,
                                            "val_auc_by_epoch": curves})
     plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
@@ -394,10 +392,10 @@ def robustness(out: str, noise: Sequence[float], seeds: int = 3, epochs: int | N
 
     for rate in noise:  # Every run that no other process holds, before waiting for any.
         noise_runs(rate, wait=False)
-    rows, trained = [], []
+    rows, trained = [], {}
     for rate in noise:
         runs = noise_runs(rate, wait=True)
-        trained += [m for ms in runs.values() for m in ms]
+        trained.update({(rate, key): seeds_run for key, seeds_run in runs.items()})
         for m in models:
             metrics = runs[run_key(m, ())]
             stats = summary([r["auc"] for r in metrics], [r["logloss"] for r in metrics])

@@ -69,8 +69,7 @@ def tune(dataset: str | pipeline.PreparedDataset,
     columns = [("model", "model", "{}"), ("trial", "trial", "{}"), ("overrides", "overrides", "{}"),
                ("val_auc", "validation AUC", "{:.4f}"), ("best_epochs", "best val. epoch / epochs run", "{}"),
                ("chosen", "chosen", "{}")]
-    meta = {**_meta(data.name, 1, epochs, None, command, (m for ms in runs.values() for m in ms)),
-            "trials": trials,
+    meta = {**_meta(data.name, 1, epochs, None, command, runs), "trials": trials,
             "space": {name: list(values) for name, values in TUNING_SPACE}, "best": best,
             "selected_on": "validation"}
     write_table(rows, columns, out, "tuning", meta)
@@ -130,8 +129,7 @@ def compare(dataset: str | pipeline.PreparedDataset,
                ("delta", "Δ vs defaults", "{:+.4f}"), ("val_auc_epoch1", "after epoch 1", "{:.4f}"),
                ("logloss_mean", "log loss", "{:.4f}"), ("best_epochs", "best val. epoch / epochs run (per seed)", "{}")]
     name = f"compare_{model}"
-    write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, None, command,
-                                                 (m for ms in runs.values() for m in ms)),
+    write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, None, command, runs),
                                            "selected_on": "validation", "val_auc_by_epoch": curves})
     plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
                          f"{model} variants on {data.name} (validation)")

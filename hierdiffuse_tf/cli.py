@@ -356,8 +356,8 @@ def run_experiment(args: argparse.Namespace):
         raise ConfigError("compare needs at least one --variant, e.g. --variant 'alpha=0.1'")
     if args.which == "compare" and models and len(models) != 1:
         raise ConfigError(f"compare takes one model in --models. Received: {list(models)}")
-    if args.which in ("table2", "reproduce"):
-        rows = experiments.select_rows(args.groups) if args.groups else experiments.TABLE2_ROWS
+    groups = getattr(args, "groups", None)  # Table 2's rows (`table2` and `reproduce`).
+    rows = experiments.select_rows(groups) if groups else experiments.TABLE2_ROWS
     tuned = experiments.load_tuned(args.tuned) if getattr(args, "tuned", None) else None
     if seeds_for:  # Checked against the table's models before any dataset is looked for.
         experiments.seed_counts(models or experiments.TABLE1_MODELS, args.seeds, seeds_for)
@@ -428,7 +428,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         from hierdiffuse_tf.bench import training
 
         if args.which == "xla":
-            summary = training.bench_xla(_models(args), args.batch_size, args.steps, args.repeats, values)
+            summary = training.bench_xla(_benched_models(args), args.batch_size, args.steps, args.repeats, values)
             write(summary, args.json, training.markdown_xla)
             print(training.markdown_xla(summary))
             return summary

@@ -374,16 +374,6 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
         """t*, the step the fusion starts from."""
         return self.t_star or self.diffusion_steps // 2
 
-    @property
-    def has_condition(self) -> bool:
-        return not self.direction.endswith("_none")
-
-    @property
-    def num_conditions(self) -> int:
-        if not self.has_condition:
-            return 0
-        return 2 if self.guidance == "sgd" else 1
-
 
 # The model as SPEC 2 first wrote it (the paper as printed), beside the SPEC 2b default.
 PAPER_AS_PRINTED = {"readout": "mean", "encoder_gate": False, "normalize_x0": False,

@@ -19,13 +19,15 @@ def utc_timestamp() -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
 
-def read_json(path: str):
-    """A JSON file's content; None if it is missing or cut short (a kill mid-write, before
-    `write_json` wrote files whole)."""
+def read_json(path: str, required: bool = False):
+    """A JSON file's content. A file missing or cut short (a kill mid-write, before
+    `write_json` wrote files whole) gives None, or raises where it is `required`."""
     try:
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError):
+        if required:
+            raise
         return None
 
 

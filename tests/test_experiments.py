@@ -497,11 +497,11 @@ def test_a_table_names_the_commits_its_runs_were_trained_under(tmp_path, monkeyp
     runs = {"din": runs}  # As `train_runs` returns them: each key's seeds.
     assert report.run_commits(runs) == ["aaaaaaaaaa", "bbbbbbbbbb-dirty"]
     monkeypatch.setattr(report.training, "git_commit", lambda: "a" * 40)
-    meta = report._meta("movielens_1m_ctr", 3, 2, None, "hierdiffuse experiment table1", runs)
+    meta = report.table_meta("movielens_1m_ctr", 3, 2, None, "hierdiffuse experiment table1", runs)
     report.write_table([{"model": "din"}], [("model", "model", "{}")], str(tmp_path), "t", meta)
     caption = (tmp_path / "t.md").read_text()
     assert "commit aaaaaaaaaa (runs trained at aaaaaaaaaa, bbbbbbbbbb-dirty);" in caption
-    meta = report._meta("movielens_1m_ctr", 3, 2, None, "hierdiffuse experiment table1", {"din": runs["din"][:1]})
+    meta = report.table_meta("movielens_1m_ctr", 3, 2, None, "hierdiffuse experiment table1", {"din": runs["din"][:1]})
     report.write_table([{"model": "din"}], [("model", "model", "{}")], str(tmp_path), "t", meta)
     assert "commit aaaaaaaaaa; made by" in (tmp_path / "t.md").read_text()  # One commit: said once.
 

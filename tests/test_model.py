@@ -149,11 +149,31 @@ def test_every_switch_builds_trains_and_round_trips(switch, tmp_path):
         assert logs["next"][0] > 0 and logs["loss"][0] > logs["bce"][0] + logs["next"][0]
     if not switch.get("use_tr", True):
         assert switch.get("use_recon", True) or logs["loss"][0] == pytest.approx(logs["bce"][0], rel=1e-5)
+    # The TCC terms are logged where training computes them, and only there (no curve of zeros).
+    tcc_on = switch.get("sampler") != "none" and (switch.get("use_recon", True) or switch.get("use_tr", True))
+    assert {"recon", "tr", "tr_weight", "dt"} <= logs.keys() if tcc_on else not {"recon", "tr"} & logs.keys()
     path = str(tmp_path / "m.keras")
     model.save(path)
     restored = keras.saving.load_model(path)
     assert restored.config == model.config
     np.testing.assert_allclose(restored(x)["ctr"].numpy(), model(x)["ctr"].numpy(), rtol=1e-6)
+
+
+def test_a_no_fusion_model_saved_with_the_tcc_logs_reloads(tmp_path, monkeypatch):
+    """Before `logged` followed the config, every HierDiffuse tracked the TCC terms, so a
+    `model.keras` of a no-fusion run holds four trackers that today's model lacks."""
+    config = HierDiffuseConfig(**SMALL, sampler="none")
+    with monkeypatch.context() as patch:
+        patch.setattr(HierDiffuse, "logged", classmethod(lambda cls, config: cls.log_names))
+        old = HierDiffuse(config)
+    assert "recon" in old.log_trackers and "recon" not in HierDiffuse(config).log_trackers
+    x = random_features(config, 8)
+    old(x)
+    old.compile(optimizer="adam")
+    path = str(tmp_path / "old.keras")
+    old.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_allclose(restored(x)["ctr"].numpy(), old(x)["ctr"].numpy(), rtol=1e-6)
 
 
 def test_a_model_saved_before_loss_reduction_existed_reloads_with_the_summed_losses():

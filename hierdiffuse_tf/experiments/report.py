@@ -70,7 +70,7 @@ def _cell(value, fmt: str) -> str:
     return "" if value is None else fmt.format(value)
 
 
-def _meta(dataset, seeds, epochs, batch_size, command, runs: Mapping[str, Sequence[dict]] | None = None) -> dict:
+def table_meta(dataset, seeds, epochs, batch_size, command, runs: Mapping[str, Sequence[dict]] | None = None) -> dict:
     """A table's record: what made it, and when. `runs` are its runs as `train_runs` returns
     them (each seed's metrics with its `run_dir`): the commits they were trained under go in
     `run_commits` (a table that took several sessions has several), since `git_commit` is

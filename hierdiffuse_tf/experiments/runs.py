@@ -22,6 +22,7 @@ from hierdiffuse_tf import training
 from hierdiffuse_tf.config import ConfigError, TrainConfig, override_key
 from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.models import MODELS, get_model_class
+from hierdiffuse_tf.utils import read_json
 
 
 _CLAIMED: dict[str, int] = {}  # run_dir -> the open, locked fd of its train.lock (`claim_run`).
@@ -158,7 +159,7 @@ def train_runs(out: str, dataset: str | pipeline.PreparedDataset, jobs: Sequence
                         f"({'; '.join(drift)}), so its results would not be this row's. Move the "
                         "folder aside to keep it (e.g. under a key naming the old value) or delete it to retrain")
                 print(f"{step} {key} seed {seed}: done already", flush=True)
-            metrics = _read_json(metrics_path)
+            metrics = read_json(metrics_path, required=True)
             if metrics.get("split", "test") != eval_split:  # E.g. a tuning run in a table's folder.
                 raise ConfigError(f"{metrics_path} was evaluated on {metrics.get('split')!r}, not "
                                   f"{eval_split!r}: keep tuning runs (`experiment tune`) and table runs apart")
@@ -198,14 +199,9 @@ def _reusable_run(reuse_from: str | None, key: str, seed: int, model: str,
     if not all(os.path.exists(os.path.join(run_dir, name))
                for name in ("config.json", "model.keras", "metrics.json")):
         return None
-    if _read_json(os.path.join(run_dir, "config.json")).get("dataset") != dataset.name:
+    if read_json(os.path.join(run_dir, "config.json"), required=True).get("dataset") != dataset.name:
         return None
     return None if config_drift(run_dir, model, dataset, data_dir, overrides, epochs, seed) else run_dir
-
-
-def _read_json(path: str):
-    with open(path) as f:
-        return json.load(f)
 
 
 def config_drift(run_dir: str, model: str, dataset: str | pipeline.PreparedDataset, data_dir: str | None,
@@ -221,7 +217,7 @@ def config_drift(run_dir: str, model: str, dataset: str | pipeline.PreparedDatas
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
         return []
-    recorded = _read_json(path)
+    recorded = read_json(path, required=True)
     data = pipeline.open_dataset(dataset, data_dir, auto_prepare=False)
     _, model_config, train_config = training.resolve_configs(model, data, None, overrides, epochs, seed)
     drift = []

@@ -17,12 +17,12 @@ from hierdiffuse_tf import training
 from hierdiffuse_tf.config import PAPER_AS_PRINTED, ConfigError
 from hierdiffuse_tf.bench.timing import time_batches
 from hierdiffuse_tf.datasets import pipeline
-from hierdiffuse_tf.experiments.report import (_meta, check_table_name, learning_curves, plot_learning_curves,
-                                               plot_robustness, summary, write_table)
-from hierdiffuse_tf.experiments.runs import _read_json, best_epochs, run_dir_of, run_key, train_runs
+from hierdiffuse_tf.experiments.report import (check_table_name, learning_curves, plot_learning_curves,
+                                               plot_robustness, summary, table_meta, write_table)
+from hierdiffuse_tf.experiments.runs import best_epochs, run_dir_of, run_key, train_runs
 from hierdiffuse_tf.experiments.tuning import tuned_overrides
 from hierdiffuse_tf.models import MODELS
-from hierdiffuse_tf.utils import write_json
+from hierdiffuse_tf.utils import read_json, write_json
 
 
 TABLE1_MODELS = tuple(MODELS)  # avg_pool_dnn, din, dien, diffurec, dreamrec, hierdiffuse.
@@ -146,7 +146,7 @@ def timing_model(run_dir: str, batch) -> tuple:
     """
     if os.path.exists(os.path.join(run_dir, "model.keras")):
         return training.load_run_model(run_dir), "re-timed"
-    recorded = _read_json(os.path.join(run_dir, "config.json"))
+    recorded = read_json(os.path.join(run_dir, "config.json"), required=True)
     model = MODELS[recorded["model"]].from_config({"config": recorded["model_config"]})  # As a reload.
     model(batch, training=False)
     return model, "re-timed, fresh weights"
@@ -205,7 +205,7 @@ def auc_of(run_metrics: list, data: pipeline.PreparedDataset | None = None, chan
 def _kept_for(path: str, run_metrics: dict) -> dict | None:
     """The metrics kept at `path` if they are of the model that the run's `metrics.json`
     describes (same test AUC), not of an earlier training of the same run directory."""
-    kept = _read_json(path) if os.path.exists(path) else None
+    kept = read_json(path)
     return kept if kept is not None and kept.get("model_auc") == run_metrics["auc"] else None
 
 
@@ -269,7 +269,7 @@ def table1(dataset: str | pipeline.PreparedDataset,
                      "paper_amazon": paper[0], "paper_taobao": paper[1],
                      "seeds": list(range(counts[m])), "tuned_overrides": list(per_model[m]),
                      "best_epochs": best_epochs(metrics),
-                     "config": _read_json(os.path.join(metrics[0]["run_dir"], "config.json"))})
+                     "config": read_json(os.path.join(metrics[0]["run_dir"], "config.json"), required=True)})
     columns = [("model", "model", "{}"), ("auc_pm", "AUC (mean ± std)", "{}"),
                ("logloss_mean", "log loss", "{:.4f}"), ("gauc_mean", "GAUC", "{:.4f}"),
                ("best_epochs", "best val. epoch / epochs run (per seed)", "{}"),
@@ -278,7 +278,7 @@ def table1(dataset: str | pipeline.PreparedDataset,
     curves = learning_curves({m: runs[keys[m]] for m in models})
     for row in rows:
         row["val_auc_by_epoch"] = curves.get(row["model"], {}).get("mean")
-    write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, batch_size, command, runs),
+    write_table(rows, columns, out, name, {**table_meta(data.name, seeds, epochs, batch_size, command, runs),
                                            "seeds_for": {m: n for m, n in counts.items() if n != seeds},
                                            "tuned_from": tuned})
     plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
@@ -296,7 +296,7 @@ def check_saved_models(out: str, seeds: int, rows: Sequence[tuple[str, tuple]]) 
                for run_dir in [run_dir_of(out, key, seed)]
                if os.path.exists(os.path.join(run_dir, "metrics.json"))
                and _kept_for(inference_metrics_path(run_dir, changes),
-                             _read_json(os.path.join(run_dir, "metrics.json"))) is None
+                             read_json(os.path.join(run_dir, "metrics.json"), required=True)) is None
                and not os.path.exists(os.path.join(run_dir, "model.keras"))]
     if missing:
         raise ConfigError(
@@ -367,7 +367,7 @@ def table2(dataset: str | pipeline.PreparedDataset,
     labels = {run_key("hierdiffuse", base_overrides + r.train): r.variant if r.train else "full model"
               for r in rows_spec if not r.infer}
     curves = learning_curves({labels[k]: v for k, v in runs.items() if k in labels})
-    write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, batch_size, command, runs),
+    write_table(rows, columns, out, name, {**table_meta(data.name, seeds, epochs, batch_size, command, runs),
                                            "tuned_from": tuned, "pending_rows": pending,
                                            "val_auc_by_epoch": curves})
     plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
@@ -404,6 +404,6 @@ def robustness(out: str, noise: Sequence[float], seeds: int = 3, epochs: int | N
     columns = [("noise", "noise-click rate", "{:.1f}"), ("model", "model", "{}"),
                ("auc_pm", "AUC (mean ± std)", "{}"), ("logloss_mean", "log loss", "{:.4f}")]
     write_table(rows, columns, out, "robustness",
-                _meta("synthetic_interest_ctr", seeds, epochs, None, command, trained))
+                table_meta("synthetic_interest_ctr", seeds, epochs, None, command, trained))
     plot_robustness(rows, os.path.join(out, "robustness.png"))
     return rows

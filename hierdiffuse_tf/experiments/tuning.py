@@ -12,10 +12,11 @@ import numpy as np
 
 from hierdiffuse_tf.config import ConfigError, ModelConfig, TrainConfig, override_key
 from hierdiffuse_tf.datasets import pipeline
-from hierdiffuse_tf.experiments.report import (_meta, learning_curves, plot_learning_curves, summary,
+from hierdiffuse_tf.experiments.report import (learning_curves, plot_learning_curves, summary, table_meta,
                                                write_table)
-from hierdiffuse_tf.experiments.runs import _read_json, best_epochs, run_dir_of, run_key, train_runs
+from hierdiffuse_tf.experiments.runs import best_epochs, run_dir_of, run_key, train_runs
 from hierdiffuse_tf.models import MODELS
+from hierdiffuse_tf.utils import read_json
 
 
 # The tuning budget (`experiment tune`): every model gets the same search space and
@@ -69,7 +70,7 @@ def tune(dataset: str | pipeline.PreparedDataset,
     columns = [("model", "model", "{}"), ("trial", "trial", "{}"), ("overrides", "overrides", "{}"),
                ("val_auc", "validation AUC", "{:.4f}"), ("best_epochs", "best val. epoch / epochs run", "{}"),
                ("chosen", "chosen", "{}")]
-    meta = {**_meta(data.name, 1, epochs, None, command, runs), "trials": trials,
+    meta = {**table_meta(data.name, 1, epochs, None, command, runs), "trials": trials,
             "space": {name: list(values) for name, values in TUNING_SPACE}, "best": best,
             "selected_on": "validation"}
     write_table(rows, columns, out, "tuning", meta)
@@ -94,7 +95,7 @@ def winners_so_far(out: str, models: Sequence[str], trials: int) -> dict[str, tu
         paths = [os.path.join(run_dir_of(os.path.join(out, "tuning"), run_key(m, t), 0), "metrics.json")
                  for t in candidates]
         if all(os.path.exists(path) for path in paths):
-            best[m] = candidates[winning_trial(m, [_read_json(path)["auc"] for path in paths])]
+            best[m] = candidates[winning_trial(m, [read_json(path, required=True)["auc"] for path in paths])]
     return best
 
 
@@ -129,7 +130,7 @@ def compare(dataset: str | pipeline.PreparedDataset,
                ("delta", "Δ vs defaults", "{:+.4f}"), ("val_auc_epoch1", "after epoch 1", "{:.4f}"),
                ("logloss_mean", "log loss", "{:.4f}"), ("best_epochs", "best val. epoch / epochs run (per seed)", "{}")]
     name = f"compare_{model}"
-    write_table(rows, columns, out, name, {**_meta(data.name, seeds, epochs, None, command, runs),
+    write_table(rows, columns, out, name, {**table_meta(data.name, seeds, epochs, None, command, runs),
                                            "selected_on": "validation", "val_auc_by_epoch": curves})
     plot_learning_curves(curves, os.path.join(out, f"{name}_curves.png"),
                          f"{model} variants on {data.name} (validation)")
@@ -150,7 +151,7 @@ def load_tuned(path: str) -> dict:
 
     Returns `{"path": ..., "best": {model: (overrides...)}}` for `table1`/`table2`.
     """
-    data = _read_json(path)
+    data = read_json(path, required=True)
     best = data.get("meta", {}).get("best") if isinstance(data, dict) else None
     if not isinstance(best, dict):
         raise ConfigError(f"--tuned: {path} has no `meta.best`; write it with `hierdiffuse experiment tune`")

@@ -80,7 +80,8 @@ class GuidedDenoiser(keras.layers.Layer):
         cfg_scale: float. w of CFG. Defaults to 1.0.
         sgd_weights: str. "adaptive" or "fixed". Defaults to "adaptive".
         sgd_fixed_w: (float, float). The weights when `sgd_weights="fixed"`.
-        seed: int or None. Seed of the condition dropout.
+            Defaults to (0.5, 0.5).
+        seed: int or None. Seed of the condition dropout. Defaults to None.
         **kwargs: base layer arguments.
 
     Call arguments:
@@ -156,8 +157,9 @@ class GuidedDenoiser(keras.layers.Layer):
                             ops.concatenate(conditions, axis=0), training=training)
         return ops.split(out, n, axis=0)
 
-    def adaptive_weights(self, conds, shares):
-        """(w1, w2), each `(B, 1)`."""
+    def group_weights(self, conds, shares):
+        """SGD's (w1, w2), each `(B, 1)`: learned from each group's vector and share
+        (`sgd_weights="adaptive"`, Eq. 6), or `sgd_fixed_w` (`"fixed"`)."""
         if self.sgd_weights == "fixed":
             ones = ops.ones_like(shares[:, :1])
             return self.sgd_fixed_w[0] * ones, self.sgd_fixed_w[1] * ones
@@ -178,7 +180,7 @@ class GuidedDenoiser(keras.layers.Layer):
             f_cond, f_null = self._batched(x_t, t, [conds[:, 0], null], training)
             return cfg_combine(f_cond, f_null, self.cfg_scale)
         f_null, f_1, f_2 = self._batched(x_t, t, [null, conds[:, 0], conds[:, 1]], training)
-        w_1, w_2 = self.adaptive_weights(conds, shares)
+        w_1, w_2 = self.group_weights(conds, shares)
         return sgd_combine(f_null, f_1, f_2, w_1, w_2)
 
     def compute_output_shape(self, x_t_shape, *args, **kwargs):

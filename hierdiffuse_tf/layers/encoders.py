@@ -23,13 +23,12 @@ from keras import ops
 from hierdiffuse_tf.utils import serializable
 
 
-def masked_mean(x, mask, axis: int = -2, weights=None):
-    """Mean of `x` over `axis` where `mask` is true, and the count of such rows.
+def masked_mean(x, mask, weights=None):
+    """Mean of `x` over its rows (axis -2) where `mask` is true, and the count of such rows.
 
     Args:
         x: `(..., L, d)` values.
         mask: `(..., L)` booleans.
-        axis: the axis of L in `x`.
         weights: `(..., L)` weights of the rows in the sum (0 at masked rows);
             the mask's 0/1 by default. The sum is still divided by the count.
 
@@ -38,7 +37,7 @@ def masked_mean(x, mask, axis: int = -2, weights=None):
     """
     count = ops.sum(ops.cast(mask, x.dtype), axis=-1)
     weights = ops.cast(mask, x.dtype) if weights is None else weights
-    total = ops.sum(x * ops.expand_dims(weights, -1), axis=axis)
+    total = ops.sum(x * ops.expand_dims(weights, -1), axis=-2)
     return total / ops.expand_dims(ops.maximum(count, 1.0), -1), count
 
 

@@ -90,7 +90,10 @@ class HierDiffuse(CTRModel):
 
     @classmethod
     def logged(cls, config) -> tuple[str, ...]:
-        return cls.log_names + (("next",) if config.next_behaviour_weight else ())
+        """The TCC terms where training computes them (a fusion stage with a TCC loss on), and
+        the next-behaviour loss where it is on: no log that would only ever read 0."""
+        tcc_on = config.sampler != "none" and (config.use_recon or config.use_tr)
+        return (cls.log_names if tcc_on else ()) + (("next",) if config.next_behaviour_weight else ())
 
     def __init__(self, config: HierDiffuseConfig, **kwargs):
         super().__init__(config, **kwargs)

@@ -106,8 +106,8 @@ class ModelConfig(BaseConfig):
     """Fields every CTR model in the registry shares (features, embeddings, head).
 
     Avg-Pool DNN takes these alone; each other model family has a subclass
-    with its own fields (`DINConfig`, `DIENConfig`, `TargetDiffusionConfig` (DreamRec)
-    and its `DiffuRecConfig`, `HierDiffuseConfig`).
+    with its own fields (`DINConfig`, `DIENConfig`, `DreamRecConfig`, `DiffuRecConfig`,
+    `HierDiffuseConfig`).
 
     Args:
         num_items: item vocabulary size, including 0 (padding) and 1 (OOV).
@@ -167,7 +167,8 @@ class ModelConfig(BaseConfig):
 
 @dataclasses.dataclass(frozen=True)
 class SequenceDiffusionConfig(ModelConfig):
-    """Fields shared by the models with transformer encoders and a diffusion stage.
+    """Fields shared by the models with transformer encoders and a diffusion stage
+    (HierDiffuse, DiffuRec, DreamRec).
 
     Args:
         encoder_layers: transformer blocks per encoder (0: none, the
@@ -176,11 +177,6 @@ class SequenceDiffusionConfig(ModelConfig):
         encoder_ffn_dim: feed-forward width of each block.
         diffusion_steps: T of the cosine schedule (Eq. 10-11).
         sampler_steps: steps of the DDIM path.
-        denoiser_units: hidden width of the denoiser.
-        time_embed_dim: width of the sinusoidal time embedding.
-        cfg_scale: w of classifier-free guidance, (1 + w) f(c) - w f(null).
-        cond_dropout: probability that each condition is replaced by the
-            learned null vector in training.
     """
 
     encoder_layers: int = 1
@@ -188,28 +184,49 @@ class SequenceDiffusionConfig(ModelConfig):
     encoder_ffn_dim: int = 64
     diffusion_steps: int = 100
     sampler_steps: int = 10
-    denoiser_units: int = 128
-    time_embed_dim: int = 32
-    cfg_scale: float = 1.0
-    cond_dropout: float = 0.1
 
     def validate(self) -> None:
         super().validate()
-        for name in ("encoder_heads", "encoder_ffn_dim", "denoiser_units", "time_embed_dim",
-                     "sampler_steps"):
+        for name in ("encoder_heads", "encoder_ffn_dim", "sampler_steps"):
             _check(getattr(self, name) >= 1, name, "must be >= 1", getattr(self, name))
         _check(self.encoder_layers >= 0, "encoder_layers", "must be >= 0 (0: no transformer block)",
                self.encoder_layers)
         _check(self.embed_dim % self.encoder_heads == 0, "encoder_heads",
                f"must divide embed_dim={self.embed_dim}", self.encoder_heads)
         _check(self.diffusion_steps >= 2, "diffusion_steps", "must be >= 2", self.diffusion_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class GuidedDiffusionConfig(SequenceDiffusionConfig):
+    """The fields of a guided denoiser (`GuidedDenoiser` over a `make_denoiser` network),
+    which HierDiffuse and DreamRec have and DiffuRec does not.
+
+    Args:
+        denoiser_units: hidden width of the denoiser.
+        denoiser_layers: its hidden layers (MLP) or blocks (transformer).
+        time_embed_dim: width of the sinusoidal time embedding.
+        cfg_scale: w of classifier-free guidance, (1 + w) f(c) - w f(null).
+        cond_dropout: probability that each condition is replaced by the
+            learned null vector in training.
+    """
+
+    denoiser_units: int = 128
+    denoiser_layers: int = 2
+    time_embed_dim: int = 32
+    cfg_scale: float = 1.0
+    cond_dropout: float = 0.1
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("denoiser_units", "denoiser_layers", "time_embed_dim"):
+            _check(getattr(self, name) >= 1, name, "must be >= 1", getattr(self, name))
         _check(self.cfg_scale >= 0.0, "cfg_scale", "must be >= 0", self.cfg_scale)
         _check(0.0 <= self.cond_dropout < 1.0, "cond_dropout", "must be in [0, 1)",
                self.cond_dropout)
 
 
 @dataclasses.dataclass(frozen=True)
-class HierDiffuseConfig(SequenceDiffusionConfig):
+class HierDiffuseConfig(GuidedDiffusionConfig):
     """Every switch of HierDiffuse (SPEC 2), with the default model of SPEC 2b.
 
     The defaults are the paper's structure made to work (SPEC 2b: the
@@ -220,8 +237,8 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
     `normalize_x0=False`, `head_short_cross=False`, `head_on_clean=False`,
     `long_encoder_layers=-1` (f_L's transformer blocks).
 
-    Takes the `SequenceDiffusionConfig` fields (encoders, T, DDIM steps,
-    denoiser width, CFG scale, condition dropout) and these:
+    Takes the `GuidedDiffusionConfig` fields (encoders, T, DDIM steps, the
+    denoiser's width and depth, CFG scale, condition dropout) and these:
 
     Args:
         schedule_s: the offset s of Eq. 10.
@@ -236,7 +253,6 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
             "fixed" (w_i = sgd_fixed_w[i]).
         sgd_fixed_w: the fixed SGD weights (w1, w2).
         backbone: the denoiser: "mlp" or "transformer" (Table 2b).
-        denoiser_layers: hidden layers (mlp) or blocks (transformer).
         alpha: weight of the diffusion losses against the BCE.
         loss_reduction: how L_recon and L_TR reduce a vector's squared error:
             "mean" over its d dimensions (the default, as in our DiffuRec and
@@ -310,7 +326,6 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
     sgd_weights: str = "adaptive"
     sgd_fixed_w: tuple[float, float] = (0.5, 0.5)
     backbone: str = "mlp"
-    denoiser_layers: int = 2
     alpha: float = 0.5
     loss_reduction: str = "mean"
     use_recon: bool = True
@@ -337,8 +352,7 @@ class HierDiffuseConfig(SequenceDiffusionConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("denoiser_layers", "schedule_steps"):
-            _check(getattr(self, name) >= 1, name, "must be >= 1", getattr(self, name))
+        _check(self.schedule_steps >= 1, "schedule_steps", "must be >= 1", self.schedule_steps)
         _check(0.0 <= self.schedule_s < 1.0, "schedule_s", "must be in [0, 1)", self.schedule_s)
         _check(0.0 < self.max_beta < 1.0, "max_beta", "must be in (0, 1)", self.max_beta)
         _check(0 <= self.t_star <= self.diffusion_steps, "t_star",
@@ -419,28 +433,30 @@ class DIENConfig(ModelConfig):
 
 @dataclasses.dataclass(frozen=True)
 class TargetDiffusionConfig(SequenceDiffusionConfig):
-    """DiffuRec and DreamRec (SPEC 3): diffusion that generates the target side.
-
-    Takes the `SequenceDiffusionConfig` fields (the sequence transformer, T,
-    the DDIM steps, DreamRec's denoiser width, CFG scale and condition
-    dropout) and these:
+    """What DiffuRec and DreamRec (SPEC 3), diffusion that generates the target side, share:
+    the `SequenceDiffusionConfig` fields (the sequence transformer, T, the DDIM steps) and
 
     Args:
-        denoiser_layers: hidden layers of DreamRec's MLP denoiser.
         recon_weight: weight of the diffusion reconstruction loss.
     """
 
-    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"denoiser_layers": 2}
-
-    denoiser_layers: int = 2
     recon_weight: float = 0.5
 
     def validate(self) -> None:
         super().validate()
-        _check(self.denoiser_layers >= 1, "denoiser_layers", "must be >= 1", self.denoiser_layers)
         _check(self.sampler_steps <= self.diffusion_steps, "sampler_steps",
                f"must be <= diffusion_steps={self.diffusion_steps}", self.sampler_steps)
         _check(self.recon_weight >= 0, "recon_weight", "must be >= 0", self.recon_weight)
+
+
+@dataclasses.dataclass(frozen=True)
+class DreamRecConfig(TargetDiffusionConfig, GuidedDiffusionConfig):
+    """DreamRec (SPEC 3): the `TargetDiffusionConfig` fields and those of its guided MLP
+    denoiser (`GuidedDiffusionConfig`: width, depth, time embedding, CFG scale, condition
+    dropout)."""
+
+    # DreamRec's denoiser had two hidden layers before `denoiser_layers` existed.
+    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"denoiser_layers": 2}
 
 
 DIFFUREC_DENOISERS = ("cross_attention", "sequence")
@@ -449,6 +465,10 @@ DIFFUREC_DENOISERS = ("cross_attention", "sequence")
 @dataclasses.dataclass(frozen=True)
 class DiffuRecConfig(TargetDiffusionConfig):
     """DiffuRec (SPEC 3): the `TargetDiffusionConfig` fields and its denoiser.
+
+    Its configs saved before 2026-12-06 also carry DreamRec's denoiser fields, which
+    it never read (`denoiser_units`, `denoiser_layers`, `time_embed_dim`, `cfg_scale`,
+    `cond_dropout`): they are dropped on loading (`RETIRED_FIELDS`).
 
     Args:
         denoiser: how the noisy target meets the behaviour sequence.
@@ -464,8 +484,9 @@ class DiffuRecConfig(TargetDiffusionConfig):
             without the field load as it). See docs/experiments.md.
     """
 
-    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {
-        **TargetDiffusionConfig.LEGACY_DEFAULTS, "denoiser": "sequence"}
+    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"denoiser": "sequence"}
+    RETIRED_FIELDS: typing.ClassVar[frozenset[str]] = ModelConfig.RETIRED_FIELDS | {
+        "denoiser_units", "denoiser_layers", "time_embed_dim", "cfg_scale", "cond_dropout"}
 
     denoiser: str = "cross_attention"
 

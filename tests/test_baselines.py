@@ -135,8 +135,18 @@ def test_each_baseline_family_owns_its_fields_and_old_shared_configs_still_load(
            for name in BASELINES}
     assert {k: own[k] for k in ("avg_pool_dnn", "din", "dien")} == {
         "avg_pool_dnn": set(), "din": {"attention_units", "attention_normalize"}, "dien": {"aux_loss_weight"}}
-    assert own["diffurec"] - own["dreamrec"] == {"denoiser"} and own["dreamrec"] <= own["diffurec"]
-    assert {"denoiser_layers", "recon_weight", "sampler_steps"} <= own["dreamrec"]
+    denoiser_fields = {"denoiser_units", "denoiser_layers", "time_embed_dim", "cfg_scale", "cond_dropout"}
+    assert own["diffurec"] - own["dreamrec"] == {"denoiser"}
+    assert own["dreamrec"] - own["diffurec"] == denoiser_fields  # DreamRec's guided MLP; DiffuRec has none.
+    assert {"recon_weight", "sampler_steps", "diffusion_steps"} <= own["diffurec"] & own["dreamrec"]
+    with pytest.raises(ConfigError, match=r"'cfg_scale' for DiffuRecConfig"):
+        MODELS["diffurec"].config_cls.from_dict({"num_items": 40, "num_cats": 6, "cfg_scale": 2.0})
+    # A DiffuRec saved while its config carried DreamRec's denoiser fields (which it never read).
+    diffurec = build_model("diffurec", SMALL, shared=True)
+    saved = diffurec.get_config()
+    saved["config"].update({"denoiser_units": 64, "denoiser_layers": 3, "time_embed_dim": 16,
+                            "cfg_scale": 2.0, "cond_dropout": 0.3})
+    assert type(diffurec).from_config(saved).config == diffurec.config
     with pytest.raises(ConfigError, match=r"'sampler_steps' for DINConfig"):
         DINConfig.from_dict({"num_items": 40, "num_cats": 6, "sampler_steps": 3})
     # A DIN saved under the one shared baseline config carried every baseline's fields.

@@ -48,7 +48,7 @@ import keras
 import keras_hub
 from keras import ops
 
-from hierdiffuse_tf.config import DiffuRecConfig, TargetDiffusionConfig
+from hierdiffuse_tf.config import DiffuRecConfig, DreamRecConfig, TargetDiffusionConfig
 from hierdiffuse_tf.diffusion import samplers
 from hierdiffuse_tf.diffusion.denoiser import MLPDenoiser, TimeEmbedding
 from hierdiffuse_tf.diffusion.schedule import CosineSchedule
@@ -156,7 +156,9 @@ class DiffuRec(TargetDiffusionModel):
 class DreamRec(TargetDiffusionModel):
     """DreamRec (Yang et al., NeurIPS 2023) adapted to CTR; see the module docstring."""
 
-    def __init__(self, config, **kwargs):
+    config_cls = DreamRecConfig
+
+    def __init__(self, config: DreamRecConfig, **kwargs):
         super().__init__(config, **kwargs)
         c = config
         self.guided = GuidedDenoiser(

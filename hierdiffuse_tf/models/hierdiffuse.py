@@ -159,6 +159,7 @@ class HierDiffuse(CTRModel):
                                                  return_weights=True)  # (B, d), (B, M)
         short = ops.reshape(user.short, (-1, K * N, d))
         short_mask = ops.reshape(user.short_mask, (-1, K * N))
+        # Only the weights: each session pools its own tokens with them below.
         _, short_weights = self.short_readout(short, short_mask, query=target,
                                               return_weights=True)  # (B, K N)
         # Each session's h_S_k from its own tokens, then Eq. 3 over the non-empty sessions.
@@ -186,14 +187,15 @@ class HierDiffuse(CTRModel):
             x0 = self.x0_norm(x0)
         if guide == "none":
             return x0, None, None, None
-        pooled, tokens, mask, popular, weights, readout = encoded[guide]
+        side = encoded[guide]
         if self.config.guidance == "sgd":
             def pool(x, group_mask):  # The side's token weights, restricted to the group.
-                return readout.pool_weighted(x, weights * ops.cast(group_mask, x.dtype), group_mask)
+                weights = side.weights * ops.cast(group_mask, x.dtype)
+                return side.readout.pool_weighted(x, weights, group_mask)
 
-            return (x0, *semantic_groups(tokens, mask, popular, pool))
-        present = ops.any(mask, axis=-1, keepdims=True)  # (B, 1)
-        return x0, ops.expand_dims(pooled, 1), ops.ones_like(present, "float32"), present
+            return (x0, *semantic_groups(side.tokens, side.mask, side.popular, pool))
+        present = ops.any(side.mask, axis=-1, keepdims=True)  # (B, 1)
+        return x0, ops.expand_dims(side.pooled, 1), ops.ones_like(present, "float32"), present
 
     def fuse(self, x0, conds, shares, present, sampler=None, steps=None):
         """Inference: h_fusion from x_{t*} with eps = 0, by the chosen reverse path."""

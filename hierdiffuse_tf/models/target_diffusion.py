@@ -109,8 +109,11 @@ class TargetDiffusionModel(SequenceCTRModel, abc.ABC):
         # start) swamped the BCE in every variable the two losses share (each clipped to
         # norm 1 on its own by `clipnorm`) and the head learned nothing.
         error = ops.mean(ops.square(self.predict_x0(x_t, t, context, training=True) - x0), axis=-1)
-        clicked = ops.cast(ops.reshape(labels, (-1,)), error.dtype) if labels is not None else 1.0
-        recon = ops.sum(error * clicked) / ops.maximum(ops.sum(clicked * ops.ones_like(error)), 1.0)
+        if labels is None:  # Called without labels (not by `train_step`): every row counts.
+            recon = ops.mean(error)
+        else:  # The mean over the clicked rows.
+            clicked = ops.cast(ops.reshape(labels, (-1,)), error.dtype)
+            recon = ops.sum(error * clicked) / ops.maximum(ops.sum(clicked), 1.0)
         return Forward(logit=logit, aux_loss=self.config.recon_weight * recon, logs={"recon": recon})
 
 

@@ -1,6 +1,8 @@
 """SPEC 1 data: sessions, impressions, negatives, the time split, and both builders."""
 
+import glob
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -198,6 +200,42 @@ def test_the_cache_changes_nothing_that_training_reads(smoke_builder, monkeypatc
     monkeypatch.setattr(pipeline, "CACHE_LIMIT_BYTES", 1000)
     too_large = pipeline.make_dataset(smoke_builder, "train", 16, shuffle=True, seed=3, cache=True)
     assert "CacheDataset" not in stages(too_large)
+
+
+def test_a_split_held_as_arrays_is_decoded_once_per_build_and_mapped_after(smoke_builder, monkeypatch):
+    """ml-1m's training split took about 160 s to decode at the start of every run: the arrays
+    are stored beside the dataset's files once, and later runs map them."""
+    folder = os.path.join(os.fspath(smoke_builder.data_dir), pipeline.ARRAYS_DIR, "train")
+    shutil.rmtree(folder, ignore_errors=True)
+    decoded = pipeline.load_arrays(smoke_builder, "train", verbose=False)
+    stored = pipeline.stored_arrays(smoke_builder, "train")  # Decodes, stores, maps.
+    assert sorted(os.listdir(os.path.dirname(folder))) == ["train"]  # No staging folder left.
+    for name, values in decoded.items():
+        assert isinstance(stored[name], np.memmap) and stored[name].dtype == values.dtype
+        np.testing.assert_array_equal(stored[name], values)
+    decodes = []
+    real_load = pipeline.load_arrays
+    monkeypatch.setattr(pipeline, "load_arrays", lambda *a, **k: decodes.append(a) or real_load(*a, **k))
+    again = pipeline.stored_arrays(smoke_builder, "train")
+    assert decodes == [] and all(np.array_equal(again[k], decoded[k]) for k in decoded)
+    # A rebuilt split (its files rewritten) is decoded and stored again.
+    shard = sorted(glob.glob(os.path.join(os.fspath(smoke_builder.data_dir), f"{smoke_builder.name}-train.*")))[0]
+    stat = os.stat(shard)
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    pipeline.stored_arrays(smoke_builder, "train")
+    assert len(decodes) == 1
+    pipeline.stored_arrays(smoke_builder, "train")
+    assert len(decodes) == 1
+    # Where the folder cannot be written, the decoded arrays are used as they are.
+    shutil.rmtree(folder)
+
+    def read_only(*args):
+        raise PermissionError("read-only data dir")
+
+    monkeypatch.setattr(pipeline, "_store_arrays", read_only)
+    with pytest.warns(UserWarning, match="could not store its decoded arrays"):
+        held = pipeline.stored_arrays(smoke_builder, "train")
+    assert not isinstance(held["label"], np.memmap) and not os.path.exists(folder)
 
 
 def test_a_split_too_large_to_cache_is_read_from_compact_arrays(smoke_builder, monkeypatch):

@@ -216,9 +216,9 @@ def held_arrays(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, np.n
     """`load_arrays` of a split, loaded on the first call in a process and reused after.
 
     The arrays are decoded once per prepared dataset and stored beside its files
-    (`stored_arrays`), then memory-mapped: a later run reads them in a second instead of
-    decoding the split again (about 160 s for ml-1m's training split on 2 cores), and two
-    processes training on the same split share one copy of its pages.
+    (`stored_arrays`), then memory-mapped: a later process reads them in a second instead of
+    decoding the split again (about 160 s for ml-1m's training split on 2 busy cores), and
+    two processes training on the same split share one copy of its pages.
     """
     key = (os.fspath(builder.data_dir), split)
     if key not in _HELD:

@@ -203,8 +203,8 @@ def test_the_cache_changes_nothing_that_training_reads(smoke_builder, monkeypatc
 
 
 def test_a_split_held_as_arrays_is_decoded_once_per_build_and_mapped_after(smoke_builder, monkeypatch):
-    """ml-1m's training split took about 160 s to decode at the start of every run: the arrays
-    are stored beside the dataset's files once, and later runs map them."""
+    """ml-1m's training split took about 160 s to decode in every process that trained on
+    it: the arrays are stored beside the dataset's files once, and later processes map them."""
     folder = os.path.join(os.fspath(smoke_builder.data_dir), pipeline.ARRAYS_DIR, "train")
     shutil.rmtree(folder, ignore_errors=True)
     decoded = pipeline.load_arrays(smoke_builder, "train", verbose=False)

@@ -11,6 +11,7 @@ finished run whose config differs from what the code builds today is refused
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -126,44 +127,14 @@ def train_runs(out: str, dataset: str | pipeline.PreparedDataset, jobs: Sequence
         waiting = []
         for model, overrides, seed in pending:
             key = run_key(model, overrides)
-            run_dir = run_dir_of(out, key, seed)
-            metrics_path = os.path.join(run_dir, "metrics.json")
-            step = f"[{len(finished) + 1}/{total}]"
-            run_overrides = overrides_for(model, common, overrides)
-            made_here = False
-            if not os.path.exists(metrics_path):
-                if not claim_run(run_dir):
-                    waiting.append((model, overrides, seed))
-                    continue
-                try:
-                    # Another process may have finished it while we looked elsewhere.
-                    made_here = not os.path.exists(metrics_path)
-                    source = made_here and _reusable_run(reuse_from, key, seed, model, dataset,
-                                                         data_dir, run_overrides, epochs)
-                    if source:
-                        print(f"{step} {key} seed {seed}: evaluating {source} on {eval_split} "
-                              "(the same config and seed, so not trained again)", flush=True)
-                        training.reevaluate(source, run_dir, eval_split, data_dir, verbose=2, dataset=dataset)
-                    elif made_here:
-                        print(f"{step} training {key} seed {seed}", flush=True)
-                        training.train(model, dataset, run_dir, data_dir=data_dir, epochs=epochs,
-                                       seed=seed, overrides=run_overrides, verbose=2,
-                                       eval_split=eval_split)
-                finally:
-                    release_run(run_dir)
-            if not made_here:
-                drift = config_drift(run_dir, model, dataset, data_dir, run_overrides, epochs, seed)
-                if drift:
-                    raise ConfigError(
-                        f"{run_dir} finished under another config than the one the code builds now "
-                        f"({'; '.join(drift)}), so its results would not be this row's. Move the "
-                        "folder aside to keep it (e.g. under a key naming the old value) or delete it to retrain")
-                print(f"{step} {key} seed {seed}: done already", flush=True)
-            metrics = read_json(metrics_path, required=True)
-            if metrics.get("split", "test") != eval_split:  # E.g. a tuning run in a table's folder.
-                raise ConfigError(f"{metrics_path} was evaluated on {metrics.get('split')!r}, not "
-                                  f"{eval_split!r}: keep tuning runs (`experiment tune`) and table runs apart")
-            finished[(key, seed)] = {**metrics, "run_dir": run_dir}
+            run = _Run(out, key, model, overrides_for(model, common, overrides), seed,
+                       step=f"[{len(finished) + 1}/{total}]")
+            made_here = _produce(run, dataset, epochs, data_dir, eval_split, reuse_from)
+            if made_here is None:  # Another process holds it.
+                waiting.append((model, overrides, seed))
+                continue
+            finished[(key, seed)] = {**_finished_metrics(run, dataset, epochs, data_dir, eval_split,
+                                                         made_here), "run_dir": run.run_dir}
         if waiting and len(waiting) == len(pending):
             if not wait:
                 return None
@@ -176,6 +147,71 @@ def train_runs(out: str, dataset: str | pipeline.PreparedDataset, jobs: Sequence
         key = run_key(model, overrides)
         results[key] = [finished[(key, seed)] for seed in range(count(model))]
     return results
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """One run of `train_runs`: where it lives and what trains it."""
+
+    out: str
+    key: str
+    model: str
+    overrides: list[str]  # The table's `--set` pairs for this model, then the row's own.
+    seed: int
+    step: str  # `[i/n]`, for the progress lines.
+
+    @property
+    def run_dir(self) -> str:
+        return run_dir_of(self.out, self.key, self.seed)
+
+
+def _produce(run: _Run, dataset: pipeline.PreparedDataset, epochs: int | None, data_dir: str | None,
+             eval_split: str, reuse_from: str | None) -> bool | None:
+    """Makes `run`'s `metrics.json` unless it exists: re-evaluates `reuse_from`'s run of
+    the same config and seed, or trains it. True if this call made it, False if it was
+    there, None if another process holds the run."""
+    metrics_path = os.path.join(run.run_dir, "metrics.json")
+    if os.path.exists(metrics_path):
+        return False
+    if not claim_run(run.run_dir):
+        return None
+    try:
+        if os.path.exists(metrics_path):  # Another process finished it while we looked elsewhere.
+            return False
+        source = _reusable_run(reuse_from, run.key, run.seed, run.model, dataset, data_dir,
+                               run.overrides, epochs)
+        if source:
+            print(f"{run.step} {run.key} seed {run.seed}: evaluating {source} on {eval_split} "
+                  "(the same config and seed, so not trained again)", flush=True)
+            training.reevaluate(source, run.run_dir, eval_split, data_dir, verbose=2, dataset=dataset)
+        else:
+            print(f"{run.step} training {run.key} seed {run.seed}", flush=True)
+            training.train(run.model, dataset, run.run_dir, data_dir=data_dir, epochs=epochs,
+                           seed=run.seed, overrides=run.overrides, verbose=2, eval_split=eval_split)
+        return True
+    finally:
+        release_run(run.run_dir)
+
+
+def _finished_metrics(run: _Run, dataset: pipeline.PreparedDataset, epochs: int | None,
+                      data_dir: str | None, eval_split: str, made_here: bool) -> dict:
+    """A finished run's metrics, once it is shown to be this row's: a run found finished
+    must match the config today's code builds (`config_drift`), and any run must have
+    been evaluated on `eval_split`."""
+    if not made_here:
+        drift = config_drift(run.run_dir, run.model, dataset, data_dir, run.overrides, epochs, run.seed)
+        if drift:
+            raise ConfigError(
+                f"{run.run_dir} finished under another config than the one the code builds now "
+                f"({'; '.join(drift)}), so its results would not be this row's. Move the "
+                "folder aside to keep it (e.g. under a key naming the old value) or delete it to retrain")
+        print(f"{run.step} {run.key} seed {run.seed}: done already", flush=True)
+    metrics_path = os.path.join(run.run_dir, "metrics.json")
+    metrics = read_json(metrics_path, required=True)
+    if metrics.get("split", "test") != eval_split:  # E.g. a tuning run in a table's folder.
+        raise ConfigError(f"{metrics_path} was evaluated on {metrics.get('split')!r}, not "
+                          f"{eval_split!r}: keep tuning runs (`experiment tune`) and table runs apart")
+    return metrics
 
 
 def best_epochs(run_metrics: list) -> str:

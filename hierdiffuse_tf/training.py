@@ -116,6 +116,8 @@ def predict_split(model: CTRModel, dataset: tf.data.Dataset, verbose: int = 1):
 
 
 def evaluate(model: CTRModel, dataset: tf.data.Dataset, verbose: int = 1) -> dict:
+    """`ctr_metrics` (AUC, log loss, GAUC, examples) of `model` on `dataset`, and the seconds
+    it took."""
     start = time.perf_counter()
     result = ctr_metrics(*predict_split(model, dataset, verbose))
     result["eval_seconds"] = time.perf_counter() - start
@@ -203,24 +205,7 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
                             shuffle_buffer=train_config.shuffle_buffer, cache=cache)
 
     backup = os.path.join(out_dir, "backup")
-    restarted = run_record.check_backup(backup)  # A backup that cannot be resumed faithfully goes.
-    if restarted:
-        print(f"Note: {restarted}", flush=True)
-    # Early stopping on validation AUC, keeping the best epoch's weights; `RunRecord` drives it, so
-    # that a resumed run keeps its best so far, its wait and the logs of every epoch.
-    stopping = (keras.callbacks.EarlyStopping("val_auc", mode="max", patience=train_config.patience,
-                                              restore_best_weights=True) if train_config.patience else None)
-    record = run_record.RunRecord(backup, stopping)
-    callbacks = [
-        # Before the record: both write after each epoch. The backup outlives `fit` and goes only
-        # once metrics.json is written, so a run killed while it saves or evaluates its model
-        # resumes at its last epoch (no epoch to run; the best weights restored) instead of epoch 1.
-        keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
-        record,
-        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
-        keras.callbacks.TerminateOnNaN(),
-        *extra_callbacks,
-    ]
+    record, callbacks = _run_callbacks(out_dir, backup, train_config.patience, extra_callbacks)
     # Both are read every epoch: kept in memory after the first, where that changes nothing read.
     # A run killed after its early stopping fired runs no more epochs; it only restores the best weights.
     epochs = run_record.stopped_after(backup) or train_config.epochs
@@ -239,6 +224,30 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
     return metrics
 
 
+def _run_callbacks(out_dir: str, backup: str, patience: int,
+                   extra: Sequence[keras.callbacks.Callback]) -> tuple[run_record.RunRecord, list]:
+    """The run's `RunRecord` and `fit`'s callbacks: the resumable backup, the record, TensorBoard
+    logs, a stop on NaN, then `extra`."""
+    restarted = run_record.check_backup(backup)  # A backup that cannot be resumed faithfully goes.
+    if restarted:
+        print(f"Note: {restarted}", flush=True)
+    # Early stopping on validation AUC, keeping the best epoch's weights; `RunRecord` drives it, so
+    # that a resumed run keeps its best so far, its wait and the logs of every epoch.
+    stopping = (keras.callbacks.EarlyStopping("val_auc", mode="max", patience=patience,
+                                              restore_best_weights=True) if patience else None)
+    record = run_record.RunRecord(backup, stopping)
+    return record, [
+        # Before the record: both write after each epoch. The backup outlives `fit` and goes only
+        # once metrics.json is written, so a run killed while it saves or evaluates its model
+        # resumes at its last epoch (no epoch to run; the best weights restored) instead of epoch 1.
+        keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
+        record,
+        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
+        keras.callbacks.TerminateOnNaN(),
+        *extra,
+    ]
+
+
 def best_epoch(history: dict) -> int | None:
     """The 1-based epoch of this run's best validation AUC, or None. Its weights are the
     ones kept when `patience` > 0; with patience 0 the last epoch's are kept."""
@@ -247,6 +256,8 @@ def best_epoch(history: dict) -> int | None:
 
 
 def load_run_model(model_dir: str) -> CTRModel:
+    """The model a run saved (`model_dir/model.keras`); a missing one is an error that says
+    how to make it."""
     path = os.path.join(model_dir, "model.keras")
     if not os.path.exists(path):
         hint = ""

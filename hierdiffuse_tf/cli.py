@@ -381,77 +381,68 @@ def run_experiment(args: argparse.Namespace):
 
 
 def run_bench(args: argparse.Namespace) -> dict:
+    """Runs one benchmark, writes its JSON (and a .md table beside it) and prints the table."""
+    from hierdiffuse_tf.bench import data, inference, training
     from hierdiffuse_tf.bench.timing import write
-    from hierdiffuse_tf.config import (ConfigError, TrainConfig, apply_overrides, override_key,
-                                       unknown_key_message)
-    from hierdiffuse_tf.models import MODELS
 
-    if args.which == "epoch":
-        from hierdiffuse_tf.bench import training
-
-        # `--set` as a table's: train fields too, each model taking the fields it has.
-        summary = training.bench_epoch(args.dataset, args.data_dir, _benched_models(args),
-                                       common=args.set, steps=args.steps)
-        write(summary, args.json, training.markdown_epoch)
-        print(training.markdown_epoch(summary))
-        return summary
-    values, train_values = {}, {}
-    if hasattr(args, "set"):
-        # Each pair is read by the config of a model that has its field (say DiffuRec's
-        # `denoiser`; a field shared by several configs has one type in all); each
-        # benched model then takes its own fields, as a table's `--set` does. A field
-        # that no model has is an error, named against every model's fields.
-        classes = list(dict.fromkeys(cls.config_cls for cls in MODELS.values()))
-        for pair in args.set:
-            owner = next((c for c in classes if override_key(pair) in c.field_names()), None)
-            if owner is None and "=" in pair and override_key(pair) not in TrainConfig.field_names():
-                known = sorted(set().union(*(c.field_names() for c in classes)))
-                raise ConfigError(unknown_key_message(override_key(pair), known, "any model"))
-            apply_overrides(values, train_values, owner or classes[0], [pair])
-        if train_values:
-            raise ConfigError(f"bench {args.which} --set takes model fields only; {sorted(train_values)} "
-                              "are training fields (the batch size is --batch-size)")
-    if args.which in ("inference", "fusion"):
-        from hierdiffuse_tf.bench import inference
-
-        if args.which == "fusion":
-            summary = inference.bench_fusion(_int_list("--batch-sizes", args.batch_sizes),
-                                             repeats=args.repeats, model_values=values)
-            write(summary, args.json, inference.markdown_fusion)
-            print(inference.markdown_fusion(summary))
-            return summary
-        summary = inference.bench_inference(args.batch_size, repeats=args.repeats, model_values=values)
-        write(summary, args.json, inference.markdown)
-        print(inference.markdown(summary))
-        return {"ratios": summary["ratios"], "batches_per_sec": summary["batches_per_sec"]}
-    if args.which in ("train", "profile", "xla"):
-        from hierdiffuse_tf.bench import training
-
-        if args.which == "xla":
-            summary = training.bench_xla(_benched_models(args), args.batch_size, args.steps, args.repeats, values)
-            write(summary, args.json, training.markdown_xla)
-            print(training.markdown_xla(summary))
-            return summary
-
-        if args.which == "train":
-            summary = training.bench_train(_benched_models(args), batch_size=args.batch_size,
-                                           steps=args.steps, model_values=values, repeats=args.repeats)
-            write(summary, args.json, training.markdown_throughput)
-            return summary
-        summary = training.profile_train_step(args.batch_size, steps=args.steps, model_values=values)
-        write(summary, args.json, training.markdown_profile)
-        print(training.markdown_profile(summary))
-        return summary
-    from hierdiffuse_tf.bench import data, training
-
-    if args.which == "beam":
+    if args.which == "beam":  # Each worker count's run is written as soon as it is timed.
         summary = data.bench_beam(args.rows, _int_list("--workers", args.workers), args.workdir,
                                   on_run=lambda r: write(r, args.json, data.markdown_beam))
         print(data.markdown_beam(summary))
         return summary
-    summary = data.bench_data(args.dataset, args.data_dir, args.batch_size, steps=args.steps)
-    write(summary, args.json, training.markdown_throughput)
+    # `bench epoch` takes `--set` as a table does (train fields too); the others model fields only.
+    values = _bench_model_values(args) if args.which != "epoch" else {}
+    benches = {  # name: (the run, its markdown table)
+        "epoch": (lambda: training.bench_epoch(args.dataset, args.data_dir, _benched_models(args),
+                                               common=args.set, steps=args.steps), training.markdown_epoch),
+        "inference": (lambda: inference.bench_inference(args.batch_size, repeats=args.repeats,
+                                                        model_values=values), inference.markdown),
+        "fusion": (lambda: inference.bench_fusion(_int_list("--batch-sizes", args.batch_sizes),
+                                                  repeats=args.repeats, model_values=values),
+                   inference.markdown_fusion),
+        "xla": (lambda: training.bench_xla(_benched_models(args), args.batch_size, args.steps, args.repeats,
+                                           values), training.markdown_xla),
+        "train": (lambda: training.bench_train(_benched_models(args), batch_size=args.batch_size,
+                                               steps=args.steps, model_values=values, repeats=args.repeats),
+                  training.markdown_throughput),
+        "profile": (lambda: training.profile_train_step(args.batch_size, steps=args.steps, model_values=values),
+                    training.markdown_profile),
+        "data": (lambda: data.bench_data(args.dataset, args.data_dir, args.batch_size, steps=args.steps),
+                 training.markdown_throughput),
+    }
+    run, markdown = benches[args.which]
+    summary = run()
+    write(summary, args.json, markdown)
+    print(markdown(summary))
+    if args.which == "inference":  # The rest is in the JSON.
+        return {"ratios": summary["ratios"], "batches_per_sec": summary["batches_per_sec"]}
     return summary
+
+
+def _bench_model_values(args: argparse.Namespace) -> dict:
+    """A benchmark's `--set` pairs as model config values.
+
+    Each pair is read by the config of a model that has its field (say DiffuRec's
+    `denoiser`; a field shared by several configs has one type in all); each benched
+    model then takes its own fields, as a table's `--set` does. A field that no model
+    has is an error, named against every model's fields, and so is a training field.
+    """
+    from hierdiffuse_tf.config import (ConfigError, TrainConfig, apply_overrides, override_key,
+                                       unknown_key_message)
+    from hierdiffuse_tf.models import MODELS
+
+    values, train_values = {}, {}
+    classes = list(dict.fromkeys(cls.config_cls for cls in MODELS.values()))
+    for pair in getattr(args, "set", None) or ():
+        owner = next((c for c in classes if override_key(pair) in c.field_names()), None)
+        if owner is None and "=" in pair and override_key(pair) not in TrainConfig.field_names():
+            known = sorted(set().union(*(c.field_names() for c in classes)))
+            raise ConfigError(unknown_key_message(override_key(pair), known, "any model"))
+        apply_overrides(values, train_values, owner or classes[0], [pair])
+    if train_values:
+        raise ConfigError(f"bench {args.which} --set takes model fields only; {sorted(train_values)} "
+                          "are training fields (the batch size is --batch-size)")
+    return values
 
 
 def run_serving(args: argparse.Namespace):

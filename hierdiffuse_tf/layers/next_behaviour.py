@@ -9,6 +9,7 @@ with the mean of the behaviours up to t as the state (`prefix_mean`).
 
 from __future__ import annotations
 
+import keras
 from keras import ops
 
 
@@ -18,6 +19,18 @@ def prefix_mean(seq, mask):
     total = ops.cumsum(seq * ops.expand_dims(weights, -1), axis=1)
     count = ops.cumsum(weights, axis=1)
     return total / ops.expand_dims(ops.maximum(count, 1.0), -1)
+
+
+def pair_scorer(dim: int, prefix: str) -> list:
+    """The two Dense layers of `pair_logits` (`<prefix>_hidden`, sigmoid, width `dim`;
+    `<prefix>_logit`), built now for `[state, behaviour]` pairs of width `2 dim`: only
+    training calls them, and Keras (under tf.distribute) needs every weight before the
+    first step."""
+    hidden = keras.layers.Dense(dim, activation="sigmoid", name=f"{prefix}_hidden")
+    logit = keras.layers.Dense(1, name=f"{prefix}_logit")
+    hidden.build((None, 2 * dim))
+    logit.build((None, dim))
+    return [hidden, logit]
 
 
 def pair_logits(layers, states, behaviours):

@@ -15,7 +15,7 @@ from keras import ops
 
 from hierdiffuse_tf.config import DIENConfig
 from hierdiffuse_tf.layers.augru import AUGRUCell  # noqa: F401  (also public here)
-from hierdiffuse_tf.layers.next_behaviour import next_behaviour_loss, pair_logits
+from hierdiffuse_tf.layers.next_behaviour import next_behaviour_loss, pair_logits, pair_scorer
 from hierdiffuse_tf.models.base import Forward
 from hierdiffuse_tf.models.sequence_base import SequenceCTRModel
 from hierdiffuse_tf.utils import serializable
@@ -34,12 +34,7 @@ class DIEN(SequenceCTRModel):
         self.extractor = keras.layers.GRU(d, return_sequences=True, name="interest_extractor")
         self.attention = keras.layers.Dense(d, use_bias=False, name="attention")
         self.evolution = keras.layers.RNN(AUGRUCell(d, name="augru_cell"), name="interest_evolution")
-        self.aux_net = [keras.layers.Dense(d, activation="sigmoid", name="aux_hidden"),
-                        keras.layers.Dense(1, name="aux_logit")]
-        # Built now: only training calls them, and Keras (under tf.distribute)
-        # needs every weight before the first step.
-        self.aux_net[0].build((None, 2 * d))
-        self.aux_net[1].build((None, d))
+        self.aux_net = pair_scorer(d, "aux")
 
     def aux_logits(self, states, behaviours):
         return pair_logits(self.aux_net, states, behaviours)

@@ -37,7 +37,7 @@ from hierdiffuse_tf.diffusion.schedule import CosineSchedule
 from hierdiffuse_tf.distribute import batch_random
 from hierdiffuse_tf.guidance.guidance import GuidedDenoiser, semantic_groups
 from hierdiffuse_tf.layers import CTRHead, FeatureEmbedding, MaskedPooling, SequenceEncoder, make_readout
-from hierdiffuse_tf.layers.next_behaviour import next_behaviour_loss, pair_logits, prefix_mean
+from hierdiffuse_tf.layers.next_behaviour import next_behaviour_loss, pair_logits, pair_scorer, prefix_mean
 from hierdiffuse_tf.models.base import CTRModel, Forward
 from hierdiffuse_tf.models.sequence_base import embedded_sequence
 from hierdiffuse_tf.utils import serializable
@@ -124,12 +124,7 @@ class HierDiffuse(CTRModel):
                             context_cross=c.head_short_cross, name="head")
         self.x0_norm = keras.layers.LayerNormalization(name="x0_norm") if c.normalize_x0 else None
         self.noise_seed = keras.random.SeedGenerator(name="diffusion_noise_seed")
-        self.next_net = []
-        if c.next_behaviour_weight:  # Built now: only training calls them (see DIEN).
-            self.next_net = [keras.layers.Dense(c.embed_dim, activation="sigmoid", name="next_hidden"),
-                             keras.layers.Dense(1, name="next_logit")]
-            self.next_net[0].build((None, 2 * c.embed_dim))
-            self.next_net[1].build((None, c.embed_dim))
+        self.next_net = pair_scorer(c.embed_dim, "next") if c.next_behaviour_weight else []
 
     # The parts of the paper, in order.
 

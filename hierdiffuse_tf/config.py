@@ -198,8 +198,8 @@ class SequenceDiffusionConfig(ModelConfig):
 
 @dataclasses.dataclass(frozen=True)
 class GuidedDiffusionConfig(SequenceDiffusionConfig):
-    """The fields of a guided denoiser (`GuidedDenoiser` over a `make_denoiser` network),
-    which HierDiffuse and DreamRec have and DiffuRec does not.
+    """The fields of a guided denoiser (a `GuidedDenoiser` over an MLP or transformer
+    denoiser), which HierDiffuse and DreamRec have and DiffuRec does not.
 
     Args:
         denoiser_units: hidden width of the denoiser.
@@ -435,6 +435,7 @@ class DIENConfig(ModelConfig):
 class TargetDiffusionConfig(SequenceDiffusionConfig):
     """What DiffuRec and DreamRec (SPEC 3), diffusion that generates the target side, share:
     the `SequenceDiffusionConfig` fields (the sequence transformer, T, the DDIM steps) and
+    the one below.
 
     Args:
         recon_weight: weight of the diffusion reconstruction loss.

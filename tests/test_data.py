@@ -209,7 +209,7 @@ def test_a_split_held_as_arrays_is_decoded_once_per_build_and_mapped_after(smoke
     shutil.rmtree(folder, ignore_errors=True)
     decoded = pipeline.load_arrays(smoke_builder, "train", verbose=False)
     stored = pipeline.stored_arrays(smoke_builder, "train")  # Decodes, stores, maps.
-    assert sorted(os.listdir(os.path.dirname(folder))) == ["train"]  # No staging folder left.
+    assert sorted(os.listdir(os.path.dirname(folder))) == ["train", "train.lock"]  # No staging left.
     for name, values in decoded.items():
         assert isinstance(stored[name], np.memmap) and stored[name].dtype == values.dtype
         np.testing.assert_array_equal(stored[name], values)
@@ -226,16 +226,23 @@ def test_a_split_held_as_arrays_is_decoded_once_per_build_and_mapped_after(smoke
     assert len(decodes) == 1
     pipeline.stored_arrays(smoke_builder, "train")
     assert len(decodes) == 1
-    # Where the folder cannot be written, the decoded arrays are used as they are.
+    # Where the folder cannot be written (say, a full disk half-way), the decoded arrays are
+    # used as they are, and nothing half-written is left.
     shutil.rmtree(folder)
+    saved = []
 
-    def read_only(*args):
-        raise PermissionError("read-only data dir")
+    def disk_full(path, values):
+        if saved:
+            raise OSError(28, "No space left on device")
+        saved.append(path)
+        with open(path, "wb") as f:
+            np.lib.format.write_array(f, values)
 
-    monkeypatch.setattr(pipeline, "_store_arrays", read_only)
+    monkeypatch.setattr(pipeline.np, "save", disk_full)
     with pytest.warns(UserWarning, match="could not store its decoded arrays"):
         held = pipeline.stored_arrays(smoke_builder, "train")
-    assert not isinstance(held["label"], np.memmap) and not os.path.exists(folder)
+    assert len(saved) == 1 and not isinstance(held["label"], np.memmap)
+    assert sorted(os.listdir(os.path.dirname(folder))) == ["train.lock"]
 
 
 def test_a_split_too_large_to_cache_is_read_from_compact_arrays(smoke_builder, monkeypatch):

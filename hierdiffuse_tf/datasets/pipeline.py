@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import glob
 import os
 import shutil
@@ -155,9 +157,9 @@ def cacheable(builder: tfds.core.DatasetBuilder, split: str, shuffle: bool) -> b
 
 
 def in_memory(builder: tfds.core.DatasetBuilder, split: str, shuffle: bool) -> bool:
-    """Whether `make_dataset(..., cache=True)` reads a shuffled `split` from arrays in memory
-    (`load_arrays`), in a fresh random order each epoch: where `cacheable` refuses it
-    and its compact arrays are at most `IN_MEMORY_LIMIT_BYTES`."""
+    """Whether `make_dataset(..., cache=True)` reads a shuffled `split` from compact arrays
+    (`load_arrays`, stored once and memory-mapped: `held_arrays`), in a fresh random order
+    each epoch: where `cacheable` refuses it and the arrays are at most `IN_MEMORY_LIMIT_BYTES`."""
     return (shuffle and not cacheable(builder, split, shuffle)
             and decoded_bytes(builder, split, compact=True) <= IN_MEMORY_LIMIT_BYTES)
 
@@ -204,7 +206,7 @@ def load_arrays(builder: tfds.core.DatasetBuilder, split: str, chunk: int = 8192
     return arrays
 
 
-# `held_arrays`' splits, loaded once per process and shared by every dataset made from them
+# `held_arrays`' splits, opened once per process and shared by every dataset made from them
 # (the tf.data functions that read them live as long as the process).
 _HELD: dict[tuple[str, str], dict[str, np.ndarray]] = {}
 
@@ -227,50 +229,71 @@ def held_arrays(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, np.n
 
 
 def _split_stamp(builder: tfds.core.DatasetBuilder, split: str) -> dict:
-    """What identifies a split's build: its example count and each file's name, size and
-    modification time (a rebuild rewrites them)."""
-    files = sorted(glob.glob(os.path.join(os.fspath(builder.data_dir), f"{builder.name}-{split}.*")))
+    """What identifies a split's stored arrays: its example count, each file's name, size and
+    modification time (a rebuild rewrites them), and the types the arrays are held in."""
+    pattern = os.path.join(glob.escape(os.fspath(builder.data_dir)), f"{builder.name}-{split}.*")
     return {"num_examples": builder.info.splits[split].num_examples,
-            "files": [[os.path.basename(f), os.path.getsize(f), os.stat(f).st_mtime_ns] for f in files]}
+            "files": [[os.path.basename(f), os.path.getsize(f), os.stat(f).st_mtime_ns]
+                      for f in sorted(glob.glob(pattern))],
+            "dtypes": {name: compact_dtype(name, f.np_dtype).name for name, f in builder.info.features.items()}}
 
 
 def stored_arrays(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, np.ndarray]:
     """`load_arrays` of a split, memory-mapped from `<data_dir>/compact_arrays/<split>/`.
 
-    The folder is written on first use (and again where the split's files have changed
-    since: `_split_stamp`), whole or not at all: into a folder of this process, renamed
-    into place, so a second process never reads it half-written. Where it cannot be
-    written (say, a read-only data dir), the arrays are held in memory, as decoded.
+    The folder is written on first use, and again where the split's files have
+    changed since (`_split_stamp`). One process at a time checks and writes it (a
+    lock beside it): a second process waits for the first one's arrays instead of
+    decoding the split too. Where it cannot be written (a read-only or remote data
+    dir, a full disk), the arrays are held in memory as decoded, with a warning.
     """
-    folder = os.path.join(os.fspath(builder.data_dir), ARRAYS_DIR, split)
-    stamp = _split_stamp(builder, split)
-    if read_json(os.path.join(folder, "stamp.json")) != stamp:
-        arrays = load_arrays(builder, split)
-        try:
-            _store_arrays(folder, arrays, stamp)
-        except OSError as error:
-            warnings.warn(f"{builder.name}/{split}: could not store its decoded arrays in {folder} "
-                          f"({error}); each run decodes the split again")
-            return arrays
-    return {name: np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r")
-            for name in builder.info.features}
+    data_dir = os.fspath(builder.data_dir)
+    if "://" in data_dir:  # A remote data dir (say gs://): no local folder to map from.
+        return load_arrays(builder, split)
+    root = os.path.join(data_dir, ARRAYS_DIR)
+    folder = os.path.join(root, split)
+    decoded = None
+    try:
+        os.makedirs(root, exist_ok=True)
+        with _exclusive(os.path.join(root, f"{split}.lock")):
+            stamp = _split_stamp(builder, split)
+            if read_json(os.path.join(folder, "stamp.json")) != stamp:
+                decoded = load_arrays(builder, split)
+                _store_arrays(folder, decoded, stamp)
+        return {name: np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r")
+                for name in builder.info.features}
+    except OSError as error:
+        warnings.warn(f"{builder.name}/{split}: could not store its decoded arrays in {folder} "
+                      f"({error}); each process decodes the split again")
+        return decoded if decoded is not None else load_arrays(builder, split)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: str):
+    """Holds an exclusive `flock` on `lock_path` (the kernel drops it if the process dies)."""
+    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _store_arrays(folder: str, arrays: dict[str, np.ndarray], stamp: dict) -> None:
+    """Writes `arrays` and `stamp` into `folder`, replacing a stale copy: whole or not at
+    all (a staging folder, renamed into place; removed if anything fails)."""
     staging = f"{folder}.{os.getpid()}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    for name, values in arrays.items():
-        np.save(os.path.join(staging, f"{name}.npy"), values)
-    write_json(os.path.join(staging, "stamp.json"), stamp)
-    if os.path.isdir(folder) and read_json(os.path.join(folder, "stamp.json")) != stamp:
-        shutil.rmtree(folder, ignore_errors=True)  # A stale copy (a mapped file outlives its removal).
     try:
+        os.makedirs(staging)
+        for name, values in arrays.items():
+            np.save(os.path.join(staging, f"{name}.npy"), values)
+        write_json(os.path.join(staging, "stamp.json"), stamp)
+        shutil.rmtree(folder, ignore_errors=True)  # A stale copy (a mapped file outlives its removal).
         os.rename(staging, folder)
-    except OSError:  # Another process stored the same split first: keep its copy.
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        if read_json(os.path.join(folder, "stamp.json")) != stamp:
-            raise
+        raise
 
 
 def _from_arrays(builder: tfds.core.DatasetBuilder, arrays: dict, batch_size: int, seed: int,
@@ -324,9 +347,9 @@ def make_dataset(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
     examples then come from memory, in the same order (ml-100k's training split:
     about 14k examples/s decoded, 167k from the cache; docs/performance.md).
     A shuffled split that cannot be cached so (ml-1m's training split: 16
-    files, 5 GiB decoded) is loaded here, once per process, into compact arrays
-    (`in_memory`, `held_arrays`), and each epoch reads it in a fresh permutation of the whole
-    split instead of the shuffled files through a `shuffle_buffer`.
+    files, 5 GiB decoded) is read from compact arrays, decoded once per build and
+    memory-mapped after (`in_memory`, `held_arrays`), and each epoch reads it in a fresh
+    permutation of the whole split instead of the shuffled files through a `shuffle_buffer`.
     """
     if split not in builder.info.splits:
         raise DatasetError(f"Split {split!r} not in {builder.name}: {sorted(builder.info.splits)}")

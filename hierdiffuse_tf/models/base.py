@@ -32,7 +32,7 @@ class Forward:
     Attributes:
         logit: `(B,)` logits.
         aux_loss: scalar added to the BCE (already weighted), or 0.
-        logs: scalars to report, keyed by the names in `CTRModel.log_names`.
+        logs: scalars to report, keyed by the names of `CTRModel.logged(config)`.
     """
 
     logit: Any

@@ -442,8 +442,8 @@ def test_reproduce_tunes_then_trains_both_tables_with_the_winners_under_one_out(
 
 def test_train_ahead_trains_each_models_table_runs_once_its_own_trials_are_in(tmp_path, monkeypatch):
     """With one model's trials still held by another process, the other models' Table 1 runs
-    and Table 2's (HierDiffuse's winner known) are trained now, nothing is waited for, and a
-    second pass that learns no new winner ends it."""
+    and Table 2's (HierDiffuse's winner known) are trained first, then the trials left,
+    nothing is waited for, and trials that make no new winner known end it."""
     from hierdiffuse_tf.experiments import reproduction
 
     trials = experiments.tuning_trials(2)
@@ -466,10 +466,26 @@ def test_train_ahead_trains_each_models_table_runs_once_its_own_trials_are_in(tm
                              epochs=2, common=["patience=1"])
     ready = [m for m in experiments.TABLE1_MODELS if m != "dien"]
     hd = experiments.run_key("hierdiffuse", trials[1])  # Its second trial won; the others' first.
-    assert [c[0] for c in calls] == ["tuning", ".", ".", "tuning"]  # Then no new winner: done.
-    assert calls[0][1] == [experiments.run_key(m, t) for m in experiments.TABLE1_MODELS for t in trials]
-    assert calls[1][1:] == ([hd if m == "hierdiffuse" else m for m in ready], {m: counts[m] for m in ready})
-    assert calls[2][1:] == ([experiments.run_key("hierdiffuse", (*trials[1], "direction=short_to_long")), hd], 3)
+    assert [c[0] for c in calls] == [".", ".", "tuning"]  # Then no new winner: done.
+    assert calls[0][1:] == ([hd if m == "hierdiffuse" else m for m in ready], {m: counts[m] for m in ready})
+    assert calls[1][1:] == ([experiments.run_key("hierdiffuse", (*trials[1], "direction=short_to_long")), hd], 3)
+    assert calls[2][1] == [experiments.run_key(m, t) for m in experiments.TABLE1_MODELS for t in trials]
+    # Trials that make a winner known (DIEN's, finished by now) bring its Table 1 runs.
+    calls.clear()
+
+    def trials_finish(out, data, jobs, seeds, **kwargs):
+        fake_train_runs(out, data, jobs, seeds, **kwargs)
+        for trial, auc in zip(trials, (0.85, 0.86)):
+            run_dir = experiments.runs.run_dir_of(str(tmp_path / "tuning"), experiments.run_key("dien", trial), 0)
+            os.makedirs(run_dir, exist_ok=True)
+            with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+                json.dump({"auc": auc, "split": "validation"}, f)
+
+    monkeypatch.setattr(reproduction, "train_runs", trials_finish)
+    reproduction.train_ahead(ANY, str(tmp_path), 2, counts, 3, experiments.select_rows("e:short->long"),
+                             epochs=2, common=["patience=1"])
+    assert [c[0] for c in calls] == [".", ".", "tuning", ".", ".", "tuning"]
+    assert experiments.run_key("dien", trials[1]) in calls[3][1] and "dien" not in calls[0][2]
 
 
 def test_a_sampler_row_is_timed_at_its_faster_compile(monkeypatch):

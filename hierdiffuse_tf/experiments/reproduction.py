@@ -13,7 +13,9 @@ wait for the other's last run at every stage (up to an epoch or two of a slow
 model). So each process first trains ahead (`train_ahead`): every run whose
 settings are already known and that no process holds, a model's Table 1 runs
 as soon as its own trials have all finished, Table 2's once HierDiffuse's
-have. The stages then find those runs done.
+have, before the trials still to run. A model's results are then complete as
+soon as its settings are known, not when every model's tuning is. The stages
+then find those runs done.
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ def train_ahead(data: pipeline.PreparedDataset, out: str, trials: int, counts: M
                 rows_spec: Sequence[Row], epochs: int | None = None, data_dir: str | None = None,
                 common: Sequence[str] = ()) -> None:
     """Trains, without waiting for another process, every run of `reproduce` whose settings are
-    known: the tuning trials, then Table 1's runs of each model whose trials have all finished,
-    then Table 2's once HierDiffuse's have; again while more winners become known.
+    known: Table 1's runs of each model whose trials have all finished, Table 2's once
+    HierDiffuse's have, then the tuning trials still to run; again while they make more
+    winners known.
 
     `counts` is each model's seed count for Table 1, `seeds` Table 2's. What another process
     holds is left to it; the stages that follow wait for it and write the tables.
@@ -61,13 +64,8 @@ def train_ahead(data: pipeline.PreparedDataset, out: str, trials: int, counts: M
     tuning_out = os.path.join(out, "tuning")
     shared = dict(epochs=epochs, data_dir=data_dir, common=common, wait=False)
     trial_jobs = [(m, t) for m in TABLE1_MODELS for t in tuning_trials(trials)]
-    known = None
+    best = winners_so_far(out, TABLE1_MODELS, trials)
     while True:
-        train_runs(tuning_out, data, trial_jobs, 1, eval_split="validation", reuse_from=out, **shared)
-        best = winners_so_far(out, TABLE1_MODELS, trials)
-        if best == known:
-            return
-        known = best
         tuned = {"path": f"{tuning_out} (the winners so far)", "best": best}
         ready = [m for m in TABLE1_MODELS if m in best]
         if ready:
@@ -75,3 +73,7 @@ def train_ahead(data: pipeline.PreparedDataset, out: str, trials: int, counts: M
                        reuse_from=tuning_out, **shared)
         if "hierdiffuse" in best:
             train_runs(out, data, table2_jobs(tuned, rows_spec, common), seeds, reuse_from=tuning_out, **shared)
+        train_runs(tuning_out, data, trial_jobs, 1, eval_split="validation", reuse_from=out, **shared)
+        known, best = best, winners_so_far(out, TABLE1_MODELS, trials)
+        if best == known:  # The trials made no new winner known: nothing more to train ahead.
+            return

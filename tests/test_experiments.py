@@ -692,10 +692,12 @@ def test_a_bench_set_is_read_by_the_benched_model_that_has_the_field(monkeypatch
     seen = {}
     monkeypatch.setattr(bench_training, "bench_train", lambda models, **kw: seen.update(models=models, **kw) or {})
     monkeypatch.setattr("hierdiffuse_tf.bench.timing.write", lambda *a, **k: None)
+    monkeypatch.setattr(bench_training, "markdown_throughput", lambda result: "the table")
     assert cli.main(["bench", "train", "--models", "diffurec,din", "--set", "denoiser=sequence",
                      "--set", "attention_units=8,4"]) == 0
     assert seen["models"] == ("diffurec", "din") and seen["repeats"] == 2
     assert seen["model_values"] == {"denoiser": "sequence", "attention_units": (8, 4)}
+    assert "the table" in capsys.readouterr().out  # Printed, as every benchmark's is.
     # A field that no benched model has is refused by name.
     assert cli.main(["bench", "train", "--models", "din", "--set", "attention_unit=8"]) == 2
     assert "'attention_unit' for any model. Did you mean 'attention_units'" in capsys.readouterr().err

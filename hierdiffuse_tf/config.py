@@ -38,6 +38,12 @@ def _check(condition: bool, field: str, problem: str, value: Any) -> None:
         raise ConfigError(f"`{field}` {problem}. Received: `{field}={value!r}`")
 
 
+def _at_least_one(config, *fields: str) -> None:
+    """Each of `config`'s `fields` must be >= 1; the error names the first that is not."""
+    for field in fields:
+        _check(getattr(config, field) >= 1, field, "must be >= 1", getattr(config, field))
+
+
 def _one_of(field: str, value: Any, allowed: Sequence[str]) -> None:
     _check(value in allowed, field, f"must be one of {list(allowed)}", value)
 
@@ -146,8 +152,7 @@ class ModelConfig(BaseConfig):
     def validate(self) -> None:
         _check(self.num_items >= 0, "num_items", "must be >= 0", self.num_items)
         _check(self.num_cats >= 0, "num_cats", "must be >= 0", self.num_cats)
-        for name in ("max_long", "num_sessions", "session_len", "embed_dim"):
-            _check(getattr(self, name) >= 1, name, "must be >= 1", getattr(self, name))
+        _at_least_one(self, "max_long", "num_sessions", "session_len", "embed_dim")
         _one_of("embed_combiner", self.embed_combiner, COMBINERS)
         if self.embed_combiner == "concat":
             _check(self.embed_dim % 2 == 0, "embed_dim", "must be even with embed_combiner='concat'",
@@ -187,8 +192,7 @@ class SequenceDiffusionConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("encoder_heads", "encoder_ffn_dim", "sampler_steps"):
-            _check(getattr(self, name) >= 1, name, "must be >= 1", getattr(self, name))
+        _at_least_one(self, "encoder_heads", "encoder_ffn_dim", "sampler_steps")
         _check(self.encoder_layers >= 0, "encoder_layers", "must be >= 0 (0: no transformer block)",
                self.encoder_layers)
         _check(self.embed_dim % self.encoder_heads == 0, "encoder_heads",
@@ -218,11 +222,15 @@ class GuidedDiffusionConfig(SequenceDiffusionConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("denoiser_units", "denoiser_layers", "time_embed_dim"):
-            _check(getattr(self, name) >= 1, name, "must be >= 1", getattr(self, name))
+        _at_least_one(self, "denoiser_units", "denoiser_layers", "time_embed_dim")
         _check(self.cfg_scale >= 0.0, "cfg_scale", "must be >= 0", self.cfg_scale)
         _check(0.0 <= self.cond_dropout < 1.0, "cond_dropout", "must be in [0, 1)",
                self.cond_dropout)
+
+
+# The guided denoiser's own fields (DiffuRec's configs carried them until 2026-12-06).
+GUIDED_DENOISER_FIELDS = frozenset(GuidedDiffusionConfig.field_names()) - frozenset(
+    SequenceDiffusionConfig.field_names())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,7 +360,7 @@ class HierDiffuseConfig(GuidedDiffusionConfig):
 
     def validate(self) -> None:
         super().validate()
-        _check(self.schedule_steps >= 1, "schedule_steps", "must be >= 1", self.schedule_steps)
+        _at_least_one(self, "schedule_steps")
         _check(0.0 <= self.schedule_s < 1.0, "schedule_s", "must be in [0, 1)", self.schedule_s)
         _check(0.0 < self.max_beta < 1.0, "max_beta", "must be in (0, 1)", self.max_beta)
         _check(0 <= self.t_star <= self.diffusion_steps, "t_star",
@@ -468,8 +476,7 @@ class DiffuRecConfig(TargetDiffusionConfig):
     """DiffuRec (SPEC 3): the `TargetDiffusionConfig` fields and its denoiser.
 
     Its configs saved before 2026-12-06 also carry DreamRec's denoiser fields, which
-    it never read (`denoiser_units`, `denoiser_layers`, `time_embed_dim`, `cfg_scale`,
-    `cond_dropout`): they are dropped on loading (`RETIRED_FIELDS`).
+    it never read (`GUIDED_DENOISER_FIELDS`): they are dropped on loading (`RETIRED_FIELDS`).
 
     Args:
         denoiser: how the noisy target meets the behaviour sequence.
@@ -486,8 +493,7 @@ class DiffuRecConfig(TargetDiffusionConfig):
     """
 
     LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"denoiser": "sequence"}
-    RETIRED_FIELDS: typing.ClassVar[frozenset[str]] = ModelConfig.RETIRED_FIELDS | {
-        "denoiser_units", "denoiser_layers", "time_embed_dim", "cfg_scale", "cond_dropout"}
+    RETIRED_FIELDS: typing.ClassVar[frozenset[str]] = ModelConfig.RETIRED_FIELDS | GUIDED_DENOISER_FIELDS
 
     denoiser: str = "cross_attention"
 
@@ -528,11 +534,10 @@ class TrainConfig(BaseConfig):
     patience: int = 0
 
     def __post_init__(self):
-        _check(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
-        _check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)
+        _at_least_one(self, "epochs", "batch_size")
         _check(self.learning_rate > 0, "learning_rate", "must be > 0", self.learning_rate)
         _check(self.clipnorm >= 0, "clipnorm", "must be >= 0", self.clipnorm)
-        _check(self.shuffle_buffer >= 1, "shuffle_buffer", "must be >= 1", self.shuffle_buffer)
+        _at_least_one(self, "shuffle_buffer")
         _one_of("strategy", self.strategy, STRATEGIES)
         _check(self.patience >= 0, "patience", "must be >= 0", self.patience)
 

@@ -196,6 +196,8 @@ def test_sampler_switch_changes_only_the_inference_path():
     inputs = tcc_model.fusion_inputs(x)
     expected = tcc_model.fuse(*inputs, sampler="ddim", steps=5).numpy()
     np.testing.assert_allclose(ddim.fuse(*ddim.fusion_inputs(x)).numpy(), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"`sampler` must be one of \['tcc', 'ddim', 'ddpm', 'none'\]"):
+        tcc_model.fuse(*inputs, sampler="ddmp")
 
 
 def test_config_errors_name_the_field():

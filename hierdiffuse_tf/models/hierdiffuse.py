@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import keras
 from keras import ops
 
-from hierdiffuse_tf.config import HierDiffuseConfig
+from hierdiffuse_tf.config import SAMPLERS, HierDiffuseConfig
 from hierdiffuse_tf.diffusion import samplers, tcc
 from hierdiffuse_tf.diffusion.denoiser import make_denoiser
 from hierdiffuse_tf.diffusion.schedule import CosineSchedule
@@ -210,7 +210,7 @@ class HierDiffuse(CTRModel):
                                         steps or self.config.sampler_steps, self.schedule)
         if sampler == "ddpm":
             return samplers.ddpm_sample(predict_x0, x_start, t_star, self.schedule)
-        raise ValueError(f"`sampler` must be one of 'tcc', 'ddim', 'ddpm', 'none'. Received: {sampler!r}")
+        raise ValueError(f"`sampler` must be one of {list(SAMPLERS)}. Received: {sampler!r}")
 
     def fuse_and_train(self, x0, conds, shares, present):
         """Training: h_fusion from x_{t*}, plus the TCC losses, in one denoiser call.

@@ -8,7 +8,12 @@ epoch 6 would then keep the best of epochs 6-8 (not, say, epoch 4's), wait
 `patience` epochs again, and report 3 epochs run. `RunRecord` keeps all of
 that beside the backup, after every epoch, and gives it back on resume, so a
 resumed run stops, keeps its weights and reports its epochs as if it had never
-stopped (up to the random streams, which restart).
+stopped. It keeps the model's random streams too (the states of its
+`keras.random.SeedGenerator`s: dropout masks, diffusion noise), which
+`BackupAndRestore` does not save; `training.train` starts the data's shuffling
+at the resumed epoch (`resumed_epochs`). Together they make a resumed run
+train as the uninterrupted one would, instead of replaying epoch 1's batches
+and random numbers in its first epoch after the restart (tested).
 
 `check_backup` is called before `fit`: a backup whose record is missing or
 from another epoch (a run killed between the two writes, or backed up by a
@@ -32,6 +37,7 @@ from hierdiffuse_tf.utils import write_json
 
 RECORD = "run_record.json"
 BEST_WEIGHTS = "best_weights.npz"
+SEED_STATES = "seed_states.npz"
 BACKUP_METADATA = "training_metadata.json"  # Written by `BackupAndRestore`.
 
 
@@ -57,6 +63,18 @@ def check_backup(backup_dir: str) -> str | None:
             f"{'is missing' if record is None else f'holds {recorded}'}; the run starts again from epoch 1")
 
 
+def resumed_epochs(backup_dir: str) -> int:
+    """The epochs that a kept backup holds (0 if there is none): where `fit` resumes.
+    Call it after `check_backup`."""
+    metadata = _read(os.path.join(backup_dir, BACKUP_METADATA))
+    return int(metadata["epoch"]) if metadata else 0
+
+
+def seed_states(model: keras.Model) -> list:
+    """The state variables of `model`'s `keras.random.SeedGenerator`s, in the model's order."""
+    return [v for v in model.variables if v.path.rsplit("/", 1)[-1] == "seed_generator_state"]
+
+
 def stopped_after(backup_dir: str) -> int | None:
     """The epochs of a run whose record says its early stopping had fired (a run killed
     after its last epoch, before its backup was removed): `fit` is then called with
@@ -75,9 +93,12 @@ class RunRecord(keras.callbacks.Callback):
         early_stopping: an optional `keras.callbacks.EarlyStopping` that this
             callback drives (do not pass it to `fit` as well): its best value,
             epoch, weights and wait are part of the record.
+        commit: the code that trains this process's epochs (`training.git_commit()`),
+            recorded per epoch: a run resumed in another session names both.
 
-    After `fit`, `history` holds every epoch's logs since the run began and
-    `seconds` the time spent in its epochs, both across restarts.
+    After `fit`, `history` holds every epoch's logs since the run began,
+    `seconds` the time spent in its epochs and `commits` each epoch's commit,
+    all across restarts.
 
     Example:
     >>> record = RunRecord(backup_dir, keras.callbacks.EarlyStopping("val_auc", mode="max", patience=2,
@@ -86,12 +107,15 @@ class RunRecord(keras.callbacks.Callback):
     ...           callbacks=[keras.callbacks.BackupAndRestore(backup_dir), record])
     """
 
-    def __init__(self, directory: str, early_stopping: keras.callbacks.EarlyStopping | None = None):
+    def __init__(self, directory: str, early_stopping: keras.callbacks.EarlyStopping | None = None,
+                 commit: str | None = None):
         super().__init__()
         self.directory = directory
         self.early_stopping = early_stopping
+        self.commit = commit
         self.history: dict[str, list[float]] = {}
         self.seconds = 0.0
+        self.commits: list[str | None] = []
         self._started = None
 
     def set_model(self, model):
@@ -112,12 +136,29 @@ class RunRecord(keras.callbacks.Callback):
                                f"backup resumes at epoch {resumed_at}; remove the directory to start again "
                                "(`check_backup` does so before `fit`)")
         self.history, self.seconds = record["history"], record["seconds"]
+        self.commits = record.get("commits") or [None] * record["epochs"]  # None: not recorded then.
+        self._restore_seed_states()
         if stopping is not None:
             stopping.best, stopping.best_epoch, stopping.wait = record["best"], record["best_epoch"], record["wait"]
             weights = os.path.join(self.directory, BEST_WEIGHTS)
             if stopping.restore_best_weights and os.path.exists(weights):
                 with np.load(weights) as saved:
                     stopping.best_weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+    def _restore_seed_states(self):
+        path = os.path.join(self.directory, SEED_STATES)
+        states = seed_states(self.model)
+        if not os.path.exists(path):  # A backup written before the states were kept.
+            print(f"Note: {self.directory} holds no random-stream states; the resumed epochs draw "
+                  "their random numbers afresh", flush=True)
+            return
+        with np.load(path) as saved:
+            values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        if len(values) != len(states) or any(v.shape != s.shape for v, s in zip(values, states)):
+            raise RuntimeError(f"The random-stream states in {path} ({len(values)}) do not match the model's "
+                               f"({len(states)}): is it the same model? Remove the directory to start again")
+        for state, value in zip(states, values):
+            state.assign(value)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
@@ -126,7 +167,9 @@ class RunRecord(keras.callbacks.Callback):
         self.seconds += time.perf_counter() - self._started
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
-        record = {"epochs": epoch + 1, "history": self.history, "seconds": self.seconds}
+        self.commits.append(self.commit)
+        record = {"epochs": epoch + 1, "history": self.history, "seconds": self.seconds,
+                  "commits": self.commits}
         stopping = self.early_stopping
         if stopping is not None:
             stopping.on_epoch_end(epoch, logs)
@@ -136,6 +179,9 @@ class RunRecord(keras.callbacks.Callback):
             record.update(best=None if best is None else float(best), best_epoch=int(stopping.best_epoch),
                           wait=int(stopping.wait), stopped=bool(getattr(self.model, "stop_training", False)))
         os.makedirs(self.directory, exist_ok=True)
+        # Before the record: a run killed between the two writes has a record of the epoch before,
+        # which `check_backup` finds does not match the backup, so no state is read of another epoch.
+        np.savez(os.path.join(self.directory, SEED_STATES), *[v.numpy() for v in seed_states(self.model)])
         write_json(os.path.join(self.directory, RECORD), record)  # Whole or not at all.
 
     def on_train_end(self, logs=None):

@@ -192,20 +192,24 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
         model_name, data, config_file, overrides, epochs, seed)
     os.makedirs(out_dir, exist_ok=True)
     keras.utils.set_random_seed(train_config.seed)
+    commit = git_commit()
     run = {"model": model_name, "dataset": data.name, "model_config": model_config.to_dict(),
-           "train_config": train_config.to_dict(), "git_commit": git_commit()}
+           "train_config": train_config.to_dict(), "git_commit": commit}
     write_json(os.path.join(out_dir, "config.json"), run, indent=2)
 
     strategy = distribute.make_strategy(train_config.strategy)
     with strategy.scope():  # Keras keeps the strategy for fit, evaluate and predict.
         model = compile_model(model_cls(model_config), train_config)
 
-    def make(split: str, shuffle: bool, cache: bool = False):
-        return data.batches(split, train_config.batch_size, shuffle=shuffle, seed=train_config.seed,
-                            shuffle_buffer=train_config.shuffle_buffer, cache=cache)
-
     backup = os.path.join(out_dir, "backup")
-    record, callbacks = _run_callbacks(out_dir, backup, train_config.patience, extra_callbacks)
+    record, callbacks = _run_callbacks(out_dir, backup, train_config.patience, extra_callbacks, commit)
+    resumed = run_record.resumed_epochs(backup)
+
+    def make(split: str, shuffle: bool, cache: bool = False):
+        # A resumed run's shuffling starts where the uninterrupted run's would be.
+        return data.batches(split, train_config.batch_size, shuffle=shuffle, seed=train_config.seed,
+                            shuffle_buffer=train_config.shuffle_buffer, cache=cache, start_epoch=resumed)
+
     # Both are read every epoch: kept in memory after the first, where that changes nothing read.
     # A run killed after its early stopping fired runs no more epochs; it only restores the best weights.
     epochs = run_record.stopped_after(backup) or train_config.epochs
@@ -218,14 +222,15 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
     metrics.update({"seconds": record.seconds, "seed": train_config.seed, "model": model_name,
                     "dataset": data.name, "split": eval_split, "epochs_run": len(history.get("loss", [])),
                     "xla_training": bool(model.jit_compile),  # Under XLA the random streams differ.
-                    "best_epoch": best_epoch(history), "history": history})
+                    "best_epoch": best_epoch(history), "history": history,
+                    "epoch_commits": record.commits})  # config.json's `git_commit` is the last process's.
     write_json(os.path.join(out_dir, "metrics.json"), metrics, indent=2)
     shutil.rmtree(backup, ignore_errors=True)  # The run is finished: nothing left to resume.
     return metrics
 
 
-def _run_callbacks(out_dir: str, backup: str, patience: int,
-                   extra: Sequence[keras.callbacks.Callback]) -> tuple[run_record.RunRecord, list]:
+def _run_callbacks(out_dir: str, backup: str, patience: int, extra: Sequence[keras.callbacks.Callback],
+                   commit: str | None = None) -> tuple[run_record.RunRecord, list]:
     """The run's `RunRecord` and `fit`'s callbacks: the resumable backup, the record, TensorBoard
     logs, a stop on NaN, then `extra`."""
     restarted = run_record.check_backup(backup)  # A backup that cannot be resumed faithfully goes.
@@ -235,7 +240,7 @@ def _run_callbacks(out_dir: str, backup: str, patience: int,
     # that a resumed run keeps its best so far, its wait and the logs of every epoch.
     stopping = (keras.callbacks.EarlyStopping("val_auc", mode="max", patience=patience,
                                               restore_best_weights=True) if patience else None)
-    record = run_record.RunRecord(backup, stopping)
+    record = run_record.RunRecord(backup, stopping, commit)
     return record, [
         # Before the record: both write after each epoch. The backup outlives `fit` and goes only
         # once metrics.json is written, so a run killed while it saves or evaluates its model

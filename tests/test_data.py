@@ -202,6 +202,44 @@ def test_the_cache_changes_nothing_that_training_reads(smoke_builder, monkeypatc
     assert "CacheDataset" not in stages(too_large)
 
 
+@pytest.mark.parametrize("held_as_arrays", [False, True])
+def test_a_dataset_started_at_epoch_k_reads_what_epoch_k_plus_1_would(smoke_builder, monkeypatch,
+                                                                             held_as_arrays):
+    """A run resumed after k epochs makes its datasets again: its first epoch must read the
+    uninterrupted run's epoch k + 1, not epoch 1's order again (files with a shuffle buffer,
+    cached or not, and ml-1m's compact arrays). Here the epochs are read as `fit` reads them:
+    each makes one more iterator once it has read its batches (`FIT_ITERATORS_PER_EPOCH`)."""
+    if held_as_arrays:
+        monkeypatch.setattr(pipeline, "CACHE_LIMIT_BYTES", 1000)
+        monkeypatch.setattr(pipeline, "_HELD", {})
+        assert pipeline.in_memory(smoke_builder, "train", shuffle=True)
+
+    def order(ds):  # One epoch, as `fit` reads it.
+        read = np.concatenate([np.stack([f["user_id"].numpy(), f["target_item"].numpy()], -1) for f, _ in ds])
+        for _ in range(pipeline.FIT_ITERATORS_PER_EPOCH - 1):
+            iter(ds)
+        return read
+
+    for cache in (False, True):
+        def make(start_epoch=0):
+            return pipeline.make_dataset(smoke_builder, "train", 16, shuffle=True, seed=5, cache=cache,
+                                         start_epoch=start_epoch)
+
+        uninterrupted = make()
+        passes = [order(uninterrupted) for _ in range(3)]
+        assert not np.array_equal(passes[0], passes[1]) and not np.array_equal(passes[1], passes[2])
+        for k in (1, 2):
+            resumed = make(start_epoch=k)
+            np.testing.assert_array_equal(order(resumed), passes[k])
+            if k == 1:
+                np.testing.assert_array_equal(order(resumed), passes[2])  # And on from there.
+    # Splits read in order are not affected; a negative epoch is an error.
+    val = [order(pipeline.make_dataset(smoke_builder, "validation", 16, start_epoch=k)) for k in (0, 3)]
+    np.testing.assert_array_equal(*val)
+    with pytest.raises(ValueError, match="start_epoch"):
+        pipeline.make_dataset(smoke_builder, "train", 16, shuffle=True, start_epoch=-1)
+
+
 def test_a_split_held_as_arrays_is_decoded_once_per_build_and_mapped_after(smoke_builder, monkeypatch):
     """ml-1m's training split took about 160 s to decode in every process that trained on
     it: the arrays are stored beside the dataset's files once, and later processes map them."""

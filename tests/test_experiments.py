@@ -512,6 +512,10 @@ def test_a_table_names_the_commits_its_runs_were_trained_under(tmp_path, monkeyp
         runs.append({"run_dir": str(run_dir)})
     runs = {"din": runs}  # As `train_runs` returns them: each key's seeds.
     assert report.run_commits(runs) == ["aaaaaaaaaa", "bbbbbbbbbb-dirty"]
+    # A run resumed in a later session: its config names the last commit, its metrics every epoch's.
+    runs["din"][0]["epoch_commits"] = ["c" * 40, "a" * 40]
+    assert report.run_commits(runs) == ["aaaaaaaaaa", "bbbbbbbbbb-dirty", "cccccccccc"]
+    del runs["din"][0]["epoch_commits"]
     monkeypatch.setattr(report.training, "git_commit", lambda: "a" * 40)
     meta = report.table_meta("movielens_1m_ctr", 3, 2, None, "hierdiffuse experiment table1", runs)
     report.write_table([{"model": "din"}], [("model", "model", "{}")], str(tmp_path), "t", meta)

@@ -245,24 +245,43 @@ def test_cli_reports_bad_input_as_one_line_errors(data_dir, smoke_builder, tmp_p
         assert err.startswith("error: ") and message in err, (argv, err)
 
 
+class Interrupt(keras.callbacks.Callback):
+    """Kills a run after its first epoch, once that epoch's backup is written."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise RuntimeError("killed")
+
+
+def assert_trained_alike(resumed: dict, resumed_dir, straight: dict, straight_dir):
+    """A resumed run trained as the uninterrupted one did: the same epochs, the same validation
+    AUCs and the same weights (the same batches and random numbers in every epoch)."""
+    np.testing.assert_allclose(resumed["history"]["val_auc"], straight["history"]["val_auc"], rtol=1e-6)
+    np.testing.assert_allclose(resumed["history"]["loss"], straight["history"]["loss"], rtol=1e-5)
+    weights = [training.load_run_model(str(d)).get_weights() for d in (resumed_dir, straight_dir)]
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_backup(smoke_builder, data_dir, tmp_path, monkeypatch):
-    class Interrupt(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 0:
-                raise RuntimeError("killed")
-
     args = dict(model_name="hierdiffuse", dataset=SMOKE, out_dir=str(tmp_path), data_dir=data_dir,
                 epochs=2, seed=1, overrides=TINY_SETS + ["batch_size=512", "patience=2"], verbose=0)
     with pytest.raises(RuntimeError, match="killed"):
         training.train(**args, extra_callbacks=[Interrupt()])
     assert os.path.isdir(tmp_path / "backup")
+    assert os.path.exists(tmp_path / "backup" / run_record.SEED_STATES)
     metrics = training.train(**args)
     # Only the second epoch was left to run, and the run reports both, as if never stopped.
     assert metrics["epochs_run"] == 2 and len(metrics["history"]["val_auc"]) == 2
     assert metrics["best_epoch"] == int(np.argmax(metrics["history"]["val_auc"])) + 1
     assert metrics["seconds"] > 0
     assert not os.path.exists(tmp_path / "backup")  # Cleaned up after a finished run.
+    assert metrics["epoch_commits"] == [training.git_commit()] * 2  # Each epoch's code, across restarts.
+    # It trained as the run that was never killed: dropout, diffusion noise and batch order
+    # carried on (before, its second epoch replayed the first's batches and random numbers).
+    straight = training.train(**{**args, "out_dir": str(tmp_path / "straight")})
+    assert_trained_alike(metrics, tmp_path, straight, tmp_path / "straight")
 
     # Killed after its last epoch, while it evaluates: resumed, it trains no epoch again.
     class Epochs(keras.callbacks.Callback):
@@ -284,6 +303,51 @@ def test_killed_run_resumes_from_its_backup(smoke_builder, data_dir, tmp_path, m
     resumed = training.train(**late, extra_callbacks=[Epochs()])
     assert Epochs.begun == 0 and resumed["epochs_run"] == 2 and len(resumed["history"]["val_auc"]) == 2
     assert not (tmp_path / "late" / "backup").exists()
+
+
+@pytest.mark.slow
+def test_a_resumed_run_on_compact_arrays_trains_as_the_uninterrupted_one(smoke_builder, data_dir, tmp_path,
+                                                                         monkeypatch):
+    """ml-1m's case: the training split is read from compact arrays, in a permutation per epoch."""
+    monkeypatch.setattr(pipeline, "CACHE_LIMIT_BYTES", 1000)
+    monkeypatch.setattr(pipeline, "_HELD", {})
+    assert pipeline.in_memory(smoke_builder, "train", shuffle=True)
+    args = dict(model_name="din", dataset=SMOKE, data_dir=data_dir, epochs=2, seed=2, verbose=0,
+                overrides=["batch_size=256", "patience=2", "dropout=0.3"])
+    with pytest.raises(RuntimeError, match="killed"):
+        training.train(**args, out_dir=str(tmp_path / "killed"), extra_callbacks=[Interrupt()])
+    resumed = training.train(**args, out_dir=str(tmp_path / "killed"))
+    straight = training.train(**args, out_dir=str(tmp_path / "straight"))
+    assert_trained_alike(resumed, tmp_path / "killed", straight, tmp_path / "straight")
+
+
+def test_a_backup_without_random_states_resumes_with_a_note(tmp_path, capsys):
+    """Backups written before the states were kept still resume (their random numbers afresh);
+    states of another model are an error, not a silent mismatch."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dropout(0.5), keras.layers.Dense(1)])
+    record = {"epochs": 1, "history": {"loss": [0.5]}, "seconds": 1.0}
+    (tmp_path / run_record.RECORD).write_text(json.dumps(record))
+    model._initial_epoch = 1
+    resumed = run_record.RunRecord(str(tmp_path))
+    resumed.set_model(model)
+    resumed.on_train_begin()
+    assert "no random-stream states" in capsys.readouterr().out and resumed.history == record["history"]
+    assert resumed.commits == [None]  # A record from before commits were kept.
+    state = run_record.seed_states(model)
+    assert len(state) == 1
+    state[0].assign([7, 9])
+    resumed.on_epoch_begin(1)
+    resumed.on_epoch_end(1, {"loss": 0.4})
+    state[0].assign([0, 0])
+    model._initial_epoch = 2
+    resumed.on_train_begin()  # Reads the states written by the epoch that just ended.
+    np.testing.assert_array_equal(state[0].numpy(), [7, 9])
+    other = keras.Sequential([keras.Input((3,)), keras.layers.Dropout(0.5), keras.layers.Dropout(0.5)])
+    other._initial_epoch = 2
+    mismatched = run_record.RunRecord(str(tmp_path))
+    mismatched.set_model(other)
+    with pytest.raises(RuntimeError, match="random-stream states.*do not match"):
+        mismatched.on_train_begin()
 
 
 def test_a_resumed_run_keeps_its_early_stopping_state(tmp_path):

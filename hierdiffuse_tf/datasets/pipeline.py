@@ -297,18 +297,21 @@ def _store_arrays(folder: str, arrays: dict[str, np.ndarray], stamp: dict) -> No
 
 
 def _from_arrays(builder: tfds.core.DatasetBuilder, arrays: dict, batch_size: int, seed: int,
-                 drop_remainder: bool) -> tf.data.Dataset:
+                 drop_remainder: bool, start_epoch: int = 0) -> tf.data.Dataset:
     """Batches gathered from `load_arrays`' arrays in a fresh permutation each epoch,
     with each feature back at its dataset dtype.
 
     The permutations are drawn from one generator seeded with `seed`: each pass
     over the dataset takes the next, so a dataset made again with the same seed
-    reads the same epochs in the same order.
+    reads the same epochs in the same order. The first pass reads epoch
+    `start_epoch`'s (0-based) permutation: the ones before it are drawn and dropped.
     """
     names = sorted(arrays)
     dtypes = [np.dtype(builder.info.features[name].np_dtype) for name in names]
     count = len(arrays[names[0]])
     rng = np.random.default_rng(seed)
+    for _ in range(start_epoch):
+        rng.permutation(count)
 
     def permutation():
         return rng.permutation(count).astype(np.int64)
@@ -334,7 +337,8 @@ def _from_arrays(builder: tfds.core.DatasetBuilder, arrays: dict, batch_size: in
 
 def make_dataset(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
                  shuffle: bool = False, seed: int = 0, shuffle_buffer: int = 50_000,
-                 drop_remainder: bool = False, cache: bool = False) -> tf.data.Dataset:
+                 drop_remainder: bool = False, cache: bool = False,
+                 start_epoch: int = 0) -> tf.data.Dataset:
     """Batched `(features, label)` for `model.fit`, `evaluate` and `predict`.
 
     Examples are decoded one by one, then batched, labelled and prefetched.
@@ -350,11 +354,18 @@ def make_dataset(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
     files, 5 GiB decoded) is read from compact arrays, decoded once per build and
     memory-mapped after (`in_memory`, `held_arrays`), and each epoch reads it in a fresh
     permutation of the whole split instead of the shuffled files through a `shuffle_buffer`.
+
+    With `shuffle`, `start_epoch` k makes `model.fit`'s first epoch read the
+    order that its epoch k + 1 would read on the dataset made with 0, so that
+    a run resumed after k epochs reads its next epoch as if it had never
+    stopped (not epoch 1's order again).
     """
     if split not in builder.info.splits:
         raise DatasetError(f"Split {split!r} not in {builder.name}: {sorted(builder.info.splits)}")
+    if start_epoch < 0:
+        raise ValueError(f"`start_epoch` must be >= 0. Received: {start_epoch}")
     if cache and in_memory(builder, split, shuffle):
-        ds = _from_arrays(builder, held_arrays(builder, split), batch_size, seed, drop_remainder)
+        ds = _from_arrays(builder, held_arrays(builder, split), batch_size, seed, drop_remainder, start_epoch)
     else:
         read_config = tfds.ReadConfig(try_autocache=False, shuffle_seed=seed)
         ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
@@ -363,7 +374,30 @@ def make_dataset(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
         if shuffle:
             ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
+        if shuffle:
+            _skip_orders(ds, FIT_ITERATORS_PER_EPOCH * start_epoch)
     return ds.map(split_label, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+# Iterators that Keras' `fit` (3.15) makes of a training dataset of known size per epoch, without
+# `steps_per_epoch`: one when the epoch begins, which it reads, and one once it has read every
+# batch, which the next epoch does not use. A file-read split's order is drawn at each (below);
+# the compact arrays draw theirs when a pass begins reading, so they need no such count.
+FIT_ITERATORS_PER_EPOCH = 2
+
+
+def _skip_orders(ds: tf.data.Dataset, count: int) -> None:
+    """Moves `ds`'s reshuffling on by `count` orders without reading an example.
+
+    tf.data's `shuffle(..., reshuffle_each_iteration=True)` and TFDS's file
+    shuffling draw an order from a seed generator owned by the dataset each
+    time an iterator is created, so creating and dropping `count` iterators
+    moves the next iterator to the order it would have had. Tested through
+    `fit` (tests/test_model.py: a resumed run trains as the uninterrupted
+    one), so a Keras or TensorFlow that changes either count fails there.
+    """
+    for _ in range(count):
+        iter(ds)
 
 
 def sequence_shape(builder: tfds.core.DatasetBuilder) -> dict:

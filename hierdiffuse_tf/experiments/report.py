@@ -81,12 +81,14 @@ def table_meta(dataset, seeds, epochs, batch_size, command, runs: Mapping[str, S
 
 
 def run_commits(runs: Mapping[str, Sequence[dict]]) -> list[str]:
-    """The distinct commits (shortened) in the `config.json` of each run's `run_dir`."""
+    """The distinct commits (shortened) that trained each run: every epoch's (`epoch_commits`
+    in its metrics, since 2026-12-06) and the one in the `config.json` of its `run_dir`."""
     commits = set()
     for metrics in (m for seeds in runs.values() for m in seeds):
         config = read_json(os.path.join(metrics["run_dir"], "config.json")) or {}
-        if config.get("git_commit"):
-            commits.add(_short_commit(config["git_commit"]))
+        for commit in [config.get("git_commit"), *(metrics.get("epoch_commits") or [])]:
+            if commit:
+                commits.add(_short_commit(commit))
     return sorted(commits)
 
 

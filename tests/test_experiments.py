@@ -566,6 +566,7 @@ def test_status_reads_finished_training_and_stopped_runs_without_taking_their_lo
     assert "| runs/din/seed2 | stopped | 1 | 0.8400 | - |" in table
     assert "| tuning/runs/dien/seed0 | stopped | 0 | - | - |" in table
     assert "1 finished, 1 training, 2 stopped" in table
+    assert "| din | 1 | 0.7700 ± 0.0000 |" in table  # Finished table seeds only, not tuning runs.
     assert (held / "train.lock").read_text() == str(os.getpid())  # Read, never claimed or removed.
     assert experiments.claim_run(str(held))  # Nothing of status's holds it.
     experiments.release_run(str(held))

@@ -21,6 +21,7 @@ import dataclasses
 import glob
 import os
 
+from hierdiffuse_tf.experiments.report import summary
 from hierdiffuse_tf.run_record import RECORD
 from hierdiffuse_tf.utils import read_json  # None for a file missing or cut short.
 
@@ -35,6 +36,7 @@ class RunStatus:
     val_auc: tuple[float, ...]  # Validation AUC after each of those epochs.
     result: str = ""  # A finished run's metric, e.g. "test AUC 0.8714".
     pid: int | None = None  # The process training it.
+    auc: float | None = None  # A finished run's AUC on its split.
 
 
 def _alive(pid: int) -> bool:
@@ -62,7 +64,8 @@ def run_status(run_dir: str, name: str) -> RunStatus:
     if metrics is not None:
         history = metrics.get("history", {}).get("val_auc", [])
         result = f"{metrics.get('split', 'test')} AUC {metrics['auc']:.4f}" if "auc" in metrics else ""
-        return RunStatus(name, "finished", int(metrics.get("epochs_run", len(history))), tuple(history), result)
+        return RunStatus(name, "finished", int(metrics.get("epochs_run", len(history))), tuple(history), result,
+                         auc=metrics.get("auc"))
     record = read_json(os.path.join(run_dir, "backup", RECORD)) or {}
     history = tuple(record.get("history", {}).get("val_auc", []))
     pid = _lock_pid(run_dir)
@@ -97,4 +100,20 @@ def markdown_status(statuses: list[RunStatus]) -> str:
     lines.append("")
     lines.append(", ".join(f"{n} {state}" for state, n in counts.items())
                  + " (runs not started yet have no folder and are not listed)")
+    rows = seeds_so_far(statuses)
+    if rows:
+        lines += ["", "Tables' rows so far, over their finished seeds (mean ± std as the tables give it):", "",
+                  "| row | seeds finished | test AUC (mean ± std) |", "|---|---|---|"]
+        lines += [f"| {key} | {len(aucs)} | {summary(aucs)['auc_pm']} |" for key, aucs in rows.items()]
     return "\n".join(lines)
+
+
+def seeds_so_far(statuses: list[RunStatus]) -> dict[str, list[float]]:
+    """`{row key: [test AUC of each finished seed]}` for the tables' runs (`runs/<key>/seed<k>`),
+    before a table is written: what its `AUC (mean ± std)` column would read now."""
+    rows: dict[str, list[float]] = {}
+    for s in statuses:
+        parts = s.run.split(os.sep)
+        if len(parts) == 3 and parts[0] == "runs" and s.state == "finished" and s.auc is not None:
+            rows.setdefault(parts[1], []).append(float(s.auc))
+    return rows

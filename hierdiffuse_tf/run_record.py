@@ -52,9 +52,8 @@ def check_backup(backup_dir: str) -> str | None:
     """
     if not os.path.isdir(backup_dir):
         return None
-    metadata = _read(os.path.join(backup_dir, BACKUP_METADATA))
     record = _read(os.path.join(backup_dir, RECORD))
-    epochs = int(metadata["epoch"]) if metadata else 0
+    epochs = resumed_epochs(backup_dir)
     recorded = int(record["epochs"]) if record else 0
     if epochs == recorded:
         return None
@@ -64,10 +63,20 @@ def check_backup(backup_dir: str) -> str | None:
 
 
 def resumed_epochs(backup_dir: str) -> int:
-    """The epochs that a kept backup holds (0 if there is none): where `fit` resumes.
-    Call it after `check_backup`."""
+    """The epochs that a backup holds (0 if there is none): where `fit` resumes, once
+    `check_backup` has kept it."""
     metadata = _read(os.path.join(backup_dir, BACKUP_METADATA))
     return int(metadata["epoch"]) if metadata else 0
+
+
+def _save_arrays(path: str, arrays) -> None:
+    np.savez(path, *arrays)
+
+
+def _load_arrays(path: str) -> list[np.ndarray]:
+    """The arrays `_save_arrays` wrote, in order."""
+    with np.load(path) as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
 
 def seed_states(model: keras.Model) -> list:
@@ -142,8 +151,7 @@ class RunRecord(keras.callbacks.Callback):
             stopping.best, stopping.best_epoch, stopping.wait = record["best"], record["best_epoch"], record["wait"]
             weights = os.path.join(self.directory, BEST_WEIGHTS)
             if stopping.restore_best_weights and os.path.exists(weights):
-                with np.load(weights) as saved:
-                    stopping.best_weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+                stopping.best_weights = _load_arrays(weights)
 
     def _restore_seed_states(self):
         path = os.path.join(self.directory, SEED_STATES)
@@ -152,8 +160,7 @@ class RunRecord(keras.callbacks.Callback):
             print(f"Note: {self.directory} holds no random-stream states; the resumed epochs draw "
                   "their random numbers afresh", flush=True)
             return
-        with np.load(path) as saved:
-            values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        values = _load_arrays(path)
         if len(values) != len(states) or any(v.shape != s.shape for v, s in zip(values, states)):
             raise RuntimeError(f"The random-stream states in {path} ({len(values)}) do not match the model's "
                                f"({len(states)}): is it the same model? Remove the directory to start again")
@@ -174,14 +181,14 @@ class RunRecord(keras.callbacks.Callback):
         if stopping is not None:
             stopping.on_epoch_end(epoch, logs)
             if stopping.best_epoch == epoch and stopping.best_weights is not None:
-                np.savez(os.path.join(self.directory, BEST_WEIGHTS), *stopping.best_weights)
+                _save_arrays(os.path.join(self.directory, BEST_WEIGHTS), stopping.best_weights)
             best = stopping.best
             record.update(best=None if best is None else float(best), best_epoch=int(stopping.best_epoch),
                           wait=int(stopping.wait), stopped=bool(getattr(self.model, "stop_training", False)))
         os.makedirs(self.directory, exist_ok=True)
         # Before the record: a run killed between the two writes has a record of the epoch before,
         # which `check_backup` finds does not match the backup, so no state is read of another epoch.
-        np.savez(os.path.join(self.directory, SEED_STATES), *[v.numpy() for v in seed_states(self.model)])
+        _save_arrays(os.path.join(self.directory, SEED_STATES), [v.numpy() for v in seed_states(self.model)])
         write_json(os.path.join(self.directory, RECORD), record)  # Whole or not at all.
 
     def on_train_end(self, logs=None):

@@ -94,9 +94,7 @@ def export_saved_model(model: CTRModel, path: str, signatures=None,
     def rank(features):
         user = {k: features[k] for k in USER_FEATURES}
         tokens = model.user_side(user)  # Batch 1: the encoders run once per request.
-        count = tf.shape(features["candidate_items"])[0]
-        tiled = type(tokens)(*(tf.repeat(v, count, axis=0) for v in tokens))
-        logit = model.score_candidates(tiled, features["candidate_items"], features["candidate_cats"],
+        logit = model.score_candidates(tokens, features["candidate_items"], features["candidate_cats"],
                                        sampler="tcc")
         return {"ctr": tf.sigmoid(logit), "logit": logit}
 

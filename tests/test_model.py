@@ -159,6 +159,28 @@ def test_every_switch_builds_trains_and_round_trips(switch, tmp_path):
     np.testing.assert_allclose(restored(x)["ctr"].numpy(), model(x)["ctr"].numpy(), rtol=1e-6)
 
 
+SHARED_USER_SWITCHES = [{}, {"readout": "mean"}, {"guidance": "cfg"}, {"direction": "short_to_long"},
+                        {"direction": "long_to_none"}, {"sampler": "none"}, {"readout_recency": True}]
+
+
+@pytest.mark.parametrize("switch", SHARED_USER_SWITCHES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
+def test_one_user_side_broadcast_to_every_candidate_scores_as_the_tiled_rows(switch):
+    """`rank`'s path: a 1-row user side against C targets equals C aligned rows."""
+    model = build_model("hierdiffuse", {**SMALL, **switch})
+    x = random_features(model.config, 12)
+    model(x)
+    rng = np.random.default_rng(1)  # The readouts' score layers start at zero: move every weight.
+    model.set_weights([w + 0.1 * rng.standard_normal(w.shape).astype(w.dtype) for w in model.get_weights()])
+    user = model.user_side({k: v[:1] for k, v in x.items()})
+    tiled = type(user)(*(np.repeat(v, 12, axis=0) for v in user))
+    for sampler in ("tcc", "ddim"):
+        shared = model.score_candidates(user, x["target_item"], x["target_cat"], sampler=sampler, steps=3)
+        rows = model.score_candidates(tiled, x["target_item"], x["target_cat"], sampler=sampler, steps=3)
+        assert shared.shape == (12,)
+        np.testing.assert_allclose(shared.numpy(), rows.numpy(), rtol=1e-5, atol=1e-6)
+        assert np.ptp(rows.numpy()) > 1e-3  # The targets score differently, so the check has teeth.
+
+
 def test_a_no_fusion_model_saved_with_the_tcc_logs_reloads(tmp_path, monkeypatch):
     """Before `logged` followed the config, every HierDiffuse tracked the TCC terms, so a
     `model.keras` of a no-fusion run holds four trackers that today's model lacks."""

@@ -267,12 +267,24 @@ class HierDiffuse(CTRModel):
         return self.encode(features, training=False)
 
     def score_candidates(self, user: UserTokens, items, cats, sampler=None, steps=None):
-        """Logits `(B,)` of targets `(B,)` for user sides of `B` rows (rows aligned):
-        the readouts, the fusion (by `sampler`, default the config's) and the head."""
-        target = self.embedding(items, cats)  # (B, d)
+        """Logits `(C,)` of targets `(C,)`: the readouts, the fusion (by `sampler`,
+        default the config's) and the head.
+
+        `user` has C rows aligned with the targets, or one row that every target
+        shares (`rank`). One row is not tiled: its tokens broadcast against the
+        targets in the readouts, so what depends on the user alone (the
+        activation unit's key term, the groups' shares) is computed once.
+        """
+        target = self.embedding(items, cats)  # (C, d)
         encoded = self.read_out(user, target)
-        h_fusion = self.fuse(*self.diffusion_inputs(encoded), sampler=sampler, steps=steps)
-        return self.head(h_fusion, target, encoded["short"].pooled, training=False)
+        rows = ops.shape(target)[0]
+
+        def per_target(v):  # A user-only value of one row, repeated for each target.
+            return None if v is None else ops.broadcast_to(v, (rows, *v.shape[1:]))
+
+        inputs = [per_target(v) for v in self.diffusion_inputs(encoded)]
+        h_fusion = self.fuse(*inputs, sampler=sampler, steps=steps)
+        return self.head(h_fusion, target, per_target(encoded["short"].pooled), training=False)
 
     def fusion_inputs(self, features):
         """`diffusion_inputs` for the rows' own targets, at inference (benchmarks, tests)."""

@@ -17,8 +17,9 @@ and random numbers in its first epoch after the restart (tested).
 
 `check_backup` is called before `fit`: a backup whose record is missing or
 from another epoch (a run killed between the two writes, or backed up by a
-version without the record) cannot be resumed faithfully, and is removed, so
-the run starts again from its first epoch. The record is written by each
+version without the record), or that has no random-stream states (backed up
+by a version before they were kept), cannot be resumed faithfully, and is
+removed, so the run starts again from its first epoch. The record is written by each
 process that trains; with a `multi_worker` strategy, where Keras'
 `BackupAndRestore` does not resume either, give each worker its own `--out`.
 """
@@ -48,18 +49,26 @@ def check_backup(backup_dir: str) -> str | None:
     The backup and the record must hold the same number of epochs: a run killed
     between the two writes, one backed up by a version without the record, or a
     backup half deleted at the end of a run (`training.train` removes it once
-    the run's metrics are written) cannot be resumed faithfully.
+    the run's metrics are written) cannot be resumed faithfully. Nor can one
+    without the random-stream states (every epoch writes them, even for a model
+    without random streams): its resumed epochs would draw epoch 1's dropout
+    masks and noise again, since the streams start from their seeds.
     """
     if not os.path.isdir(backup_dir):
         return None
     record = _read(os.path.join(backup_dir, RECORD))
     epochs = resumed_epochs(backup_dir)
     recorded = int(record["epochs"]) if record else 0
-    if epochs == recorded:
+    if epochs == recorded and (epochs == 0 or os.path.exists(os.path.join(backup_dir, SEED_STATES))):
         return None
     shutil.rmtree(backup_dir)
-    return (f"the backup in {backup_dir} holds {epochs} epoch(s) but its run record "
-            f"{'is missing' if record is None else f'holds {recorded}'}; the run starts again from epoch 1")
+    if epochs == recorded:
+        why = (f"the backup in {backup_dir} holds no random-stream states (it was written before they "
+               f"were kept), so resuming it would draw epoch 1's random numbers again")
+    else:
+        why = (f"the backup in {backup_dir} holds {epochs} epoch(s) but its run record "
+               f"{'is missing' if record is None else f'holds {recorded}'}")
+    return why + "; the run starts again from epoch 1"
 
 
 def resumed_epochs(backup_dir: str) -> int:
@@ -156,10 +165,10 @@ class RunRecord(keras.callbacks.Callback):
     def _restore_seed_states(self):
         path = os.path.join(self.directory, SEED_STATES)
         states = seed_states(self.model)
-        if not os.path.exists(path):  # A backup written before the states were kept.
-            print(f"Note: {self.directory} holds no random-stream states; the resumed epochs draw "
-                  "their random numbers afresh", flush=True)
-            return
+        if not os.path.exists(path):
+            raise RuntimeError(f"{self.directory} holds no random-stream states, so the run cannot resume "
+                               "as it would have gone on; remove the directory to start again "
+                               "(`check_backup` does so before `fit`)")
         values = _load_arrays(path)
         if len(values) != len(states) or any(v.shape != s.shape for v, s in zip(values, states)):
             raise RuntimeError(f"The random-stream states in {path} ({len(values)}) do not match the model's "

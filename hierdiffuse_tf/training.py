@@ -26,7 +26,7 @@ from hierdiffuse_tf import config as config_lib
 from hierdiffuse_tf import distribute, run_record
 from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.models import CTRModel, get_model_class
-from hierdiffuse_tf.utils import write_json
+from hierdiffuse_tf.utils import read_json, write_json
 
 
 def git_commit() -> str | None:
@@ -191,6 +191,12 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
     model_cls, model_config, train_config = resolve_configs(
         model_name, data, config_file, overrides, epochs, seed)
     os.makedirs(out_dir, exist_ok=True)
+    backup = os.path.join(out_dir, "backup")
+    restarted = run_record.check_backup(backup)  # A backup that cannot be resumed faithfully goes.
+    if restarted:
+        print(f"Note: {restarted}", flush=True)
+    if run_record.resumed_epochs(backup):  # Before config.json is written over: it is the backup's.
+        _check_resume(out_dir, backup, model_name, data.name, model_config, train_config)
     keras.utils.set_random_seed(train_config.seed)
     commit = git_commit()
     run = {"model": model_name, "dataset": data.name, "model_config": model_config.to_dict(),
@@ -201,7 +207,6 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
     with strategy.scope():  # Keras keeps the strategy for fit, evaluate and predict.
         model = compile_model(model_cls(model_config), train_config)
 
-    backup = os.path.join(out_dir, "backup")
     record, callbacks = _run_callbacks(out_dir, backup, train_config.patience, extra_callbacks, commit)
     resumed = run_record.resumed_epochs(backup)
 
@@ -229,13 +234,48 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
     return metrics
 
 
+# Settings that a resumed run may change: how many epochs it runs in all.
+RESUMABLE_CHANGES = ("epochs",)
+
+
+def config_changes(recorded: dict, model_config, train_config, ignore: Sequence[str] = ()) -> list[str]:
+    """`field: recorded -> now` for each field of the configs where a run's `config.json`
+    (`recorded`) differs from `model_config` and `train_config`, but those in `ignore`.
+
+    A field the run did not record is compared through its config class's
+    `LEGACY_DEFAULTS` value, or not at all if it has none; a field it recorded
+    that no longer exists is not compared.
+    """
+    changes = []
+    for part, config in (("model_config", model_config), ("train_config", train_config)):
+        now = json.loads(json.dumps(config.to_dict()))  # Tuples as the JSON lists that were recorded.
+        then = {**config.LEGACY_DEFAULTS, **recorded.get(part, {})}
+        changes += [f"{k}: {then[k]!r} -> {now[k]!r}" for k in sorted(then.keys() & now.keys())
+                    if k not in ignore and then[k] != now[k]]
+    return changes
+
+
+def _check_resume(out_dir: str, backup: str, model_name: str, dataset: str, model_config,
+                  train_config) -> None:
+    """Refuses to resume a backup under other settings than it was trained with (say, a
+    default changed between two sessions): its weights and optimizer would go on under the
+    new ones, and `config.json` would claim them for the whole run."""
+    recorded = read_json(os.path.join(out_dir, "config.json"))
+    if recorded is None:
+        return  # Nothing to compare: the record of the settings was lost, not the settings.
+    changes = [f"{k}: {recorded.get(k)!r} -> {v!r}" for k, v in (("model", model_name), ("dataset", dataset))
+               if recorded.get(k) != v]
+    changes += config_changes(recorded, model_config, train_config, ignore=RESUMABLE_CHANGES)
+    if changes:
+        raise config_lib.ConfigError(
+            f"{backup} holds a run trained with other settings than these ({'; '.join(changes)}): "
+            f"resume it with its own settings (its config.json), or remove {backup} to start again")
+
+
 def _run_callbacks(out_dir: str, backup: str, patience: int, extra: Sequence[keras.callbacks.Callback],
                    commit: str | None = None) -> tuple[run_record.RunRecord, list]:
     """The run's `RunRecord` and `fit`'s callbacks: the resumable backup, the record, TensorBoard
     logs, a stop on NaN, then `extra`."""
-    restarted = run_record.check_backup(backup)  # A backup that cannot be resumed faithfully goes.
-    if restarted:
-        print(f"Note: {restarted}", flush=True)
     # Early stopping on validation AUC, keeping the best epoch's weights; `RunRecord` drives it, so
     # that a resumed run keeps its best so far, its wait and the logs of every epoch.
     stopping = (keras.callbacks.EarlyStopping("val_auc", mode="max", patience=patience,
@@ -292,7 +332,7 @@ def reevaluate(source_dir: str, out_dir: str, split: str, data_dir: str | None =
     data): `experiment tune` takes a table's seed-0 run of the defaults this
     way instead of training it again. `out_dir` gets the source's
     `config.json` and `model.keras`, and a `metrics.json` whose training
-    record (`seconds`, `history`, `seed`) is the source's, whose metrics are
+    record (`seconds`, `history`, `seed`, `epoch_commits`) is the source's, whose metrics are
     `split`'s, and whose `evaluated_from` names the source.
     """
     source = {name: os.path.join(source_dir, name) for name in ("config.json", "model.keras", "metrics.json")}
@@ -308,7 +348,8 @@ def reevaluate(source_dir: str, out_dir: str, split: str, data_dir: str | None =
         shutil.copy2(source[name], os.path.join(out_dir, name))
     metrics = evaluate_run(out_dir, dataset or trained["dataset"], split, data_dir, batch_size, verbose)
     del metrics["model_dir"]
-    kept = ("seconds", "seed", "model", "epochs_run", "best_epoch", "xla_training", "history")
+    kept = ("seconds", "seed", "model", "epochs_run", "best_epoch", "xla_training", "history",
+            "epoch_commits")
     metrics.update({key: trained[key] for key in kept if key in trained}, evaluated_from=source_dir)
     write_json(os.path.join(out_dir, "metrics.json"), metrics, indent=2)
     return metrics

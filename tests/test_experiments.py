@@ -365,7 +365,7 @@ def test_tune_selects_on_validation_and_table1_trains_the_winner(smoke_builder, 
     assert table_run["split"] == "test"
     assert table_run["evaluated_from"] == str(tmp_path / "tuning" / "runs" / key / "seed0")
     tuning_run = json.load(open(tmp_path / "tuning" / "runs" / key / "seed0" / "metrics.json"))
-    for field in ("best_epoch", "epochs_run", "xla_training", "seconds"):  # Its training record.
+    for field in ("best_epoch", "epochs_run", "xla_training", "seconds", "epoch_commits"):  # Its training record.
         assert table_run[field] == tuning_run[field]
     train_config = rows[0]["config"]["train_config"]
     for override in best:

@@ -293,6 +293,11 @@ def test_killed_run_resumes_from_its_backup(smoke_builder, data_dir, tmp_path, m
         training.train(**args, extra_callbacks=[Interrupt()])
     assert os.path.isdir(tmp_path / "backup")
     assert os.path.exists(tmp_path / "backup" / run_record.SEED_STATES)
+    # Resumed under other settings (a default changed between sessions, say): refused, nothing touched.
+    recorded = (tmp_path / "config.json").read_text()
+    with pytest.raises(ConfigError, match=r"other settings than these \(learning_rate: 0.001 -> 0.01\)"):
+        training.train(**{**args, "overrides": args["overrides"] + ["learning_rate=0.01"]})
+    assert (tmp_path / "config.json").read_text() == recorded and os.path.isdir(tmp_path / "backup")
     metrics = training.train(**args)
     # Only the second epoch was left to run, and the run reports both, as if never stopped.
     assert metrics["epochs_run"] == 2 and len(metrics["history"]["val_auc"]) == 2
@@ -343,18 +348,19 @@ def test_a_resumed_run_on_compact_arrays_trains_as_the_uninterrupted_one(smoke_b
     assert_trained_alike(resumed, tmp_path / "killed", straight, tmp_path / "straight")
 
 
-def test_a_backup_without_random_states_resumes_with_a_note(tmp_path, capsys):
-    """Backups written before the states were kept still resume (their random numbers afresh);
-    states of another model are an error, not a silent mismatch."""
+def test_random_states_are_kept_each_epoch_and_a_backup_without_them_is_not_resumed(tmp_path):
+    """The states written at an epoch's end come back on resume; a record without them
+    (backed up before they were kept) or with another model's is an error, not a resume
+    that would draw epoch 1's random numbers again or mismatch them silently."""
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dropout(0.5), keras.layers.Dense(1)])
     record = {"epochs": 1, "history": {"loss": [0.5]}, "seconds": 1.0}
     (tmp_path / run_record.RECORD).write_text(json.dumps(record))
     model._initial_epoch = 1
     resumed = run_record.RunRecord(str(tmp_path))
     resumed.set_model(model)
-    resumed.on_train_begin()
-    assert "no random-stream states" in capsys.readouterr().out and resumed.history == record["history"]
-    assert resumed.commits == [None]  # A record from before commits were kept.
+    with pytest.raises(RuntimeError, match="holds no random-stream states"):
+        resumed.on_train_begin()
+    assert resumed.history == record["history"] and resumed.commits == [None]  # No commits recorded then.
     state = run_record.seed_states(model)
     assert len(state) == 1
     state[0].assign([7, 9])
@@ -419,6 +425,12 @@ def test_a_backup_without_a_matching_record_is_started_again(tmp_path):
     backup.mkdir()
     (backup / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
     (backup / "run_record.json").write_text('{"epochs": 3, "history": {}, "seconds": 1.0}')
+    # Backed up before the random-stream states were kept: resuming would replay epoch 1's.
+    assert "holds no random-stream states" in run_record.check_backup(str(backup)) and not backup.exists()
+    backup.mkdir()
+    (backup / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
+    (backup / "run_record.json").write_text('{"epochs": 3, "history": {}, "seconds": 1.0}')
+    np.savez(backup / run_record.SEED_STATES)  # A model without random streams writes an empty file.
     assert run_record.check_backup(str(backup)) is None and backup.exists()
     assert run_record.check_backup(str(tmp_path / "none")) is None
     # Half deleted at the end of a run: the record without the backup's metadata goes too.

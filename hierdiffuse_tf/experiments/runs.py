@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import json
 import os
 import re
 import time
@@ -253,13 +252,6 @@ def config_drift(run_dir: str, model: str, dataset: str | pipeline.PreparedDatas
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
         return []
-    recorded = read_json(path, required=True)
     data = pipeline.open_dataset(dataset, data_dir, auto_prepare=False)
     _, model_config, train_config = training.resolve_configs(model, data, None, overrides, epochs, seed)
-    drift = []
-    for part, config in (("model_config", model_config), ("train_config", train_config)):
-        now = json.loads(json.dumps(config.to_dict()))  # Tuples as the JSON lists that were recorded.
-        then = {**config.LEGACY_DEFAULTS, **recorded.get(part, {})}
-        drift += [f"{k}: {then[k]!r} -> {now[k]!r}" for k in sorted(then.keys() & now.keys())
-                  if then[k] != now[k]]
-    return drift
+    return training.config_changes(read_json(path, required=True), model_config, train_config)

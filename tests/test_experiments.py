@@ -438,6 +438,8 @@ def test_reproduce_tunes_then_trains_both_tables_with_the_winners_under_one_out(
         ("table2", out, 3, ("dropout=0.2",), 2, ("patience=1",), None, "de"),
     ]
     assert cli.main(["experiment", "reproduce", "--groups", "d,z", "--out", out]) == 2  # Checked by name.
+    calls.clear()  # A tuned field set by hand is refused before anything trains.
+    assert cli.main(argv + ["--set", "learning_rate=0.01"]) == 2 and calls == []
 
 
 def test_train_ahead_trains_each_models_table_runs_once_its_own_trials_are_in(tmp_path, monkeypatch):

@@ -27,7 +27,8 @@ from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.experiments.runs import train_runs
 from hierdiffuse_tf.experiments.tables import (TABLE1_MODELS, TABLE2_ROWS, Row, seed_counts, table1,
                                                table1_jobs, table2, table2_jobs)
-from hierdiffuse_tf.experiments.tuning import load_tuned, tune, tuning_trials, winners_so_far
+from hierdiffuse_tf.experiments.tuning import (check_untuned_keys, load_tuned, tune, tuning_trials,
+                                               winners_so_far)
 
 
 def reproduce(dataset: str | pipeline.PreparedDataset, out: str, trials: int = 4, seeds: int = 3,
@@ -38,6 +39,7 @@ def reproduce(dataset: str | pipeline.PreparedDataset, out: str, trials: int = 4
 
     Returns `{"tuned": each model's winning overrides, "table1": rows, "table2": rows}`.
     """
+    check_untuned_keys(common, "--set")  # Before any training, not once the trials are in.
     data = pipeline.open_dataset(dataset, data_dir)
     train_ahead(data, out, trials, seed_counts(TABLE1_MODELS, seeds, seeds_for), seeds, rows_spec,
                 epochs=epochs, data_dir=data_dir, common=common)

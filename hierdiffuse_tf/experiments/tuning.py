@@ -54,7 +54,7 @@ def tune(dataset: str | pipeline.PreparedDataset,
     `meta.best` maps each model to its winning overrides, which `table1`/`table2`
     take with `tuned=load_tuned(path)`.
     """
-    _check_untuned_keys(common, "--set")
+    check_untuned_keys(common, "--set")
     candidates = tuning_trials(trials)
     data = pipeline.open_dataset(dataset, data_dir)
     runs = train_runs(os.path.join(out, "tuning"), data, [(m, t) for m in models for t in candidates],
@@ -137,7 +137,7 @@ def compare(dataset: str | pipeline.PreparedDataset,
     return rows
 
 
-def _check_untuned_keys(overrides: Sequence[str], where: str) -> None:
+def check_untuned_keys(overrides: Sequence[str], where: str) -> None:
     """Tuned fields cannot also be set by hand: one would silently override the other."""
     tuned_keys = {name for name, _ in TUNING_SPACE}
     clash = sorted({override_key(o) for o in overrides} & tuned_keys)
@@ -170,5 +170,5 @@ def tuned_overrides(tuned: dict | None, models: Sequence[str], common: Sequence[
     if missing:
         raise ConfigError(f"--tuned: {tuned['path']} has no entry for {missing}; it tuned "
                           f"{sorted(tuned['best'])}. Run `experiment tune` for them too")
-    _check_untuned_keys(common, "--set with --tuned")
+    check_untuned_keys(common, "--set with --tuned")
     return {m: tuned["best"][m] for m in models}

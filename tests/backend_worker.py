@@ -22,6 +22,12 @@ def main(name: str) -> None:
     first = keras.ops.convert_to_numpy(model(x)["ctr"])
     assert first.shape == (16,) and np.all(np.isfinite(first))
     np.testing.assert_array_equal(first, keras.ops.convert_to_numpy(model(x)["ctr"]))  # Deterministic.
+    if name == "hierdiffuse":  # `rank`'s path: one user side broadcast against every candidate.
+        user = model.user_side({k: v[:1] for k, v in x.items()})
+        ranked = model.score_candidates(user, x["target_item"], x["target_cat"])
+        rows = {k: keras.ops.repeat(v[:1], 16, axis=0) if not k.startswith("target_") else v for k, v in x.items()}
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(ranked),
+                                   keras.ops.convert_to_numpy(model.score(rows)), rtol=1e-5, atol=1e-6)
     keras.utils.set_random_seed(1)
     before = step(model, x, y, learning_rate=0.0)  # The same draws for both measurements.
     keras.utils.set_random_seed(1)

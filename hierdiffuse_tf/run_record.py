@@ -43,8 +43,17 @@ BACKUP_METADATA = "training_metadata.json"  # Written by `BackupAndRestore`.
 
 
 def check_backup(backup_dir: str) -> str | None:
-    """Removes a backup that its record does not match; returns why, or None if it is kept
-    (or there is none).
+    """Removes a backup that cannot be resumed faithfully (`backup_problem`); returns why,
+    or None if it is kept (or there is none)."""
+    why = backup_problem(backup_dir)
+    if why:
+        shutil.rmtree(backup_dir)
+    return why
+
+
+def backup_problem(backup_dir: str) -> str | None:
+    """Why the backup in `backup_dir` cannot be resumed faithfully, or None if it can (or
+    there is none). Reads only.
 
     The backup and the record must hold the same number of epochs: a run killed
     between the two writes, one backed up by a version without the record, or a
@@ -61,7 +70,6 @@ def check_backup(backup_dir: str) -> str | None:
     recorded = int(record["epochs"]) if record else 0
     if epochs == recorded and (epochs == 0 or os.path.exists(os.path.join(backup_dir, SEED_STATES))):
         return None
-    shutil.rmtree(backup_dir)
     if epochs == recorded:
         why = (f"the backup in {backup_dir} holds no random-stream states (it was written before they "
                f"were kept), so resuming it would draw epoch 1's random numbers again")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SETS, random_features, tiny_sets
-from hierdiffuse_tf import cli, experiments, training
+from hierdiffuse_tf import cli, experiments, run_record, training
 from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.config import ConfigError, HierDiffuseConfig
 from hierdiffuse_tf.models import HierDiffuse
@@ -541,13 +541,16 @@ def test_select_rows_takes_groups_or_a_groups_rows_by_name_with_its_reference_ro
 
 
 def test_status_reads_finished_training_and_stopped_runs_without_taking_their_locks(tmp_path, capsys):
-    def run(path, metrics=None, record=None, pid=None):
+    def run(path, metrics=None, record=None, pid=None, states=True):
         run_dir = tmp_path / path
         (run_dir / "backup").mkdir(parents=True)
         if metrics:
             (run_dir / "metrics.json").write_text(json.dumps(metrics))
         if record:
             (run_dir / "backup" / "run_record.json").write_text(json.dumps(record))
+            (run_dir / "backup" / "training_metadata.json").write_text(json.dumps({"epoch": record["epochs"]}))
+            if states:
+                np.savez(run_dir / "backup" / run_record.SEED_STATES)
         if pid:
             (run_dir / "train.lock").write_text(str(pid))
         return run_dir
@@ -558,6 +561,7 @@ def test_status_reads_finished_training_and_stopped_runs_without_taking_their_lo
                                    "history": {"val_auc": [0.85, 0.87]}})
     held = run("runs/din/seed1", record={"epochs": 1, "history": {"val_auc": [0.86]}}, pid=os.getpid())
     run("runs/din/seed2", record={"epochs": 1, "history": {"val_auc": [0.84]}}, pid=dead.pid)
+    run("runs/din/seed3", record={"epochs": 1, "history": {"val_auc": [0.83]}}, states=False)
     run("tuning/runs/dien/seed0", pid=dead.pid)
     (tmp_path / "runs" / "din" / "notes.txt").write_text("not a run")
 
@@ -566,8 +570,11 @@ def test_status_reads_finished_training_and_stopped_runs_without_taking_their_lo
     assert "| runs/din/seed0 | finished | 2 | 0.8500, 0.8700 | test AUC 0.7700 |" in table
     assert f"| runs/din/seed1 | training (pid {os.getpid()}) | 1 | 0.8600 | - |" in table
     assert "| runs/din/seed2 | stopped | 1 | 0.8400 | - |" in table
+    # Backed up before the random states were kept: it will start again, and says so.
+    assert "| runs/din/seed3 | stopped | 1 | 0.8300 | starts again from epoch 1 (backup not resumable) |" in table
     assert "| tuning/runs/dien/seed0 | stopped | 0 | - | - |" in table
-    assert "1 finished, 1 training, 2 stopped" in table
+    assert "1 finished, 1 training, 3 stopped" in table
+    assert (tmp_path / "runs" / "din" / "seed3" / "backup").is_dir()  # Read only: nothing removed.
     assert "| din | 1 | 0.7700 ± 0.0000 |" in table  # Finished table seeds only, not tuning runs.
     assert (held / "train.lock").read_text() == str(os.getpid())  # Read, never claimed or removed.
     assert experiments.claim_run(str(held))  # Nothing of status's holds it.

@@ -7,7 +7,9 @@ A table's runs live in `OUT/runs/<key>/seed<k>/`, and its tuning's in
   every epoch's validation AUC);
 * **training**: its `train.lock` names a live process (`runs.claim_run`);
 * **stopped**: a backup of N epochs and no live process; the same command
-  resumes it from there (`run_record`), or from its first epoch if N is 0.
+  resumes it from there (`run_record`), or from its first epoch if N is 0 or
+  the backup cannot be resumed faithfully (`run_record.backup_problem`, said
+  in the result column).
 
 Nothing is written, and no lock is taken (a lock taken to test it would turn
 away a process that claims the run at that moment). A run that no process has
@@ -22,7 +24,7 @@ import glob
 import os
 
 from hierdiffuse_tf.experiments.report import summary
-from hierdiffuse_tf.run_record import RECORD
+from hierdiffuse_tf.run_record import RECORD, backup_problem
 from hierdiffuse_tf.utils import read_json  # None for a file missing or cut short.
 
 
@@ -34,7 +36,7 @@ class RunStatus:
     state: str  # "finished", "training" or "stopped".
     epochs: int  # Epochs trained so far.
     val_auc: tuple[float, ...]  # Validation AUC after each of those epochs.
-    result: str = ""  # A finished run's metric, e.g. "test AUC 0.8714".
+    result: str = ""  # A finished run's metric, e.g. "test AUC 0.8714"; for a stopped run, a note.
     pid: int | None = None  # The process training it.
     auc: float | None = None  # A finished run's AUC on its split.
 
@@ -66,10 +68,14 @@ def run_status(run_dir: str, name: str) -> RunStatus:
         result = f"{metrics.get('split', 'test')} AUC {metrics['auc']:.4f}" if "auc" in metrics else ""
         return RunStatus(name, "finished", int(metrics.get("epochs_run", len(history))), tuple(history), result,
                          auc=metrics.get("auc"))
-    record = read_json(os.path.join(run_dir, "backup", RECORD)) or {}
+    backup = os.path.join(run_dir, "backup")
+    record = read_json(os.path.join(backup, RECORD)) or {}
     history = tuple(record.get("history", {}).get("val_auc", []))
     pid = _lock_pid(run_dir)
-    return RunStatus(name, "training" if pid else "stopped", int(record.get("epochs", 0)), history, pid=pid)
+    # A backup that cannot be resumed faithfully is removed when the run is taken up again.
+    result = "" if pid or not backup_problem(backup) else "starts again from epoch 1 (backup not resumable)"
+    return RunStatus(name, "training" if pid else "stopped", int(record.get("epochs", 0)), history, result,
+                     pid=pid)
 
 
 def experiment_status(out: str) -> list[RunStatus]:

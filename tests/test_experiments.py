@@ -591,16 +591,18 @@ def test_load_tuned_names_a_file_without_results(tmp_path):
 
 def test_tune_picks_the_best_finite_validation_auc(tmp_path, monkeypatch):
     winner = ("learning_rate=0.0003", "dropout=0.0")
-    planted = {winner: 0.75, ("learning_rate=0.003",): float("nan")}  # A diverged trial never wins.
+    planted = {winner: 0.75, ("learning_rate=0.003",): float("nan")}  # A diverged trial never wins,
+    diverged = ("dropout=0.2",)  # nor one whose AUC reads high but whose log loss is NaN.
 
     def fake_train(model, dataset, run_dir, overrides=(), eval_split="test", **kwargs):
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "metrics.json"), "w") as f:
             auc = float("nan") if model == "dien" else planted.get(tuple(overrides), 0.6)
-            json.dump({"auc": auc, "split": eval_split}, f)
+            auc, logloss = (0.99, float("nan")) if tuple(overrides) == diverged else (auc, 0.5)
+            json.dump({"auc": auc, "logloss": logloss, "split": eval_split}, f)
 
     monkeypatch.setattr(training, "train", fake_train)
-    assert set(planted) <= set(experiments.tuning_trials(9))
+    assert set(planted) | {diverged} <= set(experiments.tuning_trials(9))
     assert experiments.tune(ANY, str(tmp_path), models=("din",), trials=9) == {"din": list(winner)}
     with pytest.raises(ConfigError, match="every trial of dien diverged"):
         experiments.tune(ANY, str(tmp_path), models=("dien",), trials=2)

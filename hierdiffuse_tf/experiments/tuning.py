@@ -62,7 +62,7 @@ def tune(dataset: str | pipeline.PreparedDataset,
     rows, best = [], {}
     for m in models:
         trial_runs = [runs[run_key(m, t)][0] for t in candidates]
-        winner = winning_trial(m, [r["auc"] for r in trial_runs])
+        winner = winning_trial(m, [trial_score(r) for r in trial_runs])
         best[m] = list(candidates[winner])
         rows += [{"model": m, "trial": i, "overrides": " ".join(t) or "(defaults)", "val_auc": r["auc"],
                   "best_epochs": best_epochs([r]), "chosen": "yes" if i == winner else ""}
@@ -75,6 +75,12 @@ def tune(dataset: str | pipeline.PreparedDataset,
             "selected_on": "validation"}
     write_table(rows, columns, out, "tuning", meta)
     return best
+
+
+def trial_score(metrics: dict) -> float:
+    """A trial's validation AUC, or NaN for a run that diverged: one whose log loss is not
+    finite, whatever number its AUC reads (an AUC of NaN scores need not be NaN itself)."""
+    return metrics["auc"] if np.isfinite(metrics.get("logloss", 0.0)) else float("nan")
 
 
 def winning_trial(model: str, aucs: Sequence[float]) -> int:
@@ -95,7 +101,7 @@ def winners_so_far(out: str, models: Sequence[str], trials: int) -> dict[str, tu
         paths = [os.path.join(run_dir_of(os.path.join(out, "tuning"), run_key(m, t), 0), "metrics.json")
                  for t in candidates]
         if all(os.path.exists(path) for path in paths):
-            best[m] = candidates[winning_trial(m, [read_json(path, required=True)["auc"] for path in paths])]
+            best[m] = candidates[winning_trial(m, [trial_score(read_json(path, required=True)) for path in paths])]
     return best
 
 

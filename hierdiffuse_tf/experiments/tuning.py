@@ -101,7 +101,8 @@ def winners_so_far(out: str, models: Sequence[str], trials: int) -> dict[str, tu
         paths = [os.path.join(run_dir_of(os.path.join(out, "tuning"), run_key(m, t), 0), "metrics.json")
                  for t in candidates]
         if all(os.path.exists(path) for path in paths):
-            best[m] = candidates[winning_trial(m, [trial_score(read_json(path, required=True)) for path in paths])]
+            scores = [trial_score(read_json(path, required=True)) for path in paths]
+            best[m] = candidates[winning_trial(m, scores)]
     return best
 
 

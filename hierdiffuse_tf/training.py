@@ -195,7 +195,8 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
     restarted = run_record.check_backup(backup)  # A backup that cannot be resumed faithfully goes.
     if restarted:
         print(f"Note: {restarted}", flush=True)
-    if run_record.resumed_epochs(backup):  # Before config.json is written over: it is the backup's.
+    resumed = run_record.resumed_epochs(backup)  # The epochs a kept backup holds; 0 without one.
+    if resumed:  # Before config.json is written over: it is the backup's.
         _check_resume(out_dir, backup, model_name, data.name, model_config, train_config)
     keras.utils.set_random_seed(train_config.seed)
     commit = git_commit()
@@ -208,7 +209,6 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
         model = compile_model(model_cls(model_config), train_config)
 
     record, callbacks = _run_callbacks(out_dir, backup, train_config.patience, extra_callbacks, commit)
-    resumed = run_record.resumed_epochs(backup)
 
     def make(split: str, shuffle: bool, cache: bool = False):
         # A resumed run's shuffling starts where the uninterrupted run's would be.

@@ -270,6 +270,10 @@ def build_parser() -> CommandParser:
     _add_data_args(p)
     p.add_argument("--model-dir", required=True)
     p.add_argument("--split", default="test")
+    p = sub.add_parser("restore", help="train a finished run again from its config.json to get back the "
+                                       "model.keras git does not keep (checked against its metrics)")
+    p.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's own)")
+    p.add_argument("--model-dir", required=True, help="a finished run: config.json and metrics.json")
     return parser
 
 
@@ -522,6 +526,10 @@ def run(args: argparse.Namespace) -> dict | None:
         summary = run_serving(args)
     elif args.command == "evaluate":
         summary = training.evaluate_run(args.model_dir, args.dataset, args.split, args.data_dir)
+    elif args.command == "restore":
+        again = training.restore_model(args.model_dir, args.data_dir)
+        summary = {"model": os.path.join(args.model_dir, "model.keras"), "split": again["split"],
+                   "auc": again["auc"], "logloss": again["logloss"], "seconds": again["seconds"]}
     else:
         raise AssertionError(f"`hierdiffuse {args.command}` has a parser but no handler in cli.run")
     print(json.dumps(summary, indent=2, default=str))

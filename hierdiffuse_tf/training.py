@@ -25,6 +25,7 @@ import tensorflow as tf
 from hierdiffuse_tf import config as config_lib
 from hierdiffuse_tf import distribute, run_record
 from hierdiffuse_tf.datasets import pipeline
+from hierdiffuse_tf.errors import HierDiffuseError
 from hierdiffuse_tf.models import CTRModel, get_model_class
 from hierdiffuse_tf.utils import read_json, write_json
 
@@ -307,8 +308,9 @@ def load_run_model(model_dir: str) -> CTRModel:
     if not os.path.exists(path):
         hint = ""
         if os.path.exists(os.path.join(model_dir, "config.json")):  # A run whose model git does not keep.
-            hint = (f" (trained models are not in git: regenerate it with `hierdiffuse train` and the "
-                    f"model, dataset, seed and configs of {os.path.join(model_dir, 'config.json')})")
+            hint = (f" (trained models are not in git: train the run again from its config.json with "
+                    f"`hierdiffuse restore --model-dir {model_dir}`, which checks that it reproduces the "
+                    f"recorded metrics)")
         raise FileNotFoundError(f"No model.keras in {model_dir!r}; train with --out {model_dir}{hint}")
     return keras.saving.load_model(path)
 
@@ -353,3 +355,56 @@ def reevaluate(source_dir: str, out_dir: str, split: str, data_dir: str | None =
     metrics.update({key: trained[key] for key in kept if key in trained}, evaluated_from=source_dir)
     write_json(os.path.join(out_dir, "metrics.json"), metrics, indent=2)
     return metrics
+
+
+class RestoreError(HierDiffuseError):
+    """A run trained again did not reproduce its recorded metrics, so its model is not restored."""
+
+
+# How far a retrained run's AUC and log loss may be from the recorded ones: training is
+# deterministic on one machine type, so a faithful retraining matches to float32 round-off.
+RESTORE_TOLERANCE = 1e-6
+
+
+def restore_model(run_dir: str, data_dir: str | None = None, verbose: int = 1) -> dict:
+    """Trains a finished run again to recover the `model.keras` that git does not keep.
+
+    The run is trained from its own `config.json` (model, dataset, every model
+    and training field, seed) in `run_dir/restoring/` (resumable there), and
+    evaluated on the split its `metrics.json` records. Only if that reproduces
+    the recorded AUC, log loss and validation curve (`RESTORE_TOLERANCE`) does
+    the model move to `run_dir/model.keras`, with `restored.json` beside it; any
+    other result raises `RestoreError` and leaves the retrained run in
+    `restoring/` for a look. Returns the retrained metrics.
+    """
+    recorded = read_json(os.path.join(run_dir, "config.json"), required=True)
+    trained = read_json(os.path.join(run_dir, "metrics.json"), required=True)
+    model_cls = get_model_class(recorded["model"])
+    if "xla_training" in trained and trained["xla_training"] != xla_training(model_cls):
+        raise RestoreError(f"{run_dir} was trained with xla_training={trained['xla_training']}, and this "
+                           f"process would train with {xla_training(model_cls)} (the random streams "
+                           f"differ): set {XLA_TRAINING_ENV} to match")
+    scratch = os.path.join(run_dir, "restoring")
+    os.makedirs(scratch, exist_ok=True)
+    configs = os.path.join(scratch, "recorded_configs.json")
+    write_json(configs, {"model": recorded["model_config"], "train": recorded["train_config"]}, indent=2)
+    again = train(recorded["model"], recorded["dataset"], scratch, data_dir=data_dir, config_file=configs,
+                  verbose=verbose, eval_split=trained["split"])
+    gaps = {key: abs(again[key] - trained[key]) for key in ("auc", "logloss")}
+    gaps["val_auc"] = max((abs(a - b) for a, b in zip(again["history"].get("val_auc", []),
+                                                      trained["history"].get("val_auc", []))), default=0.0)
+    if len(again["history"].get("val_auc", [])) != len(trained["history"].get("val_auc", [])):
+        gaps["val_auc"] = float("inf")  # Another number of epochs: not the same run.
+    if max(gaps.values()) > RESTORE_TOLERANCE:
+        raise RestoreError(
+            f"Trained again from {os.path.join(run_dir, 'config.json')}, the run reached {trained['split']} "
+            f"AUC {again['auc']:.6f} (recorded: {trained['auc']:.6f}), log loss {again['logloss']:.6f} "
+            f"(recorded: {trained['logloss']:.6f}), largest validation-AUC gap {gaps['val_auc']:.2e}: "
+            f"not the recorded model (another machine type, or code that trains differently), so "
+            f"{run_dir}/model.keras was not restored; the retrained run is in {scratch}")
+    os.replace(os.path.join(scratch, "model.keras"), os.path.join(run_dir, "model.keras"))
+    write_json(os.path.join(run_dir, "restored.json"),
+               {"git_commit": git_commit(), "split": trained["split"], "auc": again["auc"],
+                "recorded_auc": trained["auc"], "largest_gaps": gaps, "seconds": again["seconds"]}, indent=2)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return again

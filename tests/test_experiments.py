@@ -9,6 +9,7 @@ import sys
 import time
 import types
 
+import keras
 import numpy as np
 import pytest
 
@@ -122,14 +123,26 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
     assert {r["speed_source"] for r in again.values()} == {"re-timed, fresh weights"}
     assert all(r["batches_per_sec"] > 0 for r in again.values())
     # Kept metrics of an earlier training of the run (another test AUC) are not its model's; with
-    # neither, the sampler rows cannot be re-evaluated, and that is said before anything trains.
+    # neither those nor a model, the run is trained again from its config.json, and its model is
+    # restored only if the retrained run reproduces the recorded metrics.
     finished = json.load(open(run_dir / "metrics.json"))
     (run_dir / "metrics.json").write_text(json.dumps({**finished, "auc": finished["auc"] + 0.01}))
-    with pytest.raises(ConfigError, match=r"runs/hierdiffuse/seed0, which are finished but have neither"):
+    with pytest.raises(training.RestoreError, match=r"not the recorded model.*runs/hierdiffuse/seed0/restoring"):
         experiments.table2(SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir,
                            rows_spec=rows_spec, common=FAST + ["sampler_steps=2"])
+    assert not (run_dir / "model.keras").exists()
     (run_dir / "metrics.json").write_text(json.dumps(finished))
-    os.rename(tmp_path / "model.keras", run_dir / "model.keras")
+    os.remove(run_dir / "metrics_sampler=ddim.json")
+    restored = {r["variant"]: r for r in experiments.table2(
+        SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir, rows_spec=rows_spec,
+        batch_size=128, timing_batches_count=3, common=FAST + ["sampler_steps=2"])}
+    assert restored["w/ DDIM"]["auc_mean"] == by["w/ DDIM"]["auc_mean"]
+    assert json.load(open(run_dir / "restored.json"))["auc"] == finished["auc"]
+    assert not (run_dir / "restoring").exists()
+    restored_weights = training.load_run_model(str(run_dir)).get_weights()
+    original_weights = keras.saving.load_model(str(tmp_path / "model.keras")).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(restored_weights, original_weights))
+    os.replace(tmp_path / "model.keras", run_dir / "model.keras")
     assert by["TCC (ours)"]["speed_source"] == "re-timed"
     # Under way: --finished-only writes the finished rows, trains nothing, and names the rest.
     partial = [r for r in experiments.TABLE2_ROWS if r.variant == "w/o L_recon"] + rows_spec

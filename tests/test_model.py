@@ -248,6 +248,9 @@ def test_config_file_blocks_layer_under_set_and_an_empty_block_is_allowed(smoke_
 
 
 def test_cli_reports_bad_input_as_one_line_errors(data_dir, smoke_builder, tmp_path, capsys):
+    run_without_model = tmp_path / "committed_run"  # What a checkout holds of a run: no model.keras.
+    run_without_model.mkdir()
+    (run_without_model / "config.json").write_text("{}")
     cases = [
         (["train", "--dataset", "imagenet", "--out", str(tmp_path)], "Unknown dataset 'imagenet'"),
         (["train", "--dataset", SMOKE, "--data-dir", data_dir, "--model", "gru4rec", "--out", str(tmp_path)],
@@ -260,6 +263,9 @@ def test_cli_reports_bad_input_as_one_line_errors(data_dir, smoke_builder, tmp_p
           "--manual-dir", str(tmp_path / "missing")], "does not exist"),
         (["evaluate", "--dataset", SMOKE, "--data-dir", data_dir, "--model-dir", str(tmp_path)],
          "No model.keras"),
+        (["evaluate", "--dataset", SMOKE, "--data-dir", data_dir, "--model-dir", str(run_without_model)],
+         f"hierdiffuse restore --model-dir {run_without_model}"),
+        (["restore", "--data-dir", data_dir, "--model-dir", str(tmp_path)], "config.json"),
     ]
     for argv, message in cases:
         assert cli.main(argv) == 2, argv

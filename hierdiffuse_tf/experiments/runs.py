@@ -255,3 +255,27 @@ def config_drift(run_dir: str, model: str, dataset: str | pipeline.PreparedDatas
     data = pipeline.open_dataset(dataset, data_dir, auto_prepare=False)
     _, model_config, train_config = training.resolve_configs(model, data, None, overrides, epochs, seed)
     return training.config_changes(read_json(path, required=True), model_config, train_config)
+
+
+def restore_models(run_dirs: Sequence[str], data_dir: str | None = None, poll_seconds: float = 30.0) -> None:
+    """Gives each finished run in `run_dirs` its `model.keras` back, training it again where
+    git kept none (`training.restore_model`, which checks that the retrained run reproduces
+    the recorded metrics). A run that another process holds is waited for."""
+    pending = [d for d in dict.fromkeys(run_dirs) if not os.path.exists(os.path.join(d, "model.keras"))]
+    while pending:
+        waiting = []
+        for run_dir in pending:
+            if not claim_run(run_dir):
+                waiting.append(run_dir)
+                continue
+            try:
+                if not os.path.exists(os.path.join(run_dir, "model.keras")):
+                    print(f"restoring {run_dir}/model.keras: training the run again from its config.json "
+                          "(git keeps no models); its metrics must match the recorded ones", flush=True)
+                    training.restore_model(run_dir, data_dir, verbose=2)
+            finally:
+                release_run(run_dir)
+        if waiting and len(waiting) == len(pending):
+            print(f"waiting for another process to restore: {', '.join(waiting)}", flush=True)
+            time.sleep(poll_seconds)
+        pending = waiting

@@ -19,7 +19,7 @@ from hierdiffuse_tf.bench.timing import time_batches
 from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.experiments.report import (check_table_name, learning_curves, plot_learning_curves,
                                                plot_robustness, summary, table_meta, write_table)
-from hierdiffuse_tf.experiments.runs import best_epochs, run_dir_of, run_key, train_runs
+from hierdiffuse_tf.experiments.runs import best_epochs, restore_models, run_dir_of, run_key, train_runs
 from hierdiffuse_tf.experiments.tuning import tuned_overrides
 from hierdiffuse_tf.models import MODELS
 from hierdiffuse_tf.utils import read_json, write_json
@@ -287,23 +287,18 @@ def table1(dataset: str | pipeline.PreparedDataset,
     return rows
 
 
-def check_saved_models(out: str, seeds: int, rows: Sequence[tuple[str, tuple]]) -> None:
-    """Fails before anything trains if a finished run that an inference-only row
-    re-evaluates has neither that row's kept metrics (`inference_metrics_path`) nor
-    a `model.keras` (git keeps none) to compute them from, naming each such run.
-    `rows` holds `(run key, inference changes)` pairs."""
-    missing = [run_dir for key, changes in dict.fromkeys(rows) for seed in range(seeds)
-               for run_dir in [run_dir_of(out, key, seed)]
-               if os.path.exists(os.path.join(run_dir, "metrics.json"))
-               and _kept_for(inference_metrics_path(run_dir, changes),
-                             read_json(os.path.join(run_dir, "metrics.json"), required=True)) is None
-               and not os.path.exists(os.path.join(run_dir, "model.keras"))]
-    if missing:
-        raise ConfigError(
-            f"Table 2's inference-only rows (the samplers, 2(d)) re-evaluate the trained models of "
-            f"{', '.join(dict.fromkeys(missing))}, which are finished but have neither the rows' metrics "
-            f"nor a model.keras (git keeps no models). Write Table 2 to another --out, where it trains "
-            f"its own full model, or run it where those runs were trained; nothing was trained")
+def models_to_restore(out: str, seeds: int, rows: Sequence[tuple[str, tuple]]) -> list[str]:
+    """The finished runs that an inference-only row re-evaluates but that have neither that
+    row's kept metrics (`inference_metrics_path`) nor a `model.keras` (git keeps none):
+    `table2` trains each again to get it back (`restore_models`). `rows` holds
+    `(run key, inference changes)` pairs."""
+    return list(dict.fromkeys(
+        run_dir for key, changes in dict.fromkeys(rows) for seed in range(seeds)
+        for run_dir in [run_dir_of(out, key, seed)]
+        if os.path.exists(os.path.join(run_dir, "metrics.json"))
+        and _kept_for(inference_metrics_path(run_dir, changes),
+                      read_json(os.path.join(run_dir, "metrics.json"), required=True)) is None
+        and not os.path.exists(os.path.join(run_dir, "model.keras"))))
 
 
 def table2(dataset: str | pipeline.PreparedDataset,
@@ -334,11 +329,17 @@ def table2(dataset: str | pipeline.PreparedDataset,
     if not full_rows:  # Checked before any training.
         raise ConfigError("Table 2 needs at least one row of the full model to take deltas against"
                           + (" (with --finished-only: its runs have not all finished)" if finished_only else ""))
-    check_saved_models(out, seeds, [(run_key("hierdiffuse", base_overrides + r.train), r.infer)
-                                    for r in rows_spec if r.infer])
     data = pipeline.open_dataset(dataset, data_dir)
     runs = train_runs(out, data, table2_jobs(tuned, rows_spec, common), seeds, epochs, data_dir, common,
                       reuse_from=os.path.join(out, "tuning"))
+    try:
+        restore_models(models_to_restore(out, seeds, [(run_key("hierdiffuse", base_overrides + r.train), r.infer)
+                                                      for r in rows_spec if r.infer]), data_dir)
+    except training.RestoreError as error:
+        raise training.RestoreError(
+            f"{error}. Table 2's inference-only rows (the samplers, 2(d)) re-evaluate the models whose "
+            f"AUC the full model's row reports; write them to another --out, where they train a full "
+            f"model of their own") from error
     batches = timing_batches(data, batch_size, timing_batches_count)
     models, sources, aucs, chosen = {}, {}, {}, {}
     for r in rows_spec:

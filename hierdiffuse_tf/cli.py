@@ -527,9 +527,14 @@ def run(args: argparse.Namespace) -> dict | None:
     elif args.command == "evaluate":
         summary = training.evaluate_run(args.model_dir, args.dataset, args.split, args.data_dir)
     elif args.command == "restore":
-        again = training.restore_model(args.model_dir, args.data_dir)
-        summary = {"model": os.path.join(args.model_dir, "model.keras"), "split": again["split"],
-                   "auc": again["auc"], "logloss": again["logloss"], "seconds": again["seconds"]}
+        from hierdiffuse_tf.experiments.runs import restore_models
+        from hierdiffuse_tf.utils import read_json
+
+        model = os.path.join(args.model_dir, "model.keras")
+        if os.path.exists(model):
+            print(f"{model} is there already: nothing to restore")
+        restore_models([args.model_dir], args.data_dir)  # Under the run's lock, as the tables take it.
+        summary = {"model": model, "restored": read_json(os.path.join(args.model_dir, "restored.json"))}
     else:
         raise AssertionError(f"`hierdiffuse {args.command}` has a parser but no handler in cli.run")
     print(json.dumps(summary, indent=2, default=str))

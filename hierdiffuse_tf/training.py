@@ -369,39 +369,52 @@ RESTORE_TOLERANCE = 1e-6
 def restore_model(run_dir: str, data_dir: str | None = None, verbose: int = 1) -> dict:
     """Trains a finished run again to recover the `model.keras` that git does not keep.
 
-    The run is trained from its own `config.json` (model, dataset, every model
-    and training field, seed) in `run_dir/restoring/` (resumable there), and
+    The run is trained from its own `config.json` (model, dataset, seed, and
+    its configs read as a saved config: legacy values for fields it predates,
+    retired fields dropped) in `run_dir/restoring/` (resumable there), and
     evaluated on the split its `metrics.json` records. Only if that reproduces
     the recorded AUC, log loss and validation curve (`RESTORE_TOLERANCE`) does
     the model move to `run_dir/model.keras`, with `restored.json` beside it; any
     other result raises `RestoreError` and leaves the retrained run in
-    `restoring/` for a look. Returns the retrained metrics.
+    `restoring/`, where a second call compares it again without training.
+    Returns the retrained metrics. Callers that share a run with other
+    processes hold its lock (`experiments.restore_models`).
     """
     recorded = read_json(os.path.join(run_dir, "config.json"), required=True)
     trained = read_json(os.path.join(run_dir, "metrics.json"), required=True)
     model_cls = get_model_class(recorded["model"])
-    if "xla_training" in trained and trained["xla_training"] != xla_training(model_cls):
+    model_config = model_cls.config_cls.from_saved(recorded["model_config"])
+    train_config = config_lib.TrainConfig.from_saved(recorded["train_config"])
+    xla = xla_training(model_cls, train_config.strategy)
+    if trained.get("xla_training", xla) != xla:
         raise RestoreError(f"{run_dir} was trained with xla_training={trained['xla_training']}, and this "
-                           f"process would train with {xla_training(model_cls)} (the random streams "
-                           f"differ): set {XLA_TRAINING_ENV} to match")
+                           f"process would train with {xla} (the random streams differ): set "
+                           f"{XLA_TRAINING_ENV} to match")
+    data = pipeline.open_dataset(recorded["dataset"], data_dir)
+    built = {k: v for k, v in data.model_values().items() if model_config.to_dict().get(k) != v}
+    if built:
+        raise RestoreError(f"{run_dir} was trained on a {recorded['dataset']} with other sizes than the one "
+                           f"prepared here ({', '.join(f'{k}: {model_config.to_dict()[k]} recorded, {v} here' for k, v in built.items())}): "
+                           f"not the data it was trained on")
     scratch = os.path.join(run_dir, "restoring")
-    os.makedirs(scratch, exist_ok=True)
-    configs = os.path.join(scratch, "recorded_configs.json")
-    write_json(configs, {"model": recorded["model_config"], "train": recorded["train_config"]}, indent=2)
-    again = train(recorded["model"], recorded["dataset"], scratch, data_dir=data_dir, config_file=configs,
-                  verbose=verbose, eval_split=trained["split"])
+    again = read_json(os.path.join(scratch, "metrics.json"))  # A retraining that did not match before.
+    if again is None or not os.path.exists(os.path.join(scratch, "model.keras")):
+        os.makedirs(scratch, exist_ok=True)
+        configs = os.path.join(scratch, "recorded_configs.json")
+        write_json(configs, {"model": model_config.to_dict(), "train": train_config.to_dict()}, indent=2)
+        again = train(recorded["model"], data, scratch, config_file=configs, verbose=verbose,
+                      eval_split=trained["split"])
+    curves = [again["history"].get("val_auc", []), trained["history"].get("val_auc", [])]
     gaps = {key: abs(again[key] - trained[key]) for key in ("auc", "logloss")}
-    gaps["val_auc"] = max((abs(a - b) for a, b in zip(again["history"].get("val_auc", []),
-                                                      trained["history"].get("val_auc", []))), default=0.0)
-    if len(again["history"].get("val_auc", [])) != len(trained["history"].get("val_auc", [])):
-        gaps["val_auc"] = float("inf")  # Another number of epochs: not the same run.
-    if max(gaps.values()) > RESTORE_TOLERANCE:
+    gaps["val_auc"] = (max((abs(a - b) for a, b in zip(*curves)), default=0.0)
+                       if len(curves[0]) == len(curves[1]) else float("inf"))  # Other epochs: another run.
+    if not all(gap <= RESTORE_TOLERANCE for gap in gaps.values()):  # A NaN gap fails too.
         raise RestoreError(
             f"Trained again from {os.path.join(run_dir, 'config.json')}, the run reached {trained['split']} "
             f"AUC {again['auc']:.6f} (recorded: {trained['auc']:.6f}), log loss {again['logloss']:.6f} "
             f"(recorded: {trained['logloss']:.6f}), largest validation-AUC gap {gaps['val_auc']:.2e}: "
-            f"not the recorded model (another machine type, or code that trains differently), so "
-            f"{run_dir}/model.keras was not restored; the retrained run is in {scratch}")
+            f"not the recorded model (another CPU type, code that trains differently, or other data), "
+            f"so {run_dir}/model.keras was not restored; the retrained run is in {scratch}")
     os.replace(os.path.join(scratch, "model.keras"), os.path.join(run_dir, "model.keras"))
     write_json(os.path.join(run_dir, "restored.json"),
                {"git_commit": git_commit(), "split": trained["split"], "auc": again["auc"],

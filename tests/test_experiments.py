@@ -142,6 +142,27 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
     restored_weights = training.load_run_model(str(run_dir)).get_weights()
     original_weights = keras.saving.load_model(str(tmp_path / "model.keras")).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(restored_weights, original_weights))
+    assert cli.main(["restore", "--data-dir", data_dir, "--model-dir", str(run_dir)]) == 0  # Nothing to do.
+    # Refused before training: data of other sizes than the run's, or another compile of the step.
+    other = tmp_path / "other_run"
+    other.mkdir()
+    recorded = json.load(open(run_dir / "config.json"))
+    recorded["model_config"]["num_items"] += 1
+    (other / "config.json").write_text(json.dumps(recorded))
+    (other / "metrics.json").write_text(json.dumps(finished))
+    with pytest.raises(training.RestoreError, match=r"num_items: \d+ recorded, \d+ here"):
+        training.restore_model(str(other), data_dir)
+    (other / "metrics.json").write_text(json.dumps({**finished, "xla_training": True}))
+    with pytest.raises(training.RestoreError, match="HIERDIFFUSE_XLA_TRAINING"):
+        training.restore_model(str(other), data_dir)
+    assert not (other / "restoring").exists()
+    # --finished-only restores nothing: a sampler row whose model is missing waits, as not yet run.
+    os.remove(run_dir / "model.keras")
+    os.remove(run_dir / "metrics_sampler=ddim.json")
+    rows = experiments.table2(SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir, rows_spec=rows_spec,
+                              batch_size=128, timing_batches_count=3, common=FAST + ["sampler_steps=2"],
+                              finished_only=True, name="table2_partial")
+    assert "w/ DDIM" not in [r["variant"] for r in rows] and not (run_dir / "restoring").exists()
     os.replace(tmp_path / "model.keras", run_dir / "model.keras")
     assert by["TCC (ours)"]["speed_source"] == "re-timed"
     # Under way: --finished-only writes the finished rows, trains nothing, and names the rest.

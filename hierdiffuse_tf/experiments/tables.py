@@ -319,10 +319,11 @@ def table2(dataset: str | pipeline.PreparedDataset,
     base_overrides = tuned_overrides(tuned, ["hierdiffuse"], common)["hierdiffuse"]
     pending = []
     if finished_only:
-        def finished(row: Row) -> bool:
+        def finished(row: Row) -> bool:  # A sampler row whose models must be restored is not.
             key = run_key("hierdiffuse", base_overrides + row.train)
-            return all(os.path.exists(os.path.join(run_dir_of(out, key, seed), "metrics.json"))
-                       for seed in range(seeds))
+            return (all(os.path.exists(os.path.join(run_dir_of(out, key, seed), "metrics.json"))
+                        for seed in range(seeds))
+                    and not (row.infer and models_to_restore(out, seeds, [(key, row.infer)])))
         pending = [f"2({r.group}) {r.variant}" for r in rows_spec if not finished(r)]
         rows_spec = [r for r in rows_spec if finished(r)]
     full_rows = [r.variant for r in rows_spec if not r.train and not r.infer]
@@ -330,9 +331,7 @@ def table2(dataset: str | pipeline.PreparedDataset,
         raise ConfigError("Table 2 needs at least one row of the full model to take deltas against"
                           + (" (with --finished-only: its runs have not all finished)" if finished_only else ""))
     data = pipeline.open_dataset(dataset, data_dir)
-    runs = train_runs(out, data, table2_jobs(tuned, rows_spec, common), seeds, epochs, data_dir, common,
-                      reuse_from=os.path.join(out, "tuning"))
-    try:
+    try:  # First: on another machine type a restore fails, and that is better known before hours of training.
         restore_models(models_to_restore(out, seeds, [(run_key("hierdiffuse", base_overrides + r.train), r.infer)
                                                       for r in rows_spec if r.infer]), data_dir)
     except training.RestoreError as error:
@@ -340,6 +339,8 @@ def table2(dataset: str | pipeline.PreparedDataset,
             f"{error}. Table 2's inference-only rows (the samplers, 2(d)) re-evaluate the models whose "
             f"AUC the full model's row reports; write them to another --out, where they train a full "
             f"model of their own") from error
+    runs = train_runs(out, data, table2_jobs(tuned, rows_spec, common), seeds, epochs, data_dir, common,
+                      reuse_from=os.path.join(out, "tuning"))
     batches = timing_batches(data, batch_size, timing_batches_count)
     models, sources, aucs, chosen = {}, {}, {}, {}
     for r in rows_spec:

@@ -391,11 +391,11 @@ def restore_model(run_dir: str, data_dir: str | None = None, verbose: int = 1) -
                            f"process would train with {xla} (the random streams differ): set "
                            f"{XLA_TRAINING_ENV} to match")
     data = pipeline.open_dataset(recorded["dataset"], data_dir)
-    built = {k: v for k, v in data.model_values().items() if model_config.to_dict().get(k) != v}
-    if built:
+    sizes = model_config.to_dict()
+    other = [f"{k}: {sizes.get(k)} recorded, {v} here" for k, v in data.model_values().items() if sizes.get(k) != v]
+    if other:
         raise RestoreError(f"{run_dir} was trained on a {recorded['dataset']} with other sizes than the one "
-                           f"prepared here ({', '.join(f'{k}: {model_config.to_dict()[k]} recorded, {v} here' for k, v in built.items())}): "
-                           f"not the data it was trained on")
+                           f"prepared here ({', '.join(other)}): not the data it was trained on")
     scratch = os.path.join(run_dir, "restoring")
     again = read_json(os.path.join(scratch, "metrics.json"))  # A retraining that did not match before.
     if again is None or not os.path.exists(os.path.join(scratch, "model.keras")):

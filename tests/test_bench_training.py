@@ -4,9 +4,12 @@ live in their own file, which pytest-xdist's `loadfile` gives a worker of its ow
 import json
 
 import pytest
+import tensorflow as tf
 
-from hierdiffuse_tf import cli
+from hierdiffuse_tf import cli, export
 from hierdiffuse_tf.bench import timing, training
+from hierdiffuse_tf.bench.portable import DEFAULT_SHAPE
+from hierdiffuse_tf.models import build_model
 from test_bench import TINY
 
 
@@ -38,15 +41,22 @@ def test_bench_train_reports_each_model_with_peak_memory(tmp_path):
 def test_bench_profile_reports_each_part_of_a_training_step(tmp_path):
     tiny = dict(embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8, max_long=8,
                 diffusion_steps=20)
-    result = training.profile_train_step(batch_size=16, steps=2, repeats=1, model_values=tiny)
+    # Two of the parts (each variant is a process of its own, about 14 s here); every
+    # part's change is checked to build below.
+    parts = training.PROFILE_PARTS[:2]
+    result = training.profile_train_step(batch_size=16, steps=2, repeats=1, model_values=tiny, parts=parts)
     assert result["repeats"] == 1
-    assert {p["part"] for p in result["parts"]} == {name for name, _ in training.PROFILE_PARTS}
+    assert [p["part"] for p in result["parts"]] == [name for name, _ in parts]
     assert result["step_ms"]["full"] > 0 and result["step_ms"]["din (for scale)"] > 0
     for part in result["parts"]:
         full, without = result["step_ms"]["full"], result["step_ms"][part["part"]]
         assert part["ms"] == pytest.approx(full - without)
     timing.write(result, str(tmp_path / "profile.json"), training.markdown_profile)
     assert "share of the step" in (tmp_path / "profile.md").read_text()
+    for name, change in training.PROFILE_PARTS:  # Every part is a config the model builds and runs.
+        model = build_model("hierdiffuse", {**DEFAULT_SHAPE, **tiny, **change}, shared=True)
+        x = {k: tf.constant(v) for k, v in export.example_request(model.config, 4).items()}
+        assert tuple(model(x, training=True)["ctr"].shape) == (4,), name
 
 
 @pytest.mark.slow

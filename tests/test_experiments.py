@@ -93,11 +93,14 @@ def test_table1_writes_rows_with_seeds_and_resumes(smoke_builder, data_dir, tmp_
 
 
 @pytest.mark.slow
-def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, tmp_path):
+def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, tmp_path, monkeypatch):
+    # Six tables, each timing its rows: one timed pass over one batch is enough to check that.
+    monkeypatch.setattr(experiments.tables, "time_inference",
+                        functools.partial(experiments.tables.time_inference, repeats=1))
     rows_spec = [r for r in experiments.TABLE2_ROWS
                  if r.variant in ("w/ CFG", "w/ SGD (ours)", "w/ DDIM", "TCC (ours)")]
     rows = experiments.table2(SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir,
-                              rows_spec=rows_spec, batch_size=128, timing_batches_count=3,
+                              rows_spec=rows_spec, batch_size=128, timing_batches_count=1,
                               common=FAST + ["sampler_steps=2"])
     by = {r["variant"]: r for r in rows}
     assert by["w/ SGD (ours)"]["delta"] == 0.0 and by["TCC (ours)"]["delta"] == 0.0
@@ -118,7 +121,7 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
     os.remove(tmp_path / "runs" / "hierdiffuse__guidance=cfg" / "seed0" / "model.keras")
     again = {r["variant"]: r for r in experiments.table2(
         SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir, rows_spec=rows_spec,
-        batch_size=128, timing_batches_count=3, common=FAST + ["sampler_steps=2"])}
+        batch_size=128, timing_batches_count=1, common=FAST + ["sampler_steps=2"])}
     assert again["w/ DDIM"]["auc_mean"] == by["w/ DDIM"]["auc_mean"]
     assert {r["speed_source"] for r in again.values()} == {"re-timed, fresh weights"}
     assert all(r["batches_per_sec"] > 0 for r in again.values())
@@ -135,7 +138,7 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
     os.remove(run_dir / "metrics_sampler=ddim.json")
     restored = {r["variant"]: r for r in experiments.table2(
         SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir, rows_spec=rows_spec,
-        batch_size=128, timing_batches_count=3, common=FAST + ["sampler_steps=2"])}
+        batch_size=128, timing_batches_count=1, common=FAST + ["sampler_steps=2"])}
     assert restored["w/ DDIM"]["auc_mean"] == by["w/ DDIM"]["auc_mean"]
     assert json.load(open(run_dir / "restored.json"))["auc"] == finished["auc"]
     assert not (run_dir / "restoring").exists()
@@ -160,7 +163,7 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
     os.remove(run_dir / "model.keras")
     os.remove(run_dir / "metrics_sampler=ddim.json")
     rows = experiments.table2(SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir, rows_spec=rows_spec,
-                              batch_size=128, timing_batches_count=3, common=FAST + ["sampler_steps=2"],
+                              batch_size=128, timing_batches_count=1, common=FAST + ["sampler_steps=2"],
                               finished_only=True, name="table2_partial")
     assert "w/ DDIM" not in [r["variant"] for r in rows] and not (run_dir / "restoring").exists()
     os.replace(tmp_path / "model.keras", run_dir / "model.keras")
@@ -168,7 +171,7 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
     # Under way: --finished-only writes the finished rows, trains nothing, and names the rest.
     partial = [r for r in experiments.TABLE2_ROWS if r.variant == "w/o L_recon"] + rows_spec
     rows = experiments.table2(SMOKE, str(tmp_path), seeds=1, epochs=1, data_dir=data_dir, rows_spec=partial,
-                              batch_size=128, timing_batches_count=3, common=FAST + ["sampler_steps=2"],
+                              batch_size=128, timing_batches_count=1, common=FAST + ["sampler_steps=2"],
                               finished_only=True, name="table2_partial")
     assert [r["variant"] for r in rows] == [r.variant for r in rows_spec]
     assert not (tmp_path / "runs" / "hierdiffuse__use_recon=false").exists()
@@ -325,6 +328,30 @@ def test_train_runs_waits_for_a_run_held_by_another_process(tmp_path, monkeypatc
     runs = experiments.train_runs(str(tmp_path), SMOKE, jobs, seeds=1, epochs=1, data_dir=None)
     assert trained == [str(tmp_path / "runs" / "avg_pool_dnn" / "seed0")]  # Not trained twice.
     assert runs["din"][0]["auc"] == 0.7 and not (held / "train.lock").exists()
+
+
+def test_restore_models_waits_for_a_run_held_by_another_process(tmp_path, monkeypatch, capsys):
+    restored = []
+
+    def fake_restore(run_dir, data_dir, verbose=0):
+        restored.append(run_dir)
+        open(os.path.join(run_dir, "model.keras"), "w").close()
+
+    monkeypatch.setattr(training, "restore_model", fake_restore)
+    held, free, kept = (str(tmp_path / "runs" / k / "seed0") for k in ("held", "free", "kept"))
+    os.makedirs(kept)
+    open(os.path.join(kept, "model.keras"), "w").close()
+    assert experiments.claim_run(held)  # "Another process" restores it.
+
+    def restore_elsewhere(seconds):
+        open(os.path.join(held, "model.keras"), "w").close()
+        experiments.release_run(held)
+
+    patch_sleep(monkeypatch, restore_elsewhere)
+    experiments.runs.restore_models([held, free, kept, free])
+    assert restored == [free]  # Neither the other process's run nor a run with a model, nor twice.
+    assert f"waiting for another process to restore: {held}" in capsys.readouterr().out
+    assert not os.path.exists(os.path.join(held, "train.lock"))
 
 
 def test_claim_run_waits_while_another_process_holds_the_lock(tmp_path):

@@ -86,9 +86,10 @@ PROFILE_PARTS = (
 
 
 def profile_train_step(batch_size: int = 256, steps: int = 30, repeats: int = 2,
-                       model_values: dict | None = None) -> dict:
-    """ms per training step of the default HierDiffuse and of each `PROFILE_PARTS`
-    variant, and of DIN for scale; a part's share is the time it saves over the full step.
+                       model_values: dict | None = None, parts=PROFILE_PARTS) -> dict:
+    """ms per training step of the default HierDiffuse and of each of `parts` (a
+    `PROFILE_PARTS` subset: `(name, config change)` pairs), and of DIN for scale; a
+    part's share is the time it saves over the full step.
 
     Each variant trains in its own process (`train_throughput`, as `bench train`), in
     `repeats` rounds that visit every variant in turn; a variant's time is its best
@@ -96,13 +97,13 @@ def profile_train_step(batch_size: int = 256, steps: int = 30, repeats: int = 2,
     """
     values = dict(model_values or {})
     variants = {"full": ("hierdiffuse", values),
-                **{name: ("hierdiffuse", {**values, **change}) for name, change in PROFILE_PARTS},
+                **{name: ("hierdiffuse", {**values, **change}) for name, change in parts},
                 "din (for scale)": ("din", values)}
     best = best_throughputs(variants, batch_size, steps, repeats)
     ms = {name: 1000.0 * batch_size / row["examples_per_sec"] for name, row in best.items()}
     full = ms["full"]
     parts = [{"part": name, "ms": full - ms[name], "share": (full - ms[name]) / full}
-             for name, _ in PROFILE_PARTS]
+             for name, _ in parts]
     return {"step_ms": ms, "parts": parts, "batch_size": batch_size, "steps": steps,
             "repeats": repeats, "machine": _machine(), "load_average": os.getloadavg()[0],
             "date": utc_timestamp()}

@@ -122,25 +122,22 @@ def train_runs(out: str, dataset: str | pipeline.PreparedDataset, jobs: Sequence
 
     pending = [(model, overrides, seed) for model, overrides in jobs for seed in range(count(model))]
     finished, total = {}, len(pending)
-    while pending:
-        waiting = []
-        for model, overrides, seed in pending:
-            key = run_key(model, overrides)
-            run = _Run(out, key, model, overrides_for(model, common, overrides), seed,
-                       step=f"[{len(finished) + 1}/{total}]")
-            made_here = _produce(run, dataset, epochs, data_dir, eval_split, reuse_from)
-            if made_here is None:  # Another process holds it.
-                waiting.append((model, overrides, seed))
-                continue
-            finished[(key, seed)] = {**_finished_metrics(run, dataset, epochs, data_dir, eval_split,
-                                                         made_here), "run_dir": run.run_dir}
-        if waiting and len(waiting) == len(pending):
-            if not wait:
-                return None
-            names = ", ".join(f"{run_key(m, o)} seed {s}" for m, o, s in waiting)
-            print(f"waiting for another process to finish: {names}", flush=True)
-            time.sleep(poll_seconds)
-        pending = waiting
+
+    def finish(job: tuple) -> bool:
+        model, overrides, seed = job
+        key = run_key(model, overrides)
+        run = _Run(out, key, model, overrides_for(model, common, overrides), seed,
+                   step=f"[{len(finished) + 1}/{total}]")
+        made_here = _produce(run, dataset, epochs, data_dir, eval_split, reuse_from)
+        if made_here is None:  # Another process holds it.
+            return False
+        finished[(key, seed)] = {**_finished_metrics(run, dataset, epochs, data_dir, eval_split,
+                                                     made_here), "run_dir": run.run_dir}
+        return True
+
+    if not _each_in_turn(pending, finish, "finish", lambda job: f"{run_key(job[0], job[1])} seed {job[2]}",
+                         poll_seconds, wait):
+        return None
     results = {}
     for model, overrides in jobs:
         key = run_key(model, overrides)
@@ -261,21 +258,34 @@ def restore_models(run_dirs: Sequence[str], data_dir: str | None = None, poll_se
     """Gives each finished run in `run_dirs` its `model.keras` back, training it again where
     git kept none (`training.restore_model`, which checks that the retrained run reproduces
     the recorded metrics). A run that another process holds is waited for."""
+    def restore(run_dir: str) -> bool:
+        if not claim_run(run_dir):
+            return False
+        try:
+            if not os.path.exists(os.path.join(run_dir, "model.keras")):
+                print(f"restoring {run_dir}/model.keras: training the run again from its config.json "
+                      "(git keeps no models); its metrics must match the recorded ones", flush=True)
+                training.restore_model(run_dir, data_dir, verbose=2)
+        finally:
+            release_run(run_dir)
+        return True
+
     pending = [d for d in dict.fromkeys(run_dirs) if not os.path.exists(os.path.join(d, "model.keras"))]
+    _each_in_turn(pending, restore, "restore", str, poll_seconds)
+
+
+def _each_in_turn(pending: list, attempt, what: str, name, poll_seconds: float, wait: bool = True) -> bool:
+    """Calls `attempt(item)` on each item until every one has returned True. An item that
+    another process holds (`attempt` returned False) is tried again after the others; once
+    only such items are left, they are waited for, polling every `poll_seconds`, or, with
+    `wait=False`, False is returned at once. `what` and `name(item)` word the waiting line."""
     while pending:
-        waiting = []
-        for run_dir in pending:
-            if not claim_run(run_dir):
-                waiting.append(run_dir)
-                continue
-            try:
-                if not os.path.exists(os.path.join(run_dir, "model.keras")):
-                    print(f"restoring {run_dir}/model.keras: training the run again from its config.json "
-                          "(git keeps no models); its metrics must match the recorded ones", flush=True)
-                    training.restore_model(run_dir, data_dir, verbose=2)
-            finally:
-                release_run(run_dir)
+        waiting = [item for item in pending if not attempt(item)]
         if waiting and len(waiting) == len(pending):
-            print(f"waiting for another process to restore: {', '.join(waiting)}", flush=True)
+            if not wait:
+                return False
+            print(f"waiting for another process to {what}: {', '.join(name(item) for item in waiting)}",
+                  flush=True)
             time.sleep(poll_seconds)
         pending = waiting
+    return True

@@ -1,5 +1,5 @@
 """The README's and docs/' commands are real: every `hierdiffuse` command parses, the fast ones run,
-and every relative link points at a file that exists."""
+and every relative link points at a file, and a heading, that exists."""
 
 import glob
 import os
@@ -56,18 +56,33 @@ def test_every_readme_command_parses(argv):
     assert args.command == argv[0]
 
 
+def heading_anchors(path: str) -> set[str]:
+    """The `#anchors` of a Markdown file's headings, as GitHub makes them: lowercased, punctuation
+    dropped, spaces as hyphens, and `-1`, `-2`, ... after a repeated heading."""
+    text = re.sub(r"```.*?```", "", open(path).read(), flags=re.S)
+    anchors, seen = set(), {}
+    for title in re.findall(r"^#{1,6}\s+(.*?)\s*$", text, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+        anchors.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+        seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
 @pytest.mark.parametrize("name", markdown_files())
-def test_every_relative_link_points_at_a_file(name):
+def test_every_relative_link_points_at_a_file_and_heading(name):
     text = open(os.path.join(ROOT, name)).read()
     text = re.sub(r"```.*?```", "", text, flags=re.S)  # Code blocks hold no links.
     missing = []
     for target in re.findall(r"\]\(([^)\s]+)\)", text):  # [text](target) and ![alt](target)
-        path = target.split("#")[0]
-        if not path or re.match(r"^[a-z][a-z0-9+.-]*:", path):  # An anchor in the page, or a URL.
+        path, _, anchor = target.partition("#")
+        if re.match(r"^[a-z][a-z0-9+.-]*:", path):  # A URL.
             continue
-        if not os.path.exists(os.path.normpath(os.path.join(ROOT, os.path.dirname(name), path))):
+        file = os.path.normpath(os.path.join(ROOT, os.path.dirname(name), path or os.path.basename(name)))
+        if not os.path.exists(file):
             missing.append(target)
-    assert not missing, f"{name} links to missing files: {missing}"
+        elif anchor and file.endswith(".md") and anchor not in heading_anchors(file):
+            missing.append(target)  # A heading renamed under its links.
+    assert not missing, f"{name} links to missing files or headings: {missing}"
 
 
 def test_fast_readme_commands_run(tmp_path, monkeypatch):

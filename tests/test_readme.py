@@ -1,6 +1,7 @@
 """The README's and docs/' commands are real: every `hierdiffuse` command parses, the fast ones run,
 and every relative link points at a file, and a heading, that exists."""
 
+import functools
 import glob
 import os
 import re
@@ -56,7 +57,8 @@ def test_every_readme_command_parses(argv):
     assert args.command == argv[0]
 
 
-def heading_anchors(path: str) -> set[str]:
+@functools.lru_cache(maxsize=None)  # Read each page once, however many links point into it.
+def heading_anchors(path: str) -> frozenset[str]:
     """The `#anchors` of a Markdown file's headings, as GitHub makes them: lowercased, punctuation
     dropped, spaces as hyphens, and `-1`, `-2`, ... after a repeated heading."""
     text = re.sub(r"```.*?```", "", open(path).read(), flags=re.S)
@@ -65,7 +67,7 @@ def heading_anchors(path: str) -> set[str]:
         slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
         anchors.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
         seen[slug] = seen.get(slug, 0) + 1
-    return anchors
+    return frozenset(anchors)
 
 
 @pytest.mark.parametrize("name", markdown_files())

@@ -102,9 +102,9 @@ def profile_train_step(batch_size: int = 256, steps: int = 30, repeats: int = 2,
     best = best_throughputs(variants, batch_size, steps, repeats)
     ms = {name: 1000.0 * batch_size / row["examples_per_sec"] for name, row in best.items()}
     full = ms["full"]
-    parts = [{"part": name, "ms": full - ms[name], "share": (full - ms[name]) / full}
-             for name, _ in parts]
-    return {"step_ms": ms, "parts": parts, "batch_size": batch_size, "steps": steps,
+    shares = [{"part": name, "ms": full - ms[name], "share": (full - ms[name]) / full}
+              for name, _ in parts]
+    return {"step_ms": ms, "parts": shares, "batch_size": batch_size, "steps": steps,
             "repeats": repeats, "machine": _machine(), "load_average": os.getloadavg()[0],
             "date": utc_timestamp()}
 

@@ -312,6 +312,13 @@ class HierDiffuseConfig(GuidedDiffusionConfig):
             behaviour embeddings (long then short, oldest first): the mean
             of the behaviours up to t must tell e_{t+1} from another row's
             (`layers/next_behaviour.py`). 0 (the default) leaves it out.
+        skip_empty_sessions: f_S's transformer block runs over the half of a
+            batch's sessions that holds a behaviour whenever they fit there
+            (about 60 % of the sessions are empty), and over all of them
+            otherwise (`SequenceEncoder(skip_empty=True)`). The scores of a
+            set of weights are the same; training draws f_S's dropout masks
+            over fewer rows. The training step needs a static batch size for
+            it, which `drop_remainder` (TrainConfig) gives.
         session_recency: add a learned embedding of each session's recency
             (0 = the most recent) to its vector h_S_k before Eq. 3's mean.
         sampler: the inference path: "tcc" (one step), "ddim" or "ddpm" (Table 2d);
@@ -324,7 +331,8 @@ class HierDiffuseConfig(GuidedDiffusionConfig):
     LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {
         "loss_reduction": "sum", "readout": "mean", "encoder_gate": False,
         "head_short_cross": False, "head_on_clean": False, "session_recency": False,
-        "long_encoder_layers": -1, "long_chunk": 0, "readout_recency": False}
+        "long_encoder_layers": -1, "long_chunk": 0, "readout_recency": False,
+        "skip_empty_sessions": False}
 
     schedule_s: float = 0.008
     max_beta: float = 0.999
@@ -353,6 +361,7 @@ class HierDiffuseConfig(GuidedDiffusionConfig):
     head_short_cross: bool = True
     head_on_clean: bool = True
     session_recency: bool = False
+    skip_empty_sessions: bool = True
     next_behaviour_weight: float = 0.0
     long_encoder_layers: int = 0
     long_chunk: int = 0
@@ -520,9 +529,14 @@ class TrainConfig(BaseConfig):
             a row have not beaten the best validation AUC, and keeps (saves,
             evaluates) the best epoch's weights. `metrics.json` records
             `best_epoch` either way.
+        drop_remainder: leave out each epoch's short last training batch (fewer
+            than `batch_size` examples, a different few each epoch), so that every
+            training step has one static shape: XLA compiles the step once,
+            not twice, and HierDiffuse's `skip_empty_sessions` applies.
+            Validation and test read every example either way.
     """
 
-    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"patience": 0}
+    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"patience": 0, "drop_remainder": False}
 
     epochs: int = 2
     batch_size: int = 256
@@ -532,6 +546,7 @@ class TrainConfig(BaseConfig):
     shuffle_buffer: int = 50_000
     strategy: str = "none"
     patience: int = 0
+    drop_remainder: bool = True
 
     def __post_init__(self):
         _at_least_one(self, "epochs", "batch_size")

@@ -153,7 +153,8 @@ def resolve_configs(model_name: str, data: pipeline.PreparedDataset, config_file
     given = values["model"].keys() | {config_lib.override_key(o) for o in overrides}
     if "schedule_steps" in model_cls.config_cls.field_names() and "schedule_steps" not in given:
         # The lambda and dt-span schedules cover the whole run unless the user set their length.
-        steps = math.ceil(data.num_examples("train") / train_config.batch_size)
+        batches = data.num_examples("train") / train_config.batch_size
+        steps = math.floor(batches) if train_config.drop_remainder else math.ceil(batches)
         model_values["schedule_steps"] = max(1, steps * train_config.epochs)
     return model_cls, model_cls.config_cls.from_dict(model_values), train_config
 
@@ -211,15 +212,17 @@ def train(model_name: str, dataset: str | pipeline.PreparedDataset, out_dir: str
 
     record, callbacks = _run_callbacks(out_dir, backup, train_config.patience, extra_callbacks, commit)
 
-    def make(split: str, shuffle: bool, cache: bool = False):
+    def make(split: str, shuffle: bool, cache: bool = False, drop_remainder: bool = False):
         # A resumed run's shuffling starts where the uninterrupted run's would be.
         return data.batches(split, train_config.batch_size, shuffle=shuffle, seed=train_config.seed,
-                            shuffle_buffer=train_config.shuffle_buffer, cache=cache, start_epoch=resumed)
+                            shuffle_buffer=train_config.shuffle_buffer, cache=cache, start_epoch=resumed,
+                            drop_remainder=drop_remainder)
 
     # Both are read every epoch: kept in memory after the first, where that changes nothing read.
     # A run killed after its early stopping fired runs no more epochs; it only restores the best weights.
     epochs = run_record.stopped_after(backup) or train_config.epochs
-    model.fit(make("train", True, cache=True), validation_data=make("validation", False, cache=True),
+    model.fit(make("train", True, cache=True, drop_remainder=train_config.drop_remainder),
+              validation_data=make("validation", False, cache=True),
               epochs=epochs, callbacks=callbacks, verbose=verbose,
               shuffle=False)  # The tf.data pipeline shuffles.
     model.save(os.path.join(out_dir, "model.keras"))

@@ -101,6 +101,14 @@ class SequenceEncoder(keras.layers.Layer):
             after the position embeddings of the whole sequence are added.
             Attention then costs L c instead of L^2, and XLA compiles it well
             on CPU. Defaults to 0 (attention over the whole sequence).
+        skip_empty: bool. Run the blocks over half of the folded sequences
+            (say, sessions) whenever the batch's non-empty ones fit in that
+            half, and over all of them otherwise. An empty sequence comes out
+            as zeros either way, so the result is the same; in training the
+            dropout masks are drawn over fewer rows (another random stream).
+            In a training step whose batch size is not static (a `fit` on
+            batches with a short last one) it runs over every row: XLA cannot
+            compile the gradient of that branch there. Defaults to False.
         **kwargs: base layer arguments.
 
     Call arguments:
@@ -119,7 +127,7 @@ class SequenceEncoder(keras.layers.Layer):
 
     def __init__(self, sequence_length: int, num_layers: int = 1, num_heads: int = 2,
                  intermediate_dim: int = 64, dropout: float = 0.1, gated: bool = False,
-                 chunk_size: int = 0, **kwargs):
+                 chunk_size: int = 0, skip_empty: bool = False, **kwargs):
         super().__init__(**kwargs)
         if sequence_length < 1 or num_layers < 0 or num_heads < 1:
             raise ValueError("`sequence_length` and `num_heads` must be >= 1, `num_layers` >= 0. "
@@ -128,6 +136,7 @@ class SequenceEncoder(keras.layers.Layer):
             raise ValueError(f"`chunk_size` must be 0 or divide `sequence_length={sequence_length}`. "
                              f"Received: `chunk_size={chunk_size}`")
         self.chunk_size = chunk_size
+        self.skip_empty = skip_empty
         self.sequence_length = sequence_length
         self.num_layers = num_layers
         self.num_heads = num_heads
@@ -161,13 +170,45 @@ class SequenceEncoder(keras.layers.Layer):
         if self.chunk_size:  # Chunks fold into the batch too; positions stay the whole sequence's.
             h = ops.reshape(h, (-1, self.chunk_size, d))
         block_mask = ops.reshape(mask, (-1, self.chunk_size)) if self.chunk_size else mask
-        for block in self.blocks:
-            h = block(h, padding_mask=block_mask, training=training)
+        # The static row count: a `fit` step whose last batch is short has none (see `skip_empty`).
+        if self.skip_empty and self.blocks and (h.shape[0] is not None or not training):
+            h = self._blocks_over_nonempty(h, block_mask, training)
+        else:
+            h = self._blocks_over(h, block_mask, training)
         h = ops.reshape(h, (-1, L, d))
         if self.gated:
             h = e + ops.cast(self.gate, h.dtype) * (h - e)
         h = h * ops.expand_dims(ops.cast(mask, h.dtype), -1)
         return ops.reshape(h, shape)
+
+    def _blocks_over(self, h, mask, training):
+        for block in self.blocks:
+            h = block(h, padding_mask=mask, training=training)
+        return h
+
+    def _blocks_over_nonempty(self, h, mask, training):
+        """`_blocks_over` the first half of the rows, the non-empty ones sorted there,
+        when they all fit (zeros for the rest); over every row otherwise.
+
+        Under XLA every size is fixed when the step compiles, so the half is a
+        fixed capacity and one `cond` picks the branch. A batch of sessions is
+        mostly empty: about 40 % of ml-100k's and ml-1m's training sessions hold a
+        behaviour, and no training batch of 256 examples held more than 44 %
+        (docs/performance.md).
+        """
+        rows = ops.shape(h)[0]
+        present = ops.any(mask, axis=-1)  # (R,)
+        order = ops.argsort(ops.cast(ops.logical_not(present), "int32"))  # Non-empty rows first.
+        h, mask = ops.take(h, order, axis=0), ops.take(mask, order, axis=0)
+        half = (rows + 1) // 2
+
+        def over_half():
+            return ops.concatenate([self._blocks_over(h[:half], mask[:half], training),
+                                    ops.zeros_like(h[half:])], axis=0)
+
+        fits = ops.sum(ops.cast(present, "int32")) <= half
+        h = ops.cond(fits, over_half, lambda: self._blocks_over(h, mask, training))
+        return ops.take(h, ops.argsort(order), axis=0)
 
     def compute_output_shape(self, x_shape, padding_mask_shape=None):
         return tuple(x_shape)
@@ -176,4 +217,4 @@ class SequenceEncoder(keras.layers.Layer):
         return {**super().get_config(), "sequence_length": self.sequence_length,
                 "num_layers": self.num_layers, "num_heads": self.num_heads,
                 "intermediate_dim": self.intermediate_dim, "dropout": self.dropout,
-                "gated": self.gated, "chunk_size": self.chunk_size}
+                "gated": self.gated, "chunk_size": self.chunk_size, "skip_empty": self.skip_empty}

@@ -106,7 +106,8 @@ class HierDiffuse(CTRModel):
         long_layers = c.encoder_layers if c.long_encoder_layers < 0 else c.long_encoder_layers
         self.long_encoder = SequenceEncoder(c.max_long, chunk_size=c.long_chunk, name="long_encoder",
                                             **{**encoder_args, "num_layers": long_layers})
-        self.short_encoder = SequenceEncoder(c.session_len, name="short_encoder", **encoder_args)
+        self.short_encoder = SequenceEncoder(c.session_len, skip_empty=c.skip_empty_sessions,
+                                             name="short_encoder", **encoder_args)
         self.long_readout = make_readout(c.readout, c.readout_units, c.readout_recency, name="long_readout")
         self.short_readout = make_readout(c.readout, c.readout_units, c.readout_recency,
                                           name="short_readout")

@@ -3,13 +3,16 @@ live in their own file, which pytest-xdist's `loadfile` gives a worker of its ow
 
 import json
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
 from hierdiffuse_tf import cli, export
 from hierdiffuse_tf.bench import timing, training
 from hierdiffuse_tf.bench.portable import DEFAULT_SHAPE
+from hierdiffuse_tf.config import HierDiffuseConfig
 from hierdiffuse_tf.models import build_model
+from hierdiffuse_tf.models.base import example_features
 from test_bench import TINY
 
 
@@ -89,3 +92,17 @@ def test_bench_epoch_estimates_each_models_epoch_on_a_prepared_split(smoke_build
     assert result["ratios"] == {"dreamrec_epoch_over_hierdiffuse": pytest.approx(
         by["dreamrec"]["epoch_seconds"] / by["hierdiffuse"]["epoch_seconds"])}
     assert "dreamrec's time per epoch over HierDiffuse's" in out.with_suffix(".md").read_text()
+
+
+def test_the_benchmark_batch_has_real_data_s_share_of_empty_sessions():
+    # HierDiffuse's step costs less the more sessions are empty, so the batch is timed with
+    # the training splits' share of sessions that hold behaviours, not with every slot full.
+    config = HierDiffuseConfig(num_items=50, num_cats=5)
+    x = example_features(config, 2000, session_share=training.TRAINING_SESSION_SHARE)
+    full = example_features(config, 2000)
+    held = (x["short_items"] > 0).any(-1)
+    assert abs(held.mean() - training.TRAINING_SESSION_SHARE) < 0.03 and (full["short_items"] > 0).any(-1).all()
+    for name in ("short_items", "short_cats", "short_popular"):  # A session is empty in every feature.
+        assert not x[name][~held].any()
+        np.testing.assert_array_equal(x[name][held], full[name][held])
+    np.testing.assert_array_equal(x["long_items"], full["long_items"])

@@ -47,11 +47,11 @@ ENCODER_WEIGHTS = 1 + 16  # Position embedding + one TransformerEncoder block.
 ENCODER_KWARGS = {"sequence_length": 5, "num_heads": 2, "intermediate_dim": 16, "dropout": 0.0}
 
 
-@pytest.mark.parametrize("gated", [False, True])
-def test_sequence_encoder(gated):
+@pytest.mark.parametrize("gated,skip_empty", [(False, False), (True, False), (False, True)])
+def test_sequence_encoder(gated, skip_empty):
     x = np.random.default_rng(0).normal(size=(3, 5, 8)).astype("float32")
     mask = np.array([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], bool)
-    tokens = run_layer_test(SequenceEncoder, {**ENCODER_KWARGS, "gated": gated},
+    tokens = run_layer_test(SequenceEncoder, {**ENCODER_KWARGS, "gated": gated, "skip_empty": skip_empty},
                             {"x": x, "padding_mask": mask}, (3, 5, 8), ENCODER_WEIGHTS + gated)
     assert np.all(ops.convert_to_numpy(tokens)[0, 3:] == 0)  # Padding stays zero.
 
@@ -74,6 +74,26 @@ def test_the_gate_at_zero_gives_back_the_embeddings():
     single.set_weights(plain.get_weights())
     np.testing.assert_allclose(ops.convert_to_numpy(plain(x, mask))[:, 1],
                                ops.convert_to_numpy(single(x[:, 1], mask[:, 1])), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("non_empty", [4, 6, 7, 12])
+def test_skipping_the_empty_sessions_changes_no_output(non_empty):
+    # 12 sessions fold into the batch: up to 6 non-empty ones, the block runs over half of the rows.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 3, 5, 8)).astype("float32")
+    present = np.zeros(12, bool)
+    present[rng.permutation(12)[:non_empty]] = True
+    mask = (rng.random((4, 3, 5)) < 0.7) & present.reshape(4, 3, 1)
+    mask[..., 0] |= present.reshape(4, 3)  # Each non-empty session holds at least one behaviour.
+    skipping = SequenceEncoder(**ENCODER_KWARGS, gated=True, skip_empty=True)
+    plain = SequenceEncoder(**ENCODER_KWARGS, gated=True)
+    skipping(x, mask)
+    plain(x, mask)
+    skipping.gate.assign(0.5)
+    plain.set_weights(skipping.get_weights())
+    tokens = ops.convert_to_numpy(skipping(x, mask))
+    np.testing.assert_allclose(tokens, ops.convert_to_numpy(plain(x, mask)), rtol=1e-5, atol=1e-6)
+    assert np.all(tokens[~mask] == 0) and np.all(np.abs(tokens[mask]) > 0)
 
 
 def test_target_readout_is_masked_mean_pooling_at_initialisation():

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from conftest import TINY_MODEL, TINY_SETS, random_features, tiny_sets
 from hierdiffuse_tf import cli, run_record, training
-from hierdiffuse_tf.config import PAPER_AS_PRINTED, ConfigError, HierDiffuseConfig
+from hierdiffuse_tf.config import PAPER_AS_PRINTED, ConfigError, HierDiffuseConfig, TrainConfig
 from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.diffusion import tcc
 from hierdiffuse_tf.models import HierDiffuse, build_model
@@ -245,6 +245,22 @@ def test_config_file_blocks_layer_under_set_and_an_empty_block_is_allowed(smoke_
     path.write_text("model: [1, 2]\n")
     with pytest.raises(ConfigError, match=r"`model` must be a mapping"):
         training.resolve_configs("hierdiffuse", smoke_data, str(path))
+
+
+def test_the_schedules_cover_the_steps_the_run_takes(smoke_data):
+    # Training leaves out each epoch's short last batch (drop_remainder): the schedule counts full ones.
+    size = smoke_data.num_examples("train")
+    _, model_config, train_config = training.resolve_configs("hierdiffuse", smoke_data, overrides=[
+        "batch_size=100", "epochs=3"])
+    assert train_config.drop_remainder and model_config.skip_empty_sessions
+    assert model_config.schedule_steps == size // 100 * 3
+    _, legacy, _ = training.resolve_configs("hierdiffuse", smoke_data, overrides=[
+        "batch_size=100", "epochs=3", "drop_remainder=false"])
+    assert legacy.schedule_steps == -(-size // 100) * 3
+    assert size % 100  # Otherwise the two would agree.
+    # A run recorded before the fields existed trained every batch, over every session.
+    assert not TrainConfig.from_saved({"epochs": 3}).drop_remainder
+    assert not HierDiffuseConfig.from_saved({}).skip_empty_sessions
 
 
 def test_cli_reports_bad_input_as_one_line_errors(data_dir, smoke_builder, tmp_path, capsys):

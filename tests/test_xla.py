@@ -58,6 +58,41 @@ def test_a_model_that_trains_under_xla_takes_the_same_step_as_without(name, fixe
         np.testing.assert_allclose(xla, plain, atol=1e-5)
 
 
+def test_f_s_over_the_non_empty_sessions_trains_under_xla_as_over_all(fixed_draws):
+    """`skip_empty_sessions` takes the step of the full block, under XLA as well: its `cond`'s
+    gradient compiles once the training batch has a static size (`drop_remainder`). With
+    a short last batch the encoder runs over every row, and XLA compiles that too."""
+    x = random_features(small("hierdiffuse").config, 32)
+    keep = np.random.default_rng(1).random(x["short_items"].shape[:2]) < 0.4  # ml-100k's share.
+    for key in ("short_items", "short_cats", "short_popular"):
+        x[key] = x[key] * keep[..., None]
+    y = np.random.default_rng(0).integers(0, 2, 32).astype("float32")
+    static = tf.data.Dataset.from_tensor_slices((x, y)).batch(16, drop_remainder=True)
+    weights = {}
+    for skip, jit in ((False, False), (True, True)):
+        keras.utils.set_random_seed(0)
+        model = small("hierdiffuse", dropout=0.0, skip_empty_sessions=skip)
+        model(x)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit)
+        model.fit(static, epochs=1, verbose=0)
+        weights[skip, jit] = model.get_weights()
+    for plain, skipping in zip(weights[False, False], weights[True, True]):
+        np.testing.assert_allclose(skipping, plain, atol=1e-5)
+
+
+def test_f_s_skip_falls_back_to_every_session_when_the_batch_size_is_not_static():
+    # A notebook's `fit` on batches with a short last one: no static size, so no skip, and it compiles.
+    model = small("hierdiffuse")
+    x = random_features(model.config, 32)
+    y = np.random.default_rng(0).integers(0, 2, 32).astype("float32")
+    model(x)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=True)
+    ragged = tf.data.Dataset.from_tensor_slices((x, y)).batch(12)  # 12, 12 and 8 rows.
+    assert ragged.element_spec[1].shape[0] is None
+    history = model.fit(ragged, epochs=1, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
 def test_fit_compiles_with_xla_where_it_measured_faster_unless_asked_not_to(monkeypatch):
     monkeypatch.delenv(training.XLA_TRAINING_ENV, raising=False)
     assert {n for n in MODELS if training.xla_training(MODELS[n])} == {

@@ -47,13 +47,24 @@ def feature_shapes(config: ModelConfig) -> dict[str, tuple]:
     return {k: shapes[k] for k in MODEL_FEATURES}
 
 
-def example_features(config: ModelConfig, batch: int, seed: int = 0) -> dict:
-    """Plausible int64 features (numpy) for warm-up, benchmarks and smoke tests."""
+def example_features(config: ModelConfig, batch: int, seed: int = 0,
+                     session_share: float | None = None) -> dict:
+    """Plausible int64 features (numpy) for warm-up, benchmarks and smoke tests.
+
+    Every behaviour slot holds a random id (0, padding, is as rare as any id).
+    With `session_share`, each short-term session holds behaviours with that
+    probability and is empty otherwise, as in real data (ml-100k's training
+    sessions: 40 % hold a behaviour; docs/performance.md), where a model's cost
+    can depend on it (HierDiffuse's `skip_empty_sessions`).
+    """
     rng = np.random.default_rng(seed)
     out = {}
     for name, shape in feature_shapes(config).items():
         high = 2 if name.endswith("popular") else (config.num_cats if "cat" in name else config.item_vocab)
         out[name] = rng.integers(0, max(high, 2), size=(batch,) + shape).astype(np.int64)
+    if session_share is not None:
+        kept = rng.random((batch, config.num_sessions, 1)) < session_share
+        out.update({name: np.where(kept, out[name], 0) for name in out if name.startswith("short_")})
     return out
 
 

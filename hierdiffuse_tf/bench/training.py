@@ -8,6 +8,7 @@ keeps its best round. (Many models in one process timed bimodally.)
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -325,7 +326,8 @@ def epoch_seconds(model_name: str, dataset: str, data_dir: str | None = None,
     model.fit(train.repeat(), steps_per_epoch=steps, epochs=2, validation_data=validation,
               callbacks=[clock], verbose=0)
     step_s = (clock.epochs[1] - clock.validation[1]) / steps
-    split_steps = -(-data.num_examples("train") // size)
+    batches = data.num_examples("train") / size  # `train`'s steps per epoch: full batches only, by default.
+    split_steps = math.floor(batches) if train_config.drop_remainder else math.ceil(batches)
     return {"model": model_name, "step_ms": 1000.0 * step_s, "validation_seconds": clock.validation[1],
             "epoch_seconds": split_steps * step_s + clock.validation[1],
             "first_epoch_seconds": clock.epochs[0], "steps": steps, "steps_per_epoch": split_steps,

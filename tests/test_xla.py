@@ -58,6 +58,7 @@ def test_a_model_that_trains_under_xla_takes_the_same_step_as_without(name, fixe
         np.testing.assert_allclose(xla, plain, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_f_s_over_the_non_empty_sessions_trains_under_xla_as_over_all(fixed_draws):
     """`skip_empty_sessions` takes the step of the full block, under XLA as well: its `cond`'s
     gradient compiles once the training batch has a static size (`drop_remainder`). With
@@ -80,6 +81,7 @@ def test_f_s_over_the_non_empty_sessions_trains_under_xla_as_over_all(fixed_draw
         np.testing.assert_allclose(skipping, plain, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_f_s_skip_falls_back_to_every_session_when_the_batch_size_is_not_static():
     # A notebook's `fit` on batches with a short last one: no static size, so no skip, and it compiles.
     model = small("hierdiffuse")

@@ -312,13 +312,14 @@ class HierDiffuseConfig(GuidedDiffusionConfig):
             behaviour embeddings (long then short, oldest first): the mean
             of the behaviours up to t must tell e_{t+1} from another row's
             (`layers/next_behaviour.py`). 0 (the default) leaves it out.
-        skip_empty_sessions: f_S's transformer block runs over the half of a
-            batch's sessions that holds a behaviour whenever they fit there
-            (about 60 % of the sessions are empty), and over all of them
-            otherwise (`SequenceEncoder(skip_empty=True)`). The scores of a
-            set of weights are the same; training draws f_S's dropout masks
-            over fewer rows. The training step needs a static batch size for
-            it, which `drop_remainder` (TrainConfig) gives.
+        skip_empty_sessions: in training, f_S's transformer block runs over
+            the half of a batch's sessions that holds a behaviour whenever
+            they fit there (about 60 % of the sessions are empty), and over
+            all of them otherwise (`SequenceEncoder(skip_empty=True)`). The
+            outputs are the same; f_S's dropout masks are drawn over fewer
+            rows. The training step needs a static batch size for it, which
+            `drop_remainder` (TrainConfig) gives. Scoring runs the block over
+            every session.
         session_recency: add a learned embedding of each session's recency
             (0 = the most recent) to its vector h_S_k before Eq. 3's mean.
         sampler: the inference path: "tcc" (one step), "ddim" or "ddpm" (Table 2d);

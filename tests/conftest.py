@@ -17,9 +17,9 @@ TINY_MODEL = {
     "embed_dim": 16, "encoder_ffn_dim": 32, "denoiser_units": 32, "time_embed_dim": 16,
     "head_units": (32, 16), "diffusion_steps": 20,
 }
-# As `--set` pairs, for the commands' tests. They also run f_S over every session: under XLA
-# the skip compiles the block twice (both branches of its `cond`), most of a tiny model's
-# compile, and it has tests of its own (test_layers.py, test_xla.py).
+# As `--set` pairs, for the commands' tests. They also train f_S over every session: the
+# skip builds the block twice in a training step (both branches of its `cond`), much of a
+# tiny model's cost, and it has tests of its own (test_layers.py, test_xla.py).
 TINY_SETS = [f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
              for k, v in TINY_MODEL.items()] + ["skip_empty_sessions=false"]
 

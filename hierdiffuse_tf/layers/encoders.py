@@ -101,14 +101,16 @@ class SequenceEncoder(keras.layers.Layer):
             after the position embeddings of the whole sequence are added.
             Attention then costs L c instead of L^2, and XLA compiles it well
             on CPU. Defaults to 0 (attention over the whole sequence).
-        skip_empty: bool. Run the blocks over half of the folded sequences
-            (say, sessions) whenever the batch's non-empty ones fit in that
-            half, and over all of them otherwise. An empty sequence comes out
-            as zeros either way, so the result is the same; in training the
-            dropout masks are drawn over fewer rows (another random stream).
-            In a training step whose batch size is not static (a `fit` on
-            batches with a short last one) it runs over every row: XLA cannot
-            compile the gradient of that branch there. Defaults to False.
+        skip_empty: bool. In training, run the blocks over half of the
+            folded sequences (say, sessions) whenever the batch's non-empty
+            ones fit in that half, and over all of them otherwise. An empty
+            sequence comes out as zeros either way, so the result is the
+            same; the dropout masks are drawn over fewer rows (another random
+            stream). A training step whose batch size is not static (a `fit`
+            on batches with a short last one) runs over every row: XLA cannot
+            compile the gradient of that branch there. Scoring always runs
+            over every row, so a scoring graph (and the SavedModel) holds no
+            `cond` and one copy of the blocks. Defaults to False.
         **kwargs: base layer arguments.
 
     Call arguments:
@@ -170,8 +172,8 @@ class SequenceEncoder(keras.layers.Layer):
         if self.chunk_size:  # Chunks fold into the batch too; positions stay the whole sequence's.
             h = ops.reshape(h, (-1, self.chunk_size, d))
         block_mask = ops.reshape(mask, (-1, self.chunk_size)) if self.chunk_size else mask
-        # The static row count: a `fit` step whose last batch is short has none (see `skip_empty`).
-        if self.skip_empty and self.blocks and (h.shape[0] is not None or not training):
+        # Training only, with a static row count: a `fit` step whose last batch is short has none.
+        if self.skip_empty and self.blocks and training and h.shape[0] is not None:
             h = self._blocks_over_nonempty(h, block_mask, training)
         else:
             h = self._blocks_over(h, block_mask, training)

@@ -153,10 +153,15 @@ def resolve_configs(model_name: str, data: pipeline.PreparedDataset, config_file
     given = values["model"].keys() | {config_lib.override_key(o) for o in overrides}
     if "schedule_steps" in model_cls.config_cls.field_names() and "schedule_steps" not in given:
         # The lambda and dt-span schedules cover the whole run unless the user set their length.
-        batches = data.num_examples("train") / train_config.batch_size
-        steps = math.floor(batches) if train_config.drop_remainder else math.ceil(batches)
-        model_values["schedule_steps"] = max(1, steps * train_config.epochs)
+        model_values["schedule_steps"] = max(1, steps_per_epoch(data, train_config) * train_config.epochs)
     return model_cls, model_cls.config_cls.from_dict(model_values), train_config
+
+
+def steps_per_epoch(data: pipeline.PreparedDataset, train_config: config_lib.TrainConfig) -> int:
+    """The training steps of one epoch: full batches only with `drop_remainder`, else one more
+    for the short last batch."""
+    batches = data.num_examples("train") / train_config.batch_size
+    return math.floor(batches) if train_config.drop_remainder else math.ceil(batches)
 
 
 XLA_TRAINING_ENV = "HIERDIFFUSE_XLA_TRAINING"

@@ -8,7 +8,6 @@ keeps its best round. (Many models in one process timed bimodally.)
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import time
@@ -326,8 +325,7 @@ def epoch_seconds(model_name: str, dataset: str, data_dir: str | None = None,
     model.fit(train.repeat(), steps_per_epoch=steps, epochs=2, validation_data=validation,
               callbacks=[clock], verbose=0)
     step_s = (clock.epochs[1] - clock.validation[1]) / steps
-    batches = data.num_examples("train") / size  # `train`'s steps per epoch: full batches only, by default.
-    split_steps = math.floor(batches) if train_config.drop_remainder else math.ceil(batches)
+    split_steps = training.steps_per_epoch(data, train_config)
     return {"model": model_name, "step_ms": 1000.0 * step_s, "validation_seconds": clock.validation[1],
             "epoch_seconds": split_steps * step_s + clock.validation[1],
             "first_epoch_seconds": clock.epochs[0], "steps": steps, "steps_per_epoch": split_steps,

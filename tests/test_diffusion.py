@@ -125,6 +125,22 @@ def test_denoiser_layers(cls, kwargs, weights):
     run_layer_test(cls, kwargs, inputs, (4, 6), weights)
 
 
+@pytest.mark.parametrize("cls", [MLPDenoiser, TransformerDenoiser])
+def test_call_conditions_equals_one_call_per_condition(cls):
+    """The MLP's shared first term (and the stacked call of the others) change nothing."""
+    rng = np.random.default_rng(0)
+    x_t = rng.normal(size=(5, 6)).astype("float32")
+    t = np.array([0, 3, 7, 50, 99])
+    conditions = [rng.normal(size=(5, 4)).astype("float32") for _ in range(3)]
+    denoiser = cls(units=16, num_layers=2, time_embed_dim=8)
+    denoiser.build((None, 6), (None,), (None, 4))
+    together = denoiser.call_conditions(x_t, t, conditions)
+    assert len(together) == 3
+    for c, out in zip(conditions, together):
+        np.testing.assert_allclose(ops.convert_to_numpy(out), ops.convert_to_numpy(denoiser(x_t, t, c)),
+                                   rtol=1e-5, atol=1e-5)
+
+
 def test_tcc_one_step_and_many_step_ddim_agree_on_a_trained_toy_model():
     """Train a small guided denoiser with the TCC losses on x0 = A c; both paths then find x0."""
     import tensorflow as tf

@@ -93,6 +93,14 @@ class Denoiser(keras.layers.Layer):
                                             name="time_embedding")
         self.time_embedding.build((None,))
 
+    def call_conditions(self, x_t, t, conditions, training=None):
+        """The predictions at `(x_t, t)` under each of `conditions` (each `(B, d_c)`):
+        a list of `(B, d)`, from one call over the stacked rows."""
+        n = len(conditions)
+        out = self(ops.concatenate([x_t] * n, axis=0), ops.concatenate([t] * n, axis=0),
+                   ops.concatenate(conditions, axis=0), training=training)
+        return ops.split(out, n, axis=0)
+
     def compute_output_shape(self, x_t_shape, t_shape=None, c_shape=None):
         return tuple(x_t_shape)
 
@@ -123,6 +131,26 @@ class MLPDenoiser(Denoiser):
         for layer in self.hidden:
             h = layer(h)
         return self.out(h)  # (B, d)
+
+    def call_conditions(self, x_t, t, conditions, training=None):
+        """`Denoiser.call_conditions` without repeating what the conditions share.
+
+        The first layer reads `[x_t, time(t), c]`: its kernel splits into the
+        rows that read `(x_t, time(t))` and those that read `c`, so the time
+        embedding and the first term are computed once, not once per condition.
+        """
+        first, *rest = self.hidden
+        kernel = ops.convert_to_tensor(first.kernel)
+        split = x_t.shape[-1] + self.time_embed_dim
+        shared = ops.matmul(ops.concatenate([x_t, self.time_embedding(t)], axis=-1), kernel[:split])
+        n = len(conditions)
+        h = (ops.concatenate([shared] * n, axis=0)
+             + ops.matmul(ops.concatenate(conditions, axis=0), kernel[split:])
+             + ops.convert_to_tensor(first.bias))  # (n B, units)
+        h = first.activation(h)
+        for layer in rest:
+            h = layer(h)
+        return ops.split(self.out(h), n, axis=0)
 
 
 @serializable

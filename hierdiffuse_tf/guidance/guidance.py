@@ -152,10 +152,7 @@ class GuidedDenoiser(keras.layers.Layer):
 
     def _batched(self, x_t, t, conditions, training):
         """Runs the denoiser once over all `conditions`, each `(B, d_c)`."""
-        n = len(conditions)
-        out = self.denoiser(ops.concatenate([x_t] * n, axis=0), ops.concatenate([t] * n, axis=0),
-                            ops.concatenate(conditions, axis=0), training=training)
-        return ops.split(out, n, axis=0)
+        return self.denoiser.call_conditions(x_t, t, conditions, training=training)
 
     def group_weights(self, conds, shares):
         """SGD's (w1, w2), each `(B, 1)`: learned from each group's vector and share

@@ -106,3 +106,23 @@ def test_the_benchmark_batch_has_real_data_s_share_of_empty_sessions():
         assert not x[name][~held].any()
         np.testing.assert_array_equal(x[name][held], full[name][held])
     np.testing.assert_array_equal(x["long_items"], full["long_items"])
+
+
+def test_paired_step_times_each_model_in_alternating_rounds(monkeypatch):
+    import keras
+
+    sizes = dict(num_items=50, num_cats=5, max_long=6, num_sessions=2, session_len=3, embed_dim=8)
+    x = {k: tf.constant(v) for k, v in example_features(HierDiffuseConfig(**sizes), 8).items()}
+    batch = (x, tf.constant([0.0, 1.0] * 4))
+    models = {}
+    for name in ("first", "second"):
+        models[name] = build_model("din", sizes)
+        models[name].compile(optimizer=keras.optimizers.Adam(1e-3))
+    order = []
+    real = training.direct_step_ms
+    monkeypatch.setattr(training, "direct_step_ms",
+                        lambda step, iterator, steps: order.append(step) or real(step, iterator, steps))
+    result = training.paired_step_ms(models, batch, rounds=3, steps=2)
+    assert list(result) == ["first", "second"]
+    assert all(0 < best <= median for best, median in result.values())
+    assert order == [models["first"].train_function, models["second"].train_function] * 3  # Round by round.

@@ -84,6 +84,27 @@ def direct_step_ms(train_function, iterator, steps: int) -> tuple[float, float]:
     return 1000.0 * float(np.median(walls)), 1000.0 * (time.process_time() - cpu) / steps
 
 
+def paired_step_ms(models: dict, batch, rounds: int, steps: int = 20) -> dict:
+    """`{name: [best round ms, median round ms]}` of each model's compiled training step
+    on one `batch`, the models in one process, in alternating rounds of `steps` calls
+    (`direct_step_ms`), so that a slow window of the machine falls on all of them alike.
+
+    `models` maps names to compiled models; each is warmed up (traced) here first.
+    """
+    import numpy as np
+
+    compiled = {}
+    for name, model in models.items():
+        data = tf.data.Dataset.from_tensors(batch).repeat()
+        model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
+        compiled[name] = (model.train_function, iter(data))
+    times = {name: [] for name in compiled}
+    for _ in range(rounds):
+        for name, (step, iterator) in compiled.items():
+            times[name].append(direct_step_ms(step, iterator, steps)[0])
+    return {name: [round(min(ms), 1), round(float(np.median(ms)), 1)] for name, ms in times.items()}
+
+
 # `bench profile`: each part's share of a HierDiffuse training step, by removing it. A
 # variant is the default with one part taken out; the part costs the difference.
 PROFILE_PARTS = (

@@ -6,24 +6,25 @@ A variant is `model[:key=value...]`; the pseudo-setting `stacked_denoiser=1` mak
 run every condition through its whole network (`Denoiser.call_conditions`, the code before the
 shared first term). Argument 2 is the number of rounds. docs/performance.md quotes
 
-    python results/speed_s38/scripts/paired_step.py "hierdiffuse,hierdiffuse:stacked_denoiser=1,din" 6
+    python results/speed_s38/scripts/paired_step.py "hierdiffuse:encoder_heads=1:denoiser_units=64,hierdiffuse,hierdiffuse:stacked_denoiser=1,din" 8
+
+run while the default was 2 heads and 128 units; the same models now are
+`hierdiffuse,hierdiffuse:encoder_heads=2:denoiser_units=128,hierdiffuse:encoder_heads=2:denoiser_units=128:stacked_denoiser=1,din`.
 """
 import json
 import sys
 import types
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from hierdiffuse_tf import training
-from hierdiffuse_tf.bench.training import direct_step_ms
+from hierdiffuse_tf.bench.training import paired_step_ms
 from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.diffusion.denoiser import Denoiser
 
 data = pipeline.open_dataset("movielens_100k_ctr")
 batch = list(data.batches("train", 256, shuffle=True, seed=0, drop_remainder=True).take(4))[3]
-steps = {}
+models = {}
 for spec in sys.argv[1].split(","):
     name, *sets = spec.split(":")
     stacked = "stacked_denoiser=1" in sets
@@ -34,11 +35,5 @@ for spec in sys.argv[1].split(","):
     if stacked:
         denoiser = model.guided.denoiser
         denoiser.call_conditions = types.MethodType(Denoiser.call_conditions, denoiser)
-    model = training.compile_model(model, train_config)
-    model.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=3, epochs=1, verbose=0)
-    steps[spec] = (model.train_function, iter(tf.data.Dataset.from_tensors(batch).repeat()))
-rounds = {spec: [] for spec in steps}
-for _ in range(int(sys.argv[2])):
-    for spec, (step, batches) in steps.items():
-        rounds[spec].append(direct_step_ms(step, batches, 20)[0])
-print(json.dumps({spec: [round(min(ms), 1), round(float(np.median(ms)), 1)] for spec, ms in rounds.items()}))
+    models[spec] = training.compile_model(model, train_config)
+print(json.dumps(paired_step_ms(models, batch, int(sys.argv[2]))))

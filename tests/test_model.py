@@ -247,7 +247,7 @@ def test_config_file_blocks_layer_under_set_and_an_empty_block_is_allowed(smoke_
         training.resolve_configs("hierdiffuse", smoke_data, str(path))
 
 
-def test_hierdiffuse_defaults_to_one_f_s_head_and_64_denoiser_units_and_the_baselines_keep_theirs():
+def test_hierdiffuse_s_narrower_widths_and_the_baselines_keep_theirs():
     from hierdiffuse_tf.config import DiffuRecConfig, DreamRecConfig
 
     sizes = dict(num_items=50, num_cats=8, max_long=6, num_sessions=2, session_len=3, embed_dim=8)
@@ -255,12 +255,14 @@ def test_hierdiffuse_defaults_to_one_f_s_head_and_64_denoiser_units_and_the_base
     model(random_features(model.config, 2))
     assert model.short_encoder.blocks[0]._self_attention_layer.num_heads == 1
     assert model.guided.denoiser.hidden[0].units == 64
+    assert [dense.units for dense, _ in model.long_readout.unit.hidden] == [16]
     assert (DreamRecConfig(**sizes).encoder_heads, DreamRecConfig(**sizes).denoiser_units) == (2, 128)
     assert DiffuRecConfig(**sizes).encoder_heads == 2
     # A model saved with the earlier widths (every saved config holds both) rebuilds them.
-    saved = HierDiffuse(HierDiffuseConfig(**sizes, encoder_heads=2, denoiser_units=128)).get_config()
+    saved = HierDiffuse(HierDiffuseConfig(**sizes, encoder_heads=2, denoiser_units=128,
+                                          readout_units=(36,))).get_config()
     restored = HierDiffuse.from_config(saved).config
-    assert (restored.encoder_heads, restored.denoiser_units) == (2, 128)
+    assert (restored.encoder_heads, restored.denoiser_units, restored.readout_units) == (2, 128, (36,))
 
 
 def test_the_schedules_cover_the_steps_the_run_takes(smoke_data):

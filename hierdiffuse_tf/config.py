@@ -252,7 +252,8 @@ class HierDiffuseConfig(GuidedDiffusionConfig):
     together they scored 0.8914 ± 0.0003 validation AUC on ml-100k against
     0.8904 ± 0.0009 with 2 heads and 128 units (3 seeds, the same seeds;
     docs/performance.md). `readout_units` is 16 (against DIN's 36) for the
-    same reason: 0.8912 ± 0.0019 against 0.8914 ± 0.0003 with 36. And these:
+    same reason: 0.8912 ± 0.0019 against 0.8914 ± 0.0003 with 36. Each
+    difference is within a seed spread: the same accuracy, not a gain. And these:
 
     Args:
         schedule_s: the offset s of Eq. 10.

@@ -10,7 +10,8 @@ CFG: Eq. 5 as printed, `(1 - w) f(x, t) + f(x, t, g)`, is not the standard form
 classifier-free guidance `(1 + w) f(x, t, c) - w f(x, t, null)` (Ho and
 Salimans, 2022), as SPEC 2 says.
 
-All evaluations of one guided prediction run as one batched denoiser call.
+All evaluations of one guided prediction run as one batched denoiser call
+(`Denoiser.call_conditions`).
 """
 
 from __future__ import annotations
@@ -150,10 +151,6 @@ class GuidedDenoiser(keras.layers.Layer):
             keep = ops.logical_and(keep, draw >= self.cond_dropout)
         return ops.where(ops.expand_dims(keep, -1), conds, ops.cast(self.null, conds.dtype))
 
-    def _batched(self, x_t, t, conditions, training):
-        """Runs the denoiser once over all `conditions`, each `(B, d_c)`."""
-        return self.denoiser.call_conditions(x_t, t, conditions, training=training)
-
     def group_weights(self, conds, shares):
         """SGD's (w1, w2), each `(B, 1)`: learned from each group's vector and share
         (`sgd_weights="adaptive"`, Eq. 6), or `sgd_fixed_w` (`"fixed"`)."""
@@ -169,14 +166,15 @@ class GuidedDenoiser(keras.layers.Layer):
         which share one condition-dropout draw (a TCC pair sees the same conditions)."""
         null = ops.broadcast_to(ops.cast(self.null, x_t.dtype), (ops.shape(x_t)[0], self.null.shape[0]))
         if conds is None:
-            return self._batched(x_t, t, [null], training)[0]
+            return self.denoiser.call_conditions(x_t, t, [null], training)[0]
         conds = self._nullify(conds, present, training, copies)
         if self.mode == "none":
-            return self._batched(x_t, t, [conds[:, 0]], training)[0]
+            return self.denoiser.call_conditions(x_t, t, [conds[:, 0]], training)[0]
         if self.mode == "cfg":
-            f_cond, f_null = self._batched(x_t, t, [conds[:, 0], null], training)
+            f_cond, f_null = self.denoiser.call_conditions(x_t, t, [conds[:, 0], null], training)
             return cfg_combine(f_cond, f_null, self.cfg_scale)
-        f_null, f_1, f_2 = self._batched(x_t, t, [null, conds[:, 0], conds[:, 1]], training)
+        f_null, f_1, f_2 = self.denoiser.call_conditions(
+            x_t, t, [null, conds[:, 0], conds[:, 1]], training)
         w_1, w_2 = self.group_weights(conds, shares)
         return sgd_combine(f_null, f_1, f_2, w_1, w_2)
 

@@ -139,6 +139,17 @@ def test_call_conditions_equals_one_call_per_condition(cls):
     for c, out in zip(conditions, together):
         np.testing.assert_allclose(ops.convert_to_numpy(out), ops.convert_to_numpy(denoiser(x_t, t, c)),
                                    rtol=1e-5, atol=1e-5)
+    # One step for every row `(1,)` (the samplers) and one condition for every row
+    # `(1, d_c)` (the null vector) are the same as their rows repeated.
+    one_step, shared = np.array([50]), conditions[0][:1]
+    broadcast = denoiser.call_conditions(x_t, one_step, [shared, conditions[1]])
+    repeated = [denoiser(x_t, np.full(5, 50), c) for c in (np.repeat(shared, 5, axis=0), conditions[1])]
+    for out, expected in zip(broadcast, repeated):
+        assert tuple(out.shape) == (5, 6)
+        np.testing.assert_allclose(ops.convert_to_numpy(out), ops.convert_to_numpy(expected),
+                                   rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(denoiser(x_t, one_step, conditions[1])),
+                               ops.convert_to_numpy(repeated[1]), rtol=1e-5, atol=1e-5)
 
 
 def test_tcc_one_step_and_many_step_ddim_agree_on_a_trained_toy_model():

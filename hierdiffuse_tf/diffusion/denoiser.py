@@ -94,12 +94,24 @@ class Denoiser(keras.layers.Layer):
         self.time_embedding.build((None,))
 
     def call_conditions(self, x_t, t, conditions, training=None):
-        """The predictions at `(x_t, t)` under each of `conditions` (each `(B, d_c)`):
-        a list of `(B, d)`, from one call over the stacked rows."""
+        """The predictions at `(x_t, t)` under each of `conditions`: a list of `(B, d)`,
+        from one call over the stacked rows.
+
+        `t` is `(B,)`, or `(1,)` for one step shared by every row (the samplers);
+        a condition is `(B, d_c)`, or `(1, d_c)` for one shared by every row (the
+        null vector). Subclasses may compute such shared parts once.
+        """
         n = len(conditions)
+        batch = ops.shape(x_t)[0]
+        t = ops.broadcast_to(t, (batch,))
+        conditions = [ops.broadcast_to(c, (batch, ops.shape(c)[-1])) for c in conditions]
         out = self(ops.concatenate([x_t] * n, axis=0), ops.concatenate([t] * n, axis=0),
                    ops.concatenate(conditions, axis=0), training=training)
         return ops.split(out, n, axis=0)
+
+    def _time_rows(self, t, batch):
+        """The time embedding `(batch, d_t)` of `t`, computed once when `t` is one step `(1,)`."""
+        return ops.broadcast_to(self.time_embedding(t), (batch, self.time_embed_dim))
 
     def compute_output_shape(self, x_t_shape, t_shape=None, c_shape=None):
         return tuple(x_t_shape)
@@ -127,7 +139,7 @@ class MLPDenoiser(Denoiser):
         self.out.build((None, width))
 
     def call(self, x_t, t, c, training=None):
-        h = ops.concatenate([x_t, self.time_embedding(t), c], axis=-1)  # (B, d + d_t + d_c)
+        h = ops.concatenate([x_t, self._time_rows(t, ops.shape(x_t)[0]), c], axis=-1)  # (B, d + d_t + d_c)
         for layer in self.hidden:
             h = layer(h)
         return self.out(h)  # (B, d)
@@ -136,21 +148,22 @@ class MLPDenoiser(Denoiser):
         """`Denoiser.call_conditions` without repeating what the conditions share.
 
         The first layer reads `[x_t, time(t), c]`: its kernel splits into the
-        rows that read `(x_t, time(t))` and those that read `c`, so the time
-        embedding and the first term are computed once, not once per condition.
+        rows that read each part, so `x_t`'s and the time's terms are computed
+        once, not once per condition. A one-step `t` `(1,)` and a shared
+        condition `(1, d_c)` (the null vector) are each computed for one row and
+        broadcast.
         """
         first, *rest = self.hidden
         kernel = ops.convert_to_tensor(first.kernel)
-        split = x_t.shape[-1] + self.time_embed_dim
-        shared = ops.matmul(ops.concatenate([x_t, self.time_embedding(t)], axis=-1), kernel[:split])
-        n = len(conditions)
-        h = (ops.concatenate([shared] * n, axis=0)
-             + ops.matmul(ops.concatenate(conditions, axis=0), kernel[split:])
-             + ops.convert_to_tensor(first.bias))  # (n B, units)
-        h = first.activation(h)
+        d = x_t.shape[-1]
+        split = d + self.time_embed_dim
+        shared = (ops.matmul(x_t, kernel[:d]) + ops.matmul(self.time_embedding(t), kernel[d:split])
+                  + ops.convert_to_tensor(first.bias))  # (B, units)
+        h = ops.concatenate([shared + ops.matmul(c, kernel[split:]) for c in conditions], axis=0)
+        h = first.activation(h)  # (n B, units)
         for layer in rest:
             h = layer(h)
-        return ops.split(self.out(h), n, axis=0)
+        return ops.split(self.out(h), len(conditions), axis=0)
 
 
 @serializable
@@ -187,7 +200,8 @@ class TransformerDenoiser(Denoiser):
         self.out.build((None, d))
 
     def call(self, x_t, t, c, training=None):
-        tokens = ops.stack([self.project["x"](x_t), self.project["t"](self.time_embedding(t)),
+        time = self._time_rows(t, ops.shape(x_t)[0])
+        tokens = ops.stack([self.project["x"](x_t), self.project["t"](time),
                             self.project["c"](c)], axis=1) + self.token_type  # (B, 3, d)
         for block in self.blocks:
             tokens = block(tokens, training=training)

@@ -2,6 +2,10 @@
 
 Each takes `predict_x0(x_t, t) -> x0`, the (guided) denoiser, so every path runs
 the same network. Steps are Python ints, so each path unrolls into a fixed graph.
+Every row is at the same step, so `t` is passed as one step of shape `(1,)`,
+which the denoisers broadcast over the rows: what depends on the step alone (the
+time embedding and its share of the first layer) is computed once per step, not
+once per row.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ from keras import ops
 from hierdiffuse_tf.diffusion.schedule import CosineSchedule
 
 
-def _steps_tensor(x, t: int):
-    return ops.full((ops.shape(x)[0],), t, dtype="int32")
+def _step(t: int):
+    """Step `t` for every row, shape `(1,)` (broadcast by the denoisers)."""
+    return ops.full((1,), t, dtype="int32")
 
 
 def tcc_sample(predict_x0, x_start, t_start: int):
     """TCC (Eq. 7-8): the consistency mapping jumps from x_{t*} to x0 in one call."""
-    return predict_x0(x_start, _steps_tensor(x_start, t_start))
+    return predict_x0(x_start, _step(t_start))
 
 
 def ddim_timesteps(t_start: int, num_steps: int) -> list[int]:
@@ -32,8 +37,9 @@ def ddim_sample(predict_x0, x_start, t_start: int, num_steps: int, schedule: Cos
     x = x_start
     steps = ddim_timesteps(t_start, num_steps)
     for t, t_prev in zip(steps[:-1], steps[1:]):
-        x0 = predict_x0(x, _steps_tensor(x, t))
-        eps = schedule.x0_to_eps(x, _steps_tensor(x, t), x0)
+        step = _step(t)
+        x0 = predict_x0(x, step)
+        eps = schedule.x0_to_eps(x, step, x0)
         ab, ab_prev = schedule.alpha_bar_table[t], schedule.alpha_bar_table[t_prev]
         sigma = eta * np.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)) if t_prev > 0 else 0.0
         x = float(np.sqrt(ab_prev)) * x0 + float(np.sqrt(max(1 - ab_prev - sigma**2, 0.0))) * eps
@@ -51,7 +57,7 @@ def ddpm_sample(predict_x0, x_start, t_start: int, schedule: CosineSchedule, noi
     x = x_start
     ab_table = schedule.alpha_bar_table
     for t in range(t_start, 0, -1):
-        x0 = predict_x0(x, _steps_tensor(x, t))
+        x0 = predict_x0(x, _step(t))
         ab, ab_prev = ab_table[t], ab_table[t - 1]
         alpha = ab / ab_prev
         beta = 1.0 - alpha

@@ -164,7 +164,7 @@ class GuidedDenoiser(keras.layers.Layer):
     def call(self, x_t, t, conds=None, shares=None, present=None, training=None, copies=1):
         """`copies` > 1: the batch is that many stacked copies of the same examples,
         which share one condition-dropout draw (a TCC pair sees the same conditions)."""
-        null = ops.broadcast_to(ops.cast(self.null, x_t.dtype), (ops.shape(x_t)[0], self.null.shape[0]))
+        null = ops.expand_dims(ops.cast(self.null, x_t.dtype), 0)  # (1, d_c): one row, broadcast
         if conds is None:
             return self.denoiser.call_conditions(x_t, t, [null], training)[0]
         conds = self._nullify(conds, present, training, copies)

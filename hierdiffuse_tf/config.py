@@ -466,12 +466,23 @@ class TargetDiffusionConfig(SequenceDiffusionConfig):
 
     Args:
         recon_weight: weight of the diffusion reconstruction loss.
+        encoder_chunk: if > 0, the sequence transformer's blocks attend within
+            consecutive chunks of this many behaviours (it must divide the
+            sequence length, `max_long + num_sessions * session_len`); 0
+            attends over the whole sequence.
     """
 
+    # Configs saved before `encoder_chunk` existed attended over the whole sequence.
+    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"encoder_chunk": 0}
+
     recon_weight: float = 0.5
+    encoder_chunk: int = 0
 
     def validate(self) -> None:
         super().validate()
+        length = self.max_long + self.num_sessions * self.session_len
+        _check(self.encoder_chunk >= 0 and (self.encoder_chunk == 0 or length % self.encoder_chunk == 0),
+               "encoder_chunk", f"must be 0 or divide the sequence length {length}", self.encoder_chunk)
         _check(self.sampler_steps <= self.diffusion_steps, "sampler_steps",
                f"must be <= diffusion_steps={self.diffusion_steps}", self.sampler_steps)
         _check(self.recon_weight >= 0, "recon_weight", "must be >= 0", self.recon_weight)
@@ -484,7 +495,8 @@ class DreamRecConfig(TargetDiffusionConfig, GuidedDiffusionConfig):
     dropout)."""
 
     # DreamRec's denoiser had two hidden layers before `denoiser_layers` existed.
-    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"denoiser_layers": 2}
+    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {**TargetDiffusionConfig.LEGACY_DEFAULTS,
+                                                        "denoiser_layers": 2}
 
 
 DIFFUREC_DENOISERS = ("cross_attention", "sequence")
@@ -511,7 +523,8 @@ class DiffuRecConfig(TargetDiffusionConfig):
             without the field load as it). See docs/experiments.md.
     """
 
-    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"denoiser": "sequence"}
+    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {**TargetDiffusionConfig.LEGACY_DEFAULTS,
+                                                        "denoiser": "sequence"}
     RETIRED_FIELDS: typing.ClassVar[frozenset[str]] = ModelConfig.RETIRED_FIELDS | GUIDED_DENOISER_FIELDS
 
     denoiser: str = "cross_attention"

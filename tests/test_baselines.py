@@ -194,3 +194,18 @@ def test_diffurec_cross_attention_denoiser_reads_the_sequence_and_old_configs_ke
         padded = ops.where(ops.expand_dims(mask, -1), tokens, 7.0)
         after = ops.convert_to_numpy(model.predict_x0(x_t, t, {"tokens": padded, "mask": mask}))
         np.testing.assert_allclose(after[[0, 2, 3]], before[[0, 2, 3]], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dreamrec", "diffurec"])
+def test_target_diffusion_encoder_chunk_reaches_the_encoder_and_old_configs_keep_full_attention(name):
+    from hierdiffuse_tf.config import ConfigError, DiffuRecConfig, DreamRecConfig
+
+    cls = {"dreamrec": DreamRecConfig, "diffurec": DiffuRecConfig}[name]
+    assert cls.from_saved({"num_items": 40, "num_cats": 6}).encoder_chunk == 0  # Saved before the field.
+    values = {**SMALL, "max_long": 6}  # A sequence of 6 + 2 x 3 = 12 behaviours.
+    with pytest.raises(ConfigError, match=r"encoder_chunk.*divide the sequence length 12"):
+        build_model(name, {**values, "encoder_chunk": 5}, shared=True)
+    model = build_model(name, {**values, "encoder_chunk": 4}, shared=True)
+    assert model.encoder.chunk_size == 4
+    assert np.isfinite(ops.convert_to_numpy(model(random_features(model.config, 3))["ctr"])).all()
+    assert type(model).from_config(model.get_config()).config.encoder_chunk == 4

@@ -72,7 +72,8 @@ class TargetDiffusionModel(SequenceCTRModel, abc.ABC):
         c = config
         self.schedule = CosineSchedule(c.diffusion_steps, name="schedule")
         self.encoder = SequenceEncoder(self.sequence_length, c.encoder_layers, c.encoder_heads,
-                                       c.encoder_ffn_dim, c.dropout, name="sequence_encoder")
+                                       c.encoder_ffn_dim, c.dropout, chunk_size=c.encoder_chunk,
+                                       name="sequence_encoder")
         self.target_norm = keras.layers.LayerNormalization(name="target_norm")
         self.noise_seed = keras.random.SeedGenerator(name="diffusion_noise_seed")
 

@@ -202,10 +202,10 @@ def test_target_diffusion_encoder_chunk_reaches_the_encoder_and_old_configs_keep
 
     cls = {"dreamrec": DreamRecConfig, "diffurec": DiffuRecConfig}[name]
     assert cls.from_saved({"num_items": 40, "num_cats": 6}).encoder_chunk == 0  # Saved before the field.
-    values = {**SMALL, "max_long": 6}  # A sequence of 6 + 2 x 3 = 12 behaviours.
-    with pytest.raises(ConfigError, match=r"encoder_chunk.*divide the sequence length 12"):
-        build_model(name, {**values, "encoder_chunk": 5}, shared=True)
-    model = build_model(name, {**values, "encoder_chunk": 4}, shared=True)
+    with pytest.raises(ConfigError, match=r"encoder_chunk.*must be >= 0"):
+        build_model(name, {**SMALL, "encoder_chunk": -1}, shared=True)
+    # A sequence of 5 + 2 x 3 = 11 behaviours in chunks of 4: the last chunk holds 3.
+    model = build_model(name, {**SMALL, "encoder_chunk": 4}, shared=True)
     assert model.encoder.chunk_size == 4
     assert np.isfinite(ops.convert_to_numpy(model(random_features(model.config, 3))["ctr"])).all()
     assert type(model).from_config(model.get_config()).config.encoder_chunk == 4

@@ -97,8 +97,9 @@ class SequenceEncoder(keras.layers.Layer):
             learned scalar g that starts at 0. Defaults to False (the plain
             stack, `T(x + pos)`).
         chunk_size: int. If > 0, the blocks attend within consecutive chunks
-            of this many behaviours (which must divide `sequence_length`),
-            after the position embeddings of the whole sequence are added.
+            of this many behaviours, after the position embeddings of the
+            whole sequence are added; where it does not divide the length,
+            the last chunk is shorter (padded, and the padding masked).
             Attention then costs L c instead of L^2, and XLA compiles it well
             on CPU. Defaults to 0 (attention over the whole sequence).
         skip_empty: bool. In training, run the blocks over half of the
@@ -134,9 +135,8 @@ class SequenceEncoder(keras.layers.Layer):
         if sequence_length < 1 or num_layers < 0 or num_heads < 1:
             raise ValueError("`sequence_length` and `num_heads` must be >= 1, `num_layers` >= 0. "
                              f"Received: {sequence_length}, {num_layers}, {num_heads}")
-        if chunk_size < 0 or (chunk_size and sequence_length % chunk_size):
-            raise ValueError(f"`chunk_size` must be 0 or divide `sequence_length={sequence_length}`. "
-                             f"Received: `chunk_size={chunk_size}`")
+        if chunk_size < 0:
+            raise ValueError(f"`chunk_size` must be >= 0. Received: `chunk_size={chunk_size}`")
         self.chunk_size = chunk_size
         self.skip_empty = skip_empty
         self.sequence_length = sequence_length
@@ -169,15 +169,20 @@ class SequenceEncoder(keras.layers.Layer):
         e = ops.reshape(x, (-1, L, d))  # (B [K], L, d): sessions fold into the batch.
         mask = ops.reshape(padding_mask, (-1, L))
         h = e + self.positions(e)
+        block_mask = mask
+        pad = -L % self.chunk_size if self.chunk_size else 0
+        if pad:  # The last chunk is shorter: pad it to a whole chunk, the padding masked.
+            h = ops.pad(h, [[0, 0], [0, pad], [0, 0]])
+            block_mask = ops.pad(mask, [[0, 0], [0, pad]], constant_values=False)
         if self.chunk_size:  # Chunks fold into the batch too; positions stay the whole sequence's.
             h = ops.reshape(h, (-1, self.chunk_size, d))
-        block_mask = ops.reshape(mask, (-1, self.chunk_size)) if self.chunk_size else mask
+            block_mask = ops.reshape(block_mask, (-1, self.chunk_size))
         # Training only, with a static row count: a `fit` step whose last batch is short has none.
         if self.skip_empty and self.blocks and training and h.shape[0] is not None:
             h = self._blocks_over_nonempty(h, block_mask, training)
         else:
             h = self._blocks_over(h, block_mask, training)
-        h = ops.reshape(h, (-1, L, d))
+        h = ops.reshape(h, (-1, L + pad, d))[:, :L]
         if self.gated:
             h = e + ops.cast(self.gate, h.dtype) * (h - e)
         h = h * ops.expand_dims(ops.cast(mask, h.dtype), -1)

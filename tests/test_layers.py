@@ -76,25 +76,29 @@ def test_the_gate_at_zero_gives_back_the_embeddings():
                                ops.convert_to_numpy(single(x[:, 1], mask[:, 1])), rtol=1e-5, atol=1e-6)
 
 
-def test_chunks_that_do_not_divide_the_sequence_leave_a_shorter_last_chunk():
-    """Length 5 in chunks of 2: [0, 1], [2, 3] and [4], the last one padded and masked."""
+def test_chunks_that_do_not_divide_the_sequence_leave_a_shorter_oldest_chunk():
+    """Length 5 in chunks of 2: [0], [1, 2] and [3, 4], the oldest one padded in front and masked."""
     rng = np.random.default_rng(4)
     x = rng.normal(size=(3, 5, 8)).astype("float32")
-    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [0, 1, 1, 1, 1]], bool)
+    mask = np.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 0, 0]], bool)
     chunked = SequenceEncoder(**ENCODER_KWARGS, chunk_size=2)
-    single = SequenceEncoder(**ENCODER_KWARGS, chunk_size=1)  # Each behaviour on its own.
     tokens = ops.convert_to_numpy(chunked(x, mask))
-    single(x, mask)
-    single.set_weights(chunked.get_weights())
-    assert tokens.shape == (3, 5, 8) and np.all(tokens[~mask] == 0)
-    # The last behaviour sees only itself, as in chunks of one.
-    np.testing.assert_allclose(tokens[:, 4], ops.convert_to_numpy(single(x, mask))[:, 4], rtol=1e-5, atol=1e-6)
-    # A change in the first chunk reaches no other chunk.
+    assert tokens.shape == (3, 5, 8) and np.all(tokens[~mask] == 0) and np.isfinite(tokens).all()
+    others = {size: SequenceEncoder(**ENCODER_KWARGS, chunk_size=size) for size in (1, 0, 9)}
+    for encoder in others.values():
+        encoder(x, mask)
+        encoder.set_weights(chunked.get_weights())
+    outputs = {size: ops.convert_to_numpy(encoder(x, mask)) for size, encoder in others.items()}
+    # The oldest behaviour sees only itself, as in chunks of one.
+    np.testing.assert_allclose(tokens[:, 0], outputs[1][:, 0], rtol=1e-5, atol=1e-6)
+    # A chunk longer than the sequence is the whole sequence.
+    np.testing.assert_allclose(outputs[9], outputs[0], rtol=1e-6, atol=1e-6)
+    # A change in the newest chunk reaches no other chunk.
     moved = x.copy()
-    moved[:, 0] = rng.normal(size=(3, 8))  # (Not a constant shift, which the layer norm removes.)
+    moved[:, 4] = rng.normal(size=(3, 8))  # (Not a constant shift, which the layer norm removes.)
     after = ops.convert_to_numpy(chunked(moved, mask))
-    np.testing.assert_allclose(after[:, 2:], tokens[:, 2:], rtol=1e-6, atol=1e-6)
-    assert np.abs(after[0, 1] - tokens[0, 1]).max() > 1e-4
+    np.testing.assert_allclose(after[:, :3], tokens[:, :3], rtol=1e-6, atol=1e-6)
+    assert np.abs(after[0, 3] - tokens[0, 3]).max() > 1e-4
 
 
 @pytest.mark.parametrize("non_empty", [4, 6, 7, 12])

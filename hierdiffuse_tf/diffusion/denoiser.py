@@ -68,7 +68,7 @@ class Denoiser(keras.layers.Layer):
 
     Call arguments:
         x_t: `(B, d)` noisy vector.
-        t: `(B,)` steps.
+        t: `(B,)` steps, or `(1,)`: one step for every row (the samplers), embedded once.
         c: `(B, d_c)` condition (the learned null vector when unconditioned).
         training: bool.
 
@@ -103,15 +103,12 @@ class Denoiser(keras.layers.Layer):
         """
         n = len(conditions)
         batch = ops.shape(x_t)[0]
-        t = ops.broadcast_to(t, (batch,))
+        if t.shape[0] != 1:  # One step per row: repeated for each condition's rows.
+            t = ops.concatenate([t] * n, axis=0)
         conditions = [ops.broadcast_to(c, (batch, ops.shape(c)[-1])) for c in conditions]
-        out = self(ops.concatenate([x_t] * n, axis=0), ops.concatenate([t] * n, axis=0),
-                   ops.concatenate(conditions, axis=0), training=training)
+        out = self(ops.concatenate([x_t] * n, axis=0), t, ops.concatenate(conditions, axis=0),
+                   training=training)
         return ops.split(out, n, axis=0)
-
-    def _time_rows(self, t, batch):
-        """The time embedding `(batch, d_t)` of `t`, computed once when `t` is one step `(1,)`."""
-        return ops.broadcast_to(self.time_embedding(t), (batch, self.time_embed_dim))
 
     def compute_output_shape(self, x_t_shape, t_shape=None, c_shape=None):
         return tuple(x_t_shape)
@@ -139,7 +136,8 @@ class MLPDenoiser(Denoiser):
         self.out.build((None, width))
 
     def call(self, x_t, t, c, training=None):
-        h = ops.concatenate([x_t, self._time_rows(t, ops.shape(x_t)[0]), c], axis=-1)  # (B, d + d_t + d_c)
+        time = ops.broadcast_to(self.time_embedding(t), (ops.shape(x_t)[0], self.time_embed_dim))
+        h = ops.concatenate([x_t, time, c], axis=-1)  # (B, d + d_t + d_c)
         for layer in self.hidden:
             h = layer(h)
         return self.out(h)  # (B, d)
@@ -200,8 +198,8 @@ class TransformerDenoiser(Denoiser):
         self.out.build((None, d))
 
     def call(self, x_t, t, c, training=None):
-        time = self._time_rows(t, ops.shape(x_t)[0])
-        tokens = ops.stack([self.project["x"](x_t), self.project["t"](time),
+        time = self.project["t"](self.time_embedding(t))  # (1, d) for one step, else (B, d)
+        tokens = ops.stack([self.project["x"](x_t), ops.broadcast_to(time, ops.shape(x_t)),
                             self.project["c"](c)], axis=1) + self.token_type  # (B, 3, d)
         for block in self.blocks:
             tokens = block(tokens, training=training)

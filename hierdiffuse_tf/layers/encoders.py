@@ -99,7 +99,8 @@ class SequenceEncoder(keras.layers.Layer):
         chunk_size: int. If > 0, the blocks attend within consecutive chunks
             of this many behaviours, after the position embeddings of the
             whole sequence are added; where it does not divide the length,
-            the last chunk is shorter (padded, and the padding masked).
+            the first (oldest) chunk is shorter (padded in front, the padding
+            masked), and a chunk longer than the sequence is the sequence.
             Attention then costs L c instead of L^2, and XLA compiles it well
             on CPU. Defaults to 0 (attention over the whole sequence).
         skip_empty: bool. In training, run the blocks over half of the
@@ -152,7 +153,7 @@ class SequenceEncoder(keras.layers.Layer):
             self.sequence_length, dtype=self.dtype_policy, name="positions")
         self.positions.build(folded)
         if self.chunk_size:
-            folded = (None, self.chunk_size, x_shape[-1])
+            folded = (None, min(self.chunk_size, x_shape[-2]), x_shape[-1])
         self.blocks = []
         for i in range(self.num_layers):
             block = keras_hub.layers.TransformerEncoder(
@@ -170,19 +171,22 @@ class SequenceEncoder(keras.layers.Layer):
         mask = ops.reshape(padding_mask, (-1, L))
         h = e + self.positions(e)
         block_mask = mask
-        pad = -L % self.chunk_size if self.chunk_size else 0
-        if pad:  # The last chunk is shorter: pad it to a whole chunk, the padding masked.
-            h = ops.pad(h, [[0, 0], [0, pad], [0, 0]])
-            block_mask = ops.pad(mask, [[0, 0], [0, pad]], constant_values=False)
-        if self.chunk_size:  # Chunks fold into the batch too; positions stay the whole sequence's.
-            h = ops.reshape(h, (-1, self.chunk_size, d))
-            block_mask = ops.reshape(block_mask, (-1, self.chunk_size))
+        chunk = min(self.chunk_size, L)
+        pad = -L % chunk if chunk else 0
+        if pad:  # The oldest chunk is shorter (the newest behaviours come last): pad it in front.
+            h = ops.pad(h, [[0, 0], [pad, 0], [0, 0]])
+            block_mask = ops.pad(mask, [[0, 0], [pad, 0]], constant_values=False)
+        if chunk:  # Chunks fold into the batch too; positions stay the whole sequence's.
+            h = ops.reshape(h, (-1, chunk, d))
+            block_mask = ops.reshape(block_mask, (-1, chunk))
         # Training only, with a static row count: a `fit` step whose last batch is short has none.
         if self.skip_empty and self.blocks and training and h.shape[0] is not None:
             h = self._blocks_over_nonempty(h, block_mask, training)
         else:
             h = self._blocks_over(h, block_mask, training)
-        h = ops.reshape(h, (-1, L + pad, d))[:, :L]
+        h = ops.reshape(h, (-1, L + pad, d))
+        if pad:
+            h = h[:, pad:]
         if self.gated:
             h = e + ops.cast(self.gate, h.dtype) * (h - e)
         h = h * ops.expand_dims(ops.cast(mask, h.dtype), -1)

@@ -313,7 +313,7 @@ class HierDiffuseConfig(GuidedDiffusionConfig):
             the transformer's learned gate had stayed near 0.03
             (docs/model-quality.md).
         long_chunk: if > 0, f_L's blocks attend within chunks of this many
-            long-term behaviours (the last one shorter where it does not
+            long-term behaviours (the oldest one shorter where it does not
             divide max_long); 0 attends over the whole sequence (the paper's
             f_L). See docs/performance.md.
         next_behaviour_weight: weight of DIEN's auxiliary loss on the
@@ -467,13 +467,11 @@ class TargetDiffusionConfig(SequenceDiffusionConfig):
     Args:
         recon_weight: weight of the diffusion reconstruction loss.
         encoder_chunk: if > 0, the sequence transformer's blocks attend within
-            consecutive chunks of this many behaviours (the last one shorter
-            where it does not divide the sequence's length); 0 attends over
-            the whole sequence.
+            consecutive chunks of this many behaviours (the oldest one
+            shorter where it does not divide the sequence's length); 0, the
+            default, attends over the whole sequence, as configs saved before
+            the field did.
     """
-
-    # Configs saved before `encoder_chunk` existed attended over the whole sequence.
-    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"encoder_chunk": 0}
 
     recon_weight: float = 0.5
     encoder_chunk: int = 0
@@ -493,8 +491,7 @@ class DreamRecConfig(TargetDiffusionConfig, GuidedDiffusionConfig):
     dropout)."""
 
     # DreamRec's denoiser had two hidden layers before `denoiser_layers` existed.
-    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {**TargetDiffusionConfig.LEGACY_DEFAULTS,
-                                                        "denoiser_layers": 2}
+    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"denoiser_layers": 2}
 
 
 DIFFUREC_DENOISERS = ("cross_attention", "sequence")
@@ -521,8 +518,7 @@ class DiffuRecConfig(TargetDiffusionConfig):
             without the field load as it). See docs/experiments.md.
     """
 
-    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {**TargetDiffusionConfig.LEGACY_DEFAULTS,
-                                                        "denoiser": "sequence"}
+    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"denoiser": "sequence"}
     RETIRED_FIELDS: typing.ClassVar[frozenset[str]] = ModelConfig.RETIRED_FIELDS | GUIDED_DENOISER_FIELDS
 
     denoiser: str = "cross_attention"

@@ -13,6 +13,7 @@ import platform
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from hierdiffuse_tf import export, training
@@ -74,8 +75,6 @@ def train_throughput(model_name: str, batch_size: int = 256, steps: int = 30,
 def direct_step_ms(train_function, iterator, steps: int) -> tuple[float, float]:
     """The median wall ms of `steps` calls of a compiled training step, each synced,
     and the process CPU ms per call: the step without `fit`'s loop around it."""
-    import numpy as np
-
     walls, cpu = [], time.process_time()
     for _ in range(steps):
         start = time.perf_counter()
@@ -91,8 +90,6 @@ def paired_step_ms(models: dict, batch, rounds: int, steps: int = 20) -> dict:
 
     `models` maps names to compiled models; each is warmed up (traced) here first.
     """
-    import numpy as np
-
     compiled = {}
     for name, model in models.items():
         data = tf.data.Dataset.from_tensors(batch).repeat()

@@ -13,61 +13,97 @@ import numpy as np
 from conftest import small_model  # This file's folder is on sys.path.
 from hierdiffuse_tf.export import example_request
 
+JAX = keras.backend.backend() == "jax"
+
 
 def main(name: str) -> None:
     keras.utils.set_random_seed(0)
     model = small_model(name, dropout=0.0)
     x = {k: keras.ops.convert_to_tensor(v) for k, v in example_request(model.config, 16).items()}
     y = keras.ops.convert_to_tensor(np.random.default_rng(0).integers(0, 2, 16).astype("float32"))
-    first = keras.ops.convert_to_numpy(model(x)["ctr"])
+    # Builds the weights, which `compiled` passes in; symbolically under JAX (no eager pass).
+    model({k: keras.KerasTensor(v.shape, v.dtype) for k, v in x.items()} if JAX else x)
+    forward = compiled(model, lambda x: model(x)["ctr"])
+    first = keras.ops.convert_to_numpy(forward(x))
     assert first.shape == (16,) and np.all(np.isfinite(first))
-    np.testing.assert_array_equal(first, keras.ops.convert_to_numpy(model(x)["ctr"]))  # Deterministic.
+    np.testing.assert_array_equal(first, keras.ops.convert_to_numpy(forward(x)))  # Deterministic.
     if name == "hierdiffuse":  # `rank`'s path: one user side broadcast against every candidate.
-        user = model.user_side({k: v[:1] for k, v in x.items()})
-        ranked = model.score_candidates(user, x["target_item"], x["target_cat"])
+        def rank(x):
+            user = model.user_side({k: v[:1] for k, v in x.items()})
+            return model.score_candidates(user, x["target_item"], x["target_cat"])
+
         rows = {k: keras.ops.repeat(v[:1], 16, axis=0) if not k.startswith("target_") else v for k, v in x.items()}
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(ranked),
-                                   keras.ops.convert_to_numpy(model.score(rows)), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(compiled(model, rank)(x)),
+                                   keras.ops.convert_to_numpy(compiled(model, model.score)(rows)),
+                                   rtol=1e-5, atol=1e-6)
+    step = Step(model)
     keras.utils.set_random_seed(1)
-    before = step(model, x, y, learning_rate=0.0)  # The same draws for both measurements.
+    before = step(x, y, learning_rate=0.0)  # The same draws for both measurements.
     keras.utils.set_random_seed(1)
-    step(model, x, y, learning_rate=0.05)
+    step(x, y, learning_rate=0.05)
     keras.utils.set_random_seed(1)
-    after = step(model, x, y, learning_rate=0.0)
+    after = step(x, y, learning_rate=0.0)
     print(json.dumps({"backend": keras.backend.backend(), "model": name, "before": before, "after": after}))
 
 
-def step(model, x, y, learning_rate: float) -> float:
-    """One plain gradient step on BCE + the model's auxiliary losses; returns the loss."""
-    backend = keras.backend.backend()
-    variables = model.trainable_variables
-    if backend == "jax":
-        import jax
+def compiled(model, fn):
+    """`fn` compiled where the backend compiles (`jax.jit`, with the model's weights passed in
+    as arguments), as Keras's own JAX trainer runs a model; `fn` itself elsewhere. Eager JAX
+    dispatches and compiles op by op: about 10 s for HierDiffuse's first forward pass."""
+    if not JAX:
+        return fn
+    import jax
 
-        def loss_fn(values):
-            mapping = list(zip(variables, values))
-            with keras.StatelessScope(state_mapping=mapping):
-                out = model.forward(x, training=True, labels=y)
-                return model.bce(y, out.logit) + out.aux_loss
+    variables = model.variables
 
-        loss, grads = jax.value_and_grad(loss_fn)([v.value for v in variables])
-    elif backend == "torch":
-        import torch
+    def run(values, *args):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return fn(*args)
 
-        for v in variables:
-            v.value.grad = None
-        out = model.forward(x, training=True, labels=y)
-        loss = model.bce(y, out.logit) + out.aux_loss
-        loss.backward()
-        grads = [v.value.grad if v.value.grad is not None else torch.zeros_like(v.value)
-                 for v in variables]
-        loss = loss.detach()
-    else:
-        raise SystemExit(f"backend_worker runs under jax or torch, not {backend}")
-    assert any(float(keras.ops.max(keras.ops.abs(g))) > 0 for g in grads), "no gradient reached a weight"
-    for v, g in zip(variables, grads):
-        v.assign(v - learning_rate * keras.ops.convert_to_tensor(g))
-    return float(keras.ops.convert_to_numpy(loss))
+    run = jax.jit(run)
+    return lambda *args: run([v.value for v in variables], *args)
+
+
+class Step:
+    """One plain gradient step on BCE + the model's auxiliary losses; a call returns the loss
+    before the step."""
+
+    def __init__(self, model):
+        self.model = model
+        self.variables = model.trainable_variables
+        if JAX:
+            import jax
+
+            # Traced once: the noise is drawn from the seed state at tracing, so every call draws
+            # the same noise, as `main`'s `set_random_seed` before each call asks.
+            self.jax_loss_and_grads = jax.jit(jax.value_and_grad(self.jax_loss))
+
+    def jax_loss(self, values, x, y):
+        with keras.StatelessScope(state_mapping=list(zip(self.variables, values))):
+            out = self.model.forward(x, training=True, labels=y)
+            return self.model.bce(y, out.logit) + out.aux_loss
+
+    def __call__(self, x, y, learning_rate: float) -> float:
+        model, variables, backend = self.model, self.variables, keras.backend.backend()
+        if backend == "jax":
+            loss, grads = self.jax_loss_and_grads([v.value for v in variables], x, y)
+        elif backend == "torch":
+            import torch
+
+            for v in variables:
+                v.value.grad = None
+            out = model.forward(x, training=True, labels=y)
+            loss = model.bce(y, out.logit) + out.aux_loss
+            loss.backward()
+            grads = [v.value.grad if v.value.grad is not None else torch.zeros_like(v.value)
+                     for v in variables]
+            loss = loss.detach()
+        else:
+            raise SystemExit(f"backend_worker runs under jax or torch, not {backend}")
+        assert any(float(keras.ops.max(keras.ops.abs(g))) > 0 for g in grads), "no gradient reached a weight"
+        for v, g in zip(variables, grads):
+            v.assign(v - learning_rate * keras.ops.convert_to_tensor(g))
+        return float(keras.ops.convert_to_numpy(loss))
 
 
 if __name__ == "__main__":

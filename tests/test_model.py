@@ -281,6 +281,21 @@ def test_the_schedules_cover_the_steps_the_run_takes(smoke_data):
     assert not HierDiffuseConfig.from_saved({}).skip_empty_sessions
 
 
+@pytest.mark.parametrize("name", ["din", "hierdiffuse"])
+def test_compiled_model_has_its_optimizer_built_so_fit_traces_the_step_once(name):
+    # A training step that creates Adam's slots is traced twice; built before, once.
+    model = build_model(name, SMALL, shared=True)  # The fields of SMALL that the model has.
+    model.compile(optimizer="adam")  # As in a notebook: the model was never called.
+    assert model.optimizer.built and model.built
+    count = len(model.optimizer.variables)
+    traces = []
+    train_step = model.train_step
+    model.train_step = lambda data: traces.append(1) or train_step(data)
+    x = random_features(model.config, 16)
+    model.fit(x, np.ones(16, "float32"), batch_size=16, epochs=1, verbose=0)
+    assert len(traces) == 1 and len(model.optimizer.variables) == count
+
+
 def test_cli_reports_bad_input_as_one_line_errors(data_dir, smoke_builder, tmp_path, capsys):
     run_without_model = tmp_path / "committed_run"  # What a checkout holds of a run: no model.keras.
     run_without_model.mkdir()

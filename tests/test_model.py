@@ -281,7 +281,7 @@ def test_the_schedules_cover_the_steps_the_run_takes(smoke_data):
     assert not HierDiffuseConfig.from_saved({}).skip_empty_sessions
 
 
-@pytest.mark.parametrize("name", ["din", "hierdiffuse"])
+@pytest.mark.parametrize("name", ["din", "dien", "hierdiffuse"])
 def test_compiled_model_has_its_optimizer_built_so_fit_traces_the_step_once(name):
     # A training step that creates Adam's slots is traced twice; built before, once.
     model = build_model(name, SMALL, shared=True)  # The fields of SMALL that the model has.

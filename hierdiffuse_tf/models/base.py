@@ -150,11 +150,11 @@ class CTRModel(keras.Model, abc.ABC):
         A training step that creates variables is traced twice; with every variable made
         here, `fit` traces it once (HierDiffuse's first `fit` call on 64 rows: 13.6 s, 7.1 s
         with this). JAX and torch build both before their first step anyway. Every weight
-        exists after one inference call: training-only layers build on creation (`pair_scorer`).
+        exists after one inference call: the training-only layers build on creation.
         """
         super().compile(*args, **kwargs)
         if keras.backend.backend() == "tensorflow" and self.optimizer is not None:
-            if not self.trainable_variables:
+            if not self.built:  # Some layers build on creation (`pair_scorer`): not all of them.
                 self(self.example_inputs(), training=False)
             self.optimizer.build(self.trainable_variables)
 

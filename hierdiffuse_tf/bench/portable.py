@@ -155,7 +155,9 @@ def bench_portable(batch_sizes=(256,), repeats: int = 7, model_values: dict | No
 
 
 def built(model, x):
-    model(x, training=False)
+    """`model` with its weights, built by a symbolic call: eager JAX would dispatch and compile
+    the first forward pass op by op (HierDiffuse: 7.6 s against 3.5 s on 2 CPUs)."""
+    model({k: keras.KerasTensor(v.shape, v.dtype) for k, v in x.items()}, training=False)
     return model
 
 

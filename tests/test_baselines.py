@@ -209,3 +209,26 @@ def test_target_diffusion_encoder_chunk_reaches_the_encoder_and_old_configs_keep
     assert model.encoder.chunk_size == 4
     assert np.isfinite(ops.convert_to_numpy(model(random_features(model.config, 3))["ctr"])).all()
     assert type(model).from_config(model.get_config()).config.encoder_chunk == 4
+
+
+@pytest.mark.slow
+def test_every_model_trains_under_a_mixed_bfloat16_policy():
+    # The math runs in bfloat16; the diffusion coefficients, the losses and the served
+    # scores stay float32 (before 2026-12-07 every diffusion model failed at its first step).
+    from conftest import small_model
+    from hierdiffuse_tf.config import TrainConfig
+    from hierdiffuse_tf.models import MODELS
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        for name in MODELS:
+            model = small_model(name)
+            training.compile_model(model, TrainConfig(batch_size=16))
+            x = random_features(model.config, 32)
+            history = model.fit(x, np.ones(32, "float32"), batch_size=16, epochs=1, verbose=0).history
+            assert np.isfinite(history["loss"][-1]), name
+            assert model.compute_dtype == "bfloat16", name
+            scores = model.predict(x, verbose=0)
+            assert scores["ctr"].dtype == np.float32 and np.isfinite(scores["ctr"]).all(), name
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

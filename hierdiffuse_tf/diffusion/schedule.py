@@ -69,9 +69,13 @@ class CosineSchedule(keras.layers.Layer):
         return self.alpha_bar(t)
 
     def q_sample(self, x0, t, eps):
-        """x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, with t of shape `(B,)`."""
+        """x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, with t of shape `(B,)`.
+
+        The coefficients are computed in float32 and applied in `x0`'s dtype (bfloat16
+        under a mixed policy)."""
         ab = ops.expand_dims(self.alpha_bar(t), -1)  # (B, 1)
-        return ops.sqrt(ab) * x0 + ops.sqrt(1.0 - ab) * eps
+        return (ops.cast(ops.sqrt(ab), x0.dtype) * x0
+                + ops.cast(ops.sqrt(1.0 - ab), x0.dtype) * ops.cast(eps, x0.dtype))
 
     def sample_steps(self, batch, seed):
         """Training steps t ~ U{1..T}, int32 `(batch,)`, from `seed` (a `SeedGenerator`)."""
@@ -79,9 +83,14 @@ class CosineSchedule(keras.layers.Layer):
         return ops.cast(ops.floor(u * self.num_steps) + 1, "int32")
 
     def x0_to_eps(self, x_t, t, x0):
-        """eps = (x_t - sqrt(ab_t) x0) / sqrt(1 - ab_t), for the DDPM and DDIM paths."""
+        """eps = (x_t - sqrt(ab_t) x0) / sqrt(1 - ab_t), for the DDPM and DDIM paths.
+
+        In float32 whatever the inputs' dtype (the division by a small sqrt(1 - ab_t)
+        would magnify bfloat16's rounding), returned in `x_t`'s dtype."""
         ab = ops.expand_dims(self.alpha_bar(t), -1)
-        return (x_t - ops.sqrt(ab) * x0) / ops.sqrt(ops.maximum(1.0 - ab, 1e-12))
+        x_t32, x032 = ops.cast(x_t, "float32"), ops.cast(x0, "float32")
+        eps = (x_t32 - ops.sqrt(ab) * x032) / ops.sqrt(ops.maximum(1.0 - ab, 1e-12))
+        return ops.cast(eps, x_t.dtype)
 
     def compute_output_shape(self, t_shape):
         return t_shape

@@ -66,12 +66,14 @@ def tcc_losses(pred_t, pred_prev, x0, t_prev, reduction: str = "mean"):
             squared norm, summed over d).
 
     Returns:
-        `(L_recon, L_TR)`, scalars: each example's squared error reduced over
-        d, averaged over B.
+        `(L_recon, L_TR)`, float32 scalars (whatever the inputs' dtype, as Keras keeps
+        losses under a mixed policy): each example's squared error reduced over d,
+        averaged over B.
     """
     reduce = {"mean": ops.mean, "sum": ops.sum}.get(reduction)
     if reduce is None:
         raise ValueError(f"reduction must be 'mean' or 'sum'. Received: {reduction!r}")
+    pred_t, pred_prev, x0 = (ops.cast(v, "float32") for v in (pred_t, pred_prev, x0))
     target = ops.where(ops.expand_dims(t_prev <= 0, -1), x0, ops.stop_gradient(pred_prev))
     recon = ops.mean(reduce(ops.square(pred_t - x0), axis=-1))
     trajectory = ops.mean(reduce(ops.square(pred_t - target), axis=-1))

@@ -58,6 +58,7 @@ def next_behaviour_loss(score, states, seq, mask):
     negative_mask = ops.roll(mask, 1, axis=0)
     h, nxt, neg = states[:, :-1], seq[:, 1:], negatives[:, 1:]
     valid = ops.cast(mask[:, :-1] & mask[:, 1:] & negative_mask[:, 1:], "float32")  # (B, L-1)
-    pos_loss = ops.binary_crossentropy(ops.ones_like(valid), score(h, nxt), from_logits=True)
-    neg_loss = ops.binary_crossentropy(ops.zeros_like(valid), score(h, neg), from_logits=True)
+    logits = [ops.cast(score(h, other), "float32") for other in (nxt, neg)]  # The loss in float32.
+    pos_loss = ops.binary_crossentropy(ops.ones_like(valid), logits[0], from_logits=True)
+    neg_loss = ops.binary_crossentropy(ops.zeros_like(valid), logits[1], from_logits=True)
     return ops.sum((pos_loss + neg_loss) * valid) / ops.maximum(ops.sum(valid), 1.0)

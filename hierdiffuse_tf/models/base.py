@@ -123,7 +123,7 @@ class CTRModel(keras.Model, abc.ABC):
         self.built = True
 
     def call(self, features, training=False):
-        logit = self.forward(features, training=training).logit
+        logit = ops.cast(self.forward(features, training=training).logit, "float32")  # Mixed policy too.
         return {"ctr": ops.sigmoid(logit), "logit": logit}
 
     # Training: TensorFlow at the edge, the math stays in `forward`.
@@ -135,7 +135,9 @@ class CTRModel(keras.Model, abc.ABC):
 
     @staticmethod
     def bce(labels, logits):
-        labels = ops.cast(ops.reshape(labels, (-1,)), logits.dtype)
+        """Mean binary cross-entropy, in float32 (under a mixed policy the logits are not)."""
+        logits = ops.cast(logits, "float32")
+        labels = ops.cast(ops.reshape(labels, (-1,)), "float32")
         return ops.mean(ops.binary_crossentropy(labels, logits, from_logits=True))
 
     def schedule_step(self):
@@ -166,7 +168,7 @@ class CTRModel(keras.Model, abc.ABC):
         with tf.GradientTape() as tape, xla_random.inside_xla(bool(self.jit_compile)):
             out = self.forward(features, training=True, labels=labels)
             bce = self.bce(labels, out.logit)
-            loss = bce + out.aux_loss  # This replica's mean over its rows.
+            loss = bce + ops.cast(out.aux_loss, "float32")  # This replica's mean over its rows.
             # Replicas' gradients are summed: scale so the sum is the global mean's.
             scaled = distribute.scale_for_replicas(loss)
         grads = tape.gradient(scaled, self.trainable_variables)

@@ -48,7 +48,7 @@ class DIEN(SequenceCTRModel):
         states = self.extractor(seq, mask=mask, training=training)  # (B, L, d)
         scores = ops.sum(self.attention(states) * ops.expand_dims(target, 1), axis=-1)  # (B, L)
         scores = ops.where(mask, scores, -1e9)
-        attention = ops.softmax(scores, axis=-1) * ops.cast(mask, "float32")
+        attention = ops.softmax(scores, axis=-1) * ops.cast(mask, scores.dtype)
         evolved = self.evolution(ops.concatenate([states, ops.expand_dims(attention, -1)], axis=-1),
                                  mask=mask, training=training)  # (B, d)
         logit = self.head(evolved, target, training=training)

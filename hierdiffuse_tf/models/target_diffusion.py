@@ -84,7 +84,7 @@ class TargetDiffusionModel(SequenceCTRModel, abc.ABC):
     def generate(self, context, batch, dim):
         """Inference: DDIM from x_T = 0 in `sampler_steps` steps."""
         T = self.config.diffusion_steps
-        x_start = ops.zeros((batch, dim))
+        x_start = ops.zeros((batch, dim), context["h_seq"].dtype)  # bfloat16 under a mixed policy.
         return samplers.ddim_sample(lambda x, t: self.predict_x0(x, t, context), x_start, T,
                                     self.config.sampler_steps, self.schedule)
 

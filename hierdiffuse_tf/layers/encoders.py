@@ -112,7 +112,9 @@ class SequenceEncoder(keras.layers.Layer):
             on batches with a short last one) runs over every row: XLA cannot
             compile the gradient of that branch there. Scoring always runs
             over every row, so a scoring graph (and the SavedModel) holds no
-            `cond` and one copy of the blocks. Defaults to False.
+            `cond` and one copy of the blocks. TensorFlow only: other backends
+            run over every row (under JAX, the dropout seeds drawn inside the
+            `cond` would escape the trace). Defaults to False.
         **kwargs: base layer arguments.
 
     Call arguments:
@@ -179,8 +181,11 @@ class SequenceEncoder(keras.layers.Layer):
         if chunk:  # Chunks fold into the batch too; positions stay the whole sequence's.
             h = ops.reshape(h, (-1, chunk, d))
             block_mask = ops.reshape(block_mask, (-1, chunk))
-        # Training only, with a static row count: a `fit` step whose last batch is short has none.
-        if self.skip_empty and self.blocks and training and h.shape[0] is not None:
+        # Training only, with a static row count (a `fit` step whose last batch is short has
+        # none), on TensorFlow: under JAX, the dropout seeds that a `cond` branch draws escape
+        # the trace (`UnexpectedTracerError`), so the blocks run over every row there.
+        if (self.skip_empty and self.blocks and training and h.shape[0] is not None
+                and keras.backend.backend() == "tensorflow"):
             h = self._blocks_over_nonempty(h, block_mask, training)
         else:
             h = self._blocks_over(h, block_mask, training)

@@ -180,7 +180,7 @@ def xla_training(model_cls: type[CTRModel], strategy: str = "none") -> bool:
 def compile_model(model: CTRModel, train_config: config_lib.TrainConfig) -> CTRModel:
     optimizer = keras.optimizers.Adam(train_config.learning_rate,
                                       clipnorm=train_config.clipnorm or None)
-    # `compile` builds the weights (BackupAndRestore needs them) and Adam's slots.
+    model(model.example_inputs(), training=False)  # Build the weights (BackupAndRestore needs them).
     model.compile(optimizer=optimizer, jit_compile=xla_training(type(model), train_config.strategy))
     return model
 

@@ -23,10 +23,14 @@ def main(name: str) -> None:
     y = keras.ops.convert_to_tensor(np.random.default_rng(0).integers(0, 2, 16).astype("float32"))
     # Builds the weights, which `compiled` passes in; symbolically under JAX (no eager pass).
     model({k: keras.KerasTensor(v.shape, v.dtype) for k, v in x.items()} if JAX else x)
-    forward = compiled(model, lambda x: model(x)["ctr"])
+    updates = []
+    forward = compiled(model, lambda x: model(x)["ctr"], updates)
     first = keras.ops.convert_to_numpy(forward(x))
     assert first.shape == (16,) and np.all(np.isfinite(first))
-    np.testing.assert_array_equal(first, keras.ops.convert_to_numpy(forward(x)))  # Deterministic.
+    # Deterministic: the same scores twice, and (compiled, where a draw would be fixed when
+    # traced) no state updated, so no random number drawn.
+    np.testing.assert_array_equal(first, keras.ops.convert_to_numpy(forward(x)))
+    assert not any(updates), "scoring updated a variable (a seed generator?)"
     if name == "hierdiffuse":  # `rank`'s path: one user side broadcast against every candidate.
         def rank(x):
             user = model.user_side({k: v[:1] for k, v in x.items()})
@@ -46,10 +50,12 @@ def main(name: str) -> None:
     print(json.dumps({"backend": keras.backend.backend(), "model": name, "before": before, "after": after}))
 
 
-def compiled(model, fn):
+def compiled(model, fn, updates=None):
     """`fn` compiled where the backend compiles (`jax.jit`, with the model's weights passed in
     as arguments), as Keras's own JAX trainer runs a model; `fn` itself elsewhere. Eager JAX
-    dispatches and compiles op by op: about 10 s for HierDiffuse's first forward pass."""
+    dispatches and compiles op by op: about 10 s for HierDiffuse's first forward pass.
+
+    Compiled, each trace appends to `updates` whether `fn` assigned any variable."""
     if not JAX:
         return fn
     import jax
@@ -57,8 +63,12 @@ def compiled(model, fn):
     variables = model.variables
 
     def run(values, *args):
-        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-            return fn(*args)
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+            before = dict(scope.state_mapping)
+            out = fn(*args)
+            if updates is not None:
+                updates.append(any(before.get(k) is not v for k, v in scope.state_mapping.items()))
+        return out
 
     run = jax.jit(run)
     return lambda *args: run([v.value for v in variables], *args)
@@ -74,8 +84,9 @@ class Step:
         if JAX:
             import jax
 
-            # Traced once: the noise is drawn from the seed state at tracing, so every call draws
-            # the same noise, as `main`'s `set_random_seed` before each call asks.
+            # Traced once, so the noise is drawn once, from the seed state at tracing: every
+            # call draws the same noise (what `main`'s `set_random_seed` before each call does
+            # for torch).
             self.jax_loss_and_grads = jax.jit(jax.value_and_grad(self.jax_loss))
 
     def jax_loss(self, values, x, y):

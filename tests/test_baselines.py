@@ -212,10 +212,13 @@ def test_target_diffusion_encoder_chunk_reaches_the_encoder_and_old_configs_keep
 
 
 @pytest.mark.slow
-def test_every_model_trains_under_a_mixed_bfloat16_policy():
+def test_every_model_trains_under_a_mixed_bfloat16_policy(tmp_path):
     # The math runs in bfloat16; the diffusion coefficients, the losses and the served
     # scores stay float32 (before 2026-12-07 every diffusion model failed at its first step).
+    import tensorflow as tf
+
     from conftest import small_model
+    from hierdiffuse_tf import export
     from hierdiffuse_tf.config import TrainConfig
     from hierdiffuse_tf.models import MODELS
 
@@ -230,5 +233,10 @@ def test_every_model_trains_under_a_mixed_bfloat16_policy():
             assert model.compute_dtype == "bfloat16", name
             scores = model.predict(x, verbose=0)
             assert scores["ctr"].dtype == np.float32 and np.isfinite(scores["ctr"]).all(), name
+            if name == "hierdiffuse":  # The SavedModel's scoring signatures too.
+                loaded = tf.saved_model.load(export.export_saved_model(model, str(tmp_path / "1")))
+                for signature in ("serving_default", "rank"):
+                    outputs = loaded.signatures[signature].structured_outputs
+                    assert {outputs[k].dtype for k in ("ctr", "logit")} == {tf.float32}, signature
     finally:
         keras.mixed_precision.set_global_policy("float32")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -281,19 +282,33 @@ def test_the_schedules_cover_the_steps_the_run_takes(smoke_data):
     assert not HierDiffuseConfig.from_saved({}).skip_empty_sessions
 
 
-@pytest.mark.parametrize("name", ["din", "dien", "hierdiffuse"])
-def test_compiled_model_has_its_optimizer_built_so_fit_traces_the_step_once(name):
-    # A training step that creates Adam's slots is traced twice; built before, once.
-    model = build_model(name, SMALL, shared=True)  # The fields of SMALL that the model has.
-    model.compile(optimizer="adam")  # As in a notebook: the model was never called.
-    assert model.optimizer.built and model.built
-    count = len(model.optimizer.variables)
+def fit_counting_traces(model, x, y) -> int:
+    """One epoch of `fit` on `x`, `y`; returns how many times the training step was traced."""
     traces = []
     train_step = model.train_step
     model.train_step = lambda data: traces.append(1) or train_step(data)
-    x = random_features(model.config, 16)
-    model.fit(x, np.ones(16, "float32"), batch_size=16, epochs=1, verbose=0)
-    assert len(traces) == 1 and len(model.optimizer.variables) == count
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    del model.train_step
+    return len(traces)
+
+
+@pytest.mark.parametrize("name", ["din", "dien", "hierdiffuse"])
+def test_the_first_fit_traces_the_step_once_and_a_loaded_model_resumes(name, tmp_path):
+    # A training step that creates Adam's slots is traced twice; built before it, once.
+    model = build_model(name, SMALL, shared=True)  # The fields of SMALL that the model has.
+    model.compile(optimizer="adam")  # As in a notebook: the model was never called.
+    x, y = random_features(model.config, 16), np.ones(16, "float32")
+    assert fit_counting_traces(model, x, y) == 1 and model.optimizer.built
+    # Keras compiles a loaded model, with Adam's state, only if `compile` is its own.
+    model.save(tmp_path / "model.keras")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert not [w for w in caught if "compile()" in str(w.message)]
+    assert int(loaded.optimizer.iterations) == 1
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert fit_counting_traces(loaded, x, y) == 1 and int(loaded.optimizer.iterations) == 2
 
 
 def test_cli_reports_bad_input_as_one_line_errors(data_dir, smoke_builder, tmp_path, capsys):

@@ -146,19 +146,22 @@ class CTRModel(keras.Model, abc.ABC):
             return ops.zeros((), "int64")
         return self.optimizer.iterations
 
-    def compile(self, *args, **kwargs):
-        """`keras.Model.compile`, then, on TensorFlow, the weights and the optimizer's slots.
+    def make_train_function(self, force=False):
+        """Keras' `make_train_function`, after the weights and the optimizer's slots are built.
 
-        A training step that creates variables is traced twice; with every variable made
-        here, `fit` traces it once (HierDiffuse's first `fit` call on 64 rows: 13.6 s, 7.1 s
-        with this). JAX and torch build both before their first step anyway. Every weight
-        exists after one inference call: the training-only layers build on creation.
+        A training step that creates variables is traced twice, and Keras builds the
+        optimizer inside the first trace where no distribution strategy is set; built
+        here, `fit` traces the step once (docs/performance.md, "The first `fit` traces its
+        step once"). `compile` is left to Keras: a custom one is skipped when a `.keras`
+        file is loaded.
         """
-        super().compile(*args, **kwargs)
-        if keras.backend.backend() == "tensorflow" and self.optimizer is not None:
-            if not self.built:  # Some layers build on creation (`pair_scorer`): not all of them.
+        with self.distribute_strategy.scope():
+            if not all(layer.built for layer in self._flatten_layers()):
+                # One inference call builds every weight: the training-only layers build
+                # on creation (`pair_scorer`). `build` alone marks this model built, not its layers.
                 self(self.example_inputs(), training=False)
             self.optimizer.build(self.trainable_variables)
+        return super().make_train_function(force)
 
     def train_step(self, data):
         import tensorflow as tf  # The TensorFlow edge: the model math above is backend-neutral.
@@ -169,8 +172,10 @@ class CTRModel(keras.Model, abc.ABC):
             out = self.forward(features, training=True, labels=labels)
             bce = self.bce(labels, out.logit)
             loss = bce + ops.cast(out.aux_loss, "float32")  # This replica's mean over its rows.
-            # Replicas' gradients are summed: scale so the sum is the global mean's.
-            scaled = distribute.scale_for_replicas(loss)
+            # Replicas' gradients are summed: scale so the sum is the global mean's. Then the
+            # optimizer's loss scale, as Keras' own step does (a `LossScaleOptimizer` under
+            # mixed_float16 divides the gradients by it; any other optimizer returns the loss).
+            scaled = self.optimizer.scale_loss(distribute.scale_for_replicas(loss))
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         self._update_metrics(loss, bce, labels, out)

@@ -109,7 +109,8 @@ class TargetDiffusionModel(SequenceCTRModel, abc.ABC):
         # Mean over the d dimensions, not the sum: summed, the error (about d at the
         # start) swamped the BCE in every variable the two losses share (each clipped to
         # norm 1 on its own by `clipnorm`) and the head learned nothing.
-        error = ops.mean(ops.square(self.predict_x0(x_t, t, context, training=True) - x0), axis=-1)
+        pred = ops.cast(self.predict_x0(x_t, t, context, training=True), "float32")  # The loss in float32.
+        error = ops.mean(ops.square(pred - ops.cast(x0, "float32")), axis=-1)
         if labels is None:  # Called without labels (not by `train_step`): every row counts.
             recon = ops.mean(error)
         else:  # The mean over the clicked rows.

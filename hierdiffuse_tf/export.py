@@ -74,12 +74,8 @@ def export_saved_model(model: CTRModel, path: str, signatures=None,
     archive = keras.export.ExportArchive()
     archive.track(model)
 
-    def scores(logit):  # float32 under a mixed policy too, as `CTRModel.call` returns them.
-        logit = tf.cast(logit, tf.float32)
-        return {"ctr": tf.sigmoid(logit), "logit": logit}
-
     def score(features, sampler=None, steps=None):
-        return scores(model.score(features, sampler=sampler, steps=steps))
+        return model.outputs_of(model.score(features, sampler=sampler, steps=steps))
 
     archive.add_endpoint("serving_default", compiled(lambda features: score(features, "tcc")),
                          input_signature=[input_specs(config)])
@@ -97,8 +93,8 @@ def export_saved_model(model: CTRModel, path: str, signatures=None,
     def rank(features):
         user = {k: features[k] for k in USER_FEATURES}
         tokens = model.user_side(user)  # Batch 1: the encoders run once per request.
-        return scores(model.score_candidates(tokens, features["candidate_items"], features["candidate_cats"],
-                                             sampler="tcc"))
+        return model.outputs_of(model.score_candidates(tokens, features["candidate_items"],
+                                                       features["candidate_cats"], sampler="tcc"))
 
     rank_specs = {**input_specs(config, USER_FEATURES, batch=1),
                   "candidate_items": tf.TensorSpec((None,), tf.int64, name="candidate_items"),

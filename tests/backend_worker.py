@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from conftest import small_model  # This file's folder is on sys.path.
+from hierdiffuse_tf.bench.portable import built, jit_with_weights
 from hierdiffuse_tf.export import example_request
 
 JAX = keras.backend.backend() == "jax"
@@ -22,15 +23,17 @@ def main(name: str) -> None:
     x = {k: keras.ops.convert_to_tensor(v) for k, v in example_request(model.config, 16).items()}
     y = keras.ops.convert_to_tensor(np.random.default_rng(0).integers(0, 2, 16).astype("float32"))
     # Builds the weights, which `compiled` passes in; symbolically under JAX (no eager pass).
-    model({k: keras.KerasTensor(v.shape, v.dtype) for k, v in x.items()} if JAX else x)
-    updates = []
-    forward = compiled(model, lambda x: model(x)["ctr"], updates)
+    if JAX:
+        built(model, x)
+    else:
+        model(x)
+    forward = compiled(model, lambda x: model(x)["ctr"])
     first = keras.ops.convert_to_numpy(forward(x))
     assert first.shape == (16,) and np.all(np.isfinite(first))
     # Deterministic: the same scores twice, and (compiled, where a draw would be fixed when
     # traced) no state updated, so no random number drawn.
     np.testing.assert_array_equal(first, keras.ops.convert_to_numpy(forward(x)))
-    assert not any(updates), "scoring updated a variable (a seed generator?)"
+    assert not any(getattr(forward, "assigned", [])), "scoring updated a variable (a seed generator?)"
     if name == "hierdiffuse":  # `rank`'s path: one user side broadcast against every candidate.
         def rank(x):
             user = model.user_side({k: v[:1] for k, v in x.items()})
@@ -50,28 +53,11 @@ def main(name: str) -> None:
     print(json.dumps({"backend": keras.backend.backend(), "model": name, "before": before, "after": after}))
 
 
-def compiled(model, fn, updates=None):
-    """`fn` compiled where the backend compiles (`jax.jit`, with the model's weights passed in
-    as arguments), as Keras's own JAX trainer runs a model; `fn` itself elsewhere. Eager JAX
-    dispatches and compiles op by op: about 10 s for HierDiffuse's first forward pass.
-
-    Compiled, each trace appends to `updates` whether `fn` assigned any variable."""
-    if not JAX:
-        return fn
-    import jax
-
-    variables = model.variables
-
-    def run(values, *args):
-        with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
-            before = dict(scope.state_mapping)
-            out = fn(*args)
-            if updates is not None:
-                updates.append(any(before.get(k) is not v for k, v in scope.state_mapping.items()))
-        return out
-
-    run = jax.jit(run)
-    return lambda *args: run([v.value for v in variables], *args)
+def compiled(model, fn):
+    """`fn` compiled where the backend compiles (`jit_with_weights` under JAX), as Keras's own
+    JAX trainer runs a model; `fn` itself elsewhere. Eager JAX dispatches and compiles op by
+    op: about 10 s for HierDiffuse's first forward pass."""
+    return jit_with_weights(fn, model) if JAX else fn
 
 
 class Step:

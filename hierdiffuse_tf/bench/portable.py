@@ -63,24 +63,42 @@ def net_of_call(fusion: dict, call_floor: float) -> dict:
             "fusion_tcc_over_ddpm_net_of_call": net_ms["fusion_ddpm_100"] / net_ms["fusion_tcc"]}
 
 
-def compile_path(fn, model, *args):
-    """`fn(*args)` compiled for the active backend, as a zero-argument callable.
+def jit_with_weights(fn, model):
+    """`fn` under `jax.jit`, called as `fn(*args)`, with `model`'s variables as arguments of
+    the compiled function (as in serving, where weights are inputs, not constants folded
+    into the program).
 
-    On JAX the model's variables are arguments of the jitted function (as in
-    serving, where weights are inputs, not constants folded into the program).
+    Each trace appends to the returned callable's `assigned` list whether `fn` assigned
+    any variable (a seed generator's state, say): updates are dropped, and a random draw
+    would be fixed when traced.
     """
+    import jax
+
+    variables = model.variables
+
+    def pure(values, args):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+            before = dict(scope.state_mapping)
+            out = fn(*args)
+            call.assigned.append(any(before.get(k) is not v for k, v in scope.state_mapping.items()))
+        return out
+
+    jitted = jax.jit(pure)
+
+    def call(*args):
+        return jitted([v.value for v in variables], args)
+
+    call.assigned = []
+    return call
+
+
+def compile_path(fn, model, *args):
+    """`fn(*args)` compiled for the active backend, as a zero-argument callable
+    (on JAX by `jit_with_weights`)."""
     backend = keras.backend.backend()
     if backend == "jax":
-        import jax
-
-        variables = model.variables
-
-        def pure(values, inputs):
-            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                return fn(*inputs)
-
-        jitted, values = jax.jit(pure), [v.value for v in variables]
-        return lambda: jitted(values, args)
+        call = jit_with_weights(fn, model)
+        return lambda: call(*args)
     if backend == "tensorflow":
         import tensorflow as tf
 

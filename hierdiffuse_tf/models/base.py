@@ -123,7 +123,12 @@ class CTRModel(keras.Model, abc.ABC):
         self.built = True
 
     def call(self, features, training=False):
-        logit = ops.cast(self.forward(features, training=training).logit, "float32")  # Mixed policy too.
+        return self.outputs_of(self.forward(features, training=training).logit)
+
+    @staticmethod
+    def outputs_of(logit) -> dict:
+        """The serving outputs `{"ctr", "logit"}` of `(B,)` logits, float32 under a mixed policy too."""
+        logit = ops.cast(logit, "float32")
         return {"ctr": ops.sigmoid(logit), "logit": logit}
 
     # Training: TensorFlow at the edge, the math stays in `forward`.

@@ -1,4 +1,5 @@
-"""The `hierdiffuse` command line: prepare, train, evaluate.
+"""The `hierdiffuse` command line: prepare, train, evaluate and restore a run, experiment,
+export, serve-dev, score, loadtest and bench.
 
 Every command prints a one-line `error: ...` (exit 2) for bad input, naming the
 field or file at fault, instead of a traceback.
@@ -17,11 +18,22 @@ from hierdiffuse_tf import config as config_lib
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type of a count (epochs, seeds, steps, batches, rows): an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, not {text!r}")
+    return value
+
+
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True,
                         help="movielens_100k_ctr, movielens_1m_ctr, synthetic_interest_ctr[/noise_10], "
                              "taobao_user_behavior_ctr or amazon_books_ctr")
-    parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's own)")
+    _flags(parser, "data_dir")
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -79,29 +91,29 @@ def _set_flag(help_text: str) -> tuple:
 SHARED_FLAGS = {
     "dataset": (("--dataset",), dict(default="movielens_100k_ctr", help="a prepared dataset")),
     "data_dir": (("--data-dir",), dict(default=None, help="TFDS data dir (default: TFDS's own)")),
-    "seeds": (("--seeds",), dict(type=int, default=3)),
+    "seeds": (("--seeds",), dict(type=_positive_int, default=3)),
     "seeds_for": (("--seeds-for",), dict(action="append", default=[], metavar="MODEL=N",
                                          help="fewer (or more) seeds for one model than --seeds, "
                                               "e.g. --seeds-for diffurec=1; repeat for more")),
-    "epochs": (("--epochs",), dict(type=int, default=None)),
+    "epochs": (("--epochs",), dict(type=_positive_int, default=None)),
     "out": (("--out",), dict(default="results")),
     "set": _set_flag("override applied to every run whose model has the field, e.g. --set batch_size=512"),
     "models": (("--models",), dict(default=None, help="comma-separated subset of the models")),
-    "batch_size": (("--batch-size",), dict(type=int, default=256,
+    "batch_size": (("--batch-size",), dict(type=_positive_int, default=256,
                                            help="shared inference batch size for timing")),
-    "timing_batches": (("--timing-batches",), dict(type=int, default=20,
+    "timing_batches": (("--timing-batches",), dict(type=_positive_int, default=20,
                                                    help="test batches timed per repeat")),
     "tuned": (("--tuned",), dict(default=None, help="a tuning.json from `experiment tune`; adds "
                                                      "each model's best overrides")),
     "name": (("--name",), dict(default=None, help="the table's file name under --out (default: "
                                                   "table1 or table2), e.g. table1_defaults")),
     "json": (("--json",), dict(default=None, help="write the result (and a .md table beside it)")),
-    "trials": (("--trials",), dict(type=int, default=4,
+    "trials": (("--trials",), dict(type=_positive_int, default=4,
                                    help="trials per model (the same for every model)")),
     "groups": (("--groups",), dict(default=None, help="comma-separated groups a-f, or a group's rows "
                                                     "by words of their names, e.g. d,e,'f:no fusion'")),
     "model_set": _set_flag("model config override, e.g. --set embed_dim=64"),
-    "steps": (("--steps",), dict(type=int, default=30, help="timed training steps")),
+    "steps": (("--steps",), dict(type=_positive_int, default=30, help="timed training steps")),
 }
 
 
@@ -149,45 +161,43 @@ def _add_experiments(which) -> dict:
 def _add_benches(which) -> dict:
     """`hierdiffuse bench NAME`: each benchmark with exactly the flags it reads."""
     p = which.add_parser("inference", help="every inference path of one model, in one run")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--repeats", type=_positive_int, default=7)
     _flags(p, "json", "model_set")
     inference = p
     p = which.add_parser("train", help="training examples/s of HierDiffuse and the baselines")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=2, help="rounds over the models; each keeps its best")
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--repeats", type=_positive_int, default=2, help="rounds over the models; each keeps its best")
     _flags(p, "models", "steps", "json", "model_set")
     train = p
     p = which.add_parser("profile", help="where HierDiffuse's training step spends its time")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
     _flags(p, "steps", "json", "model_set")
     profile = p
     p = which.add_parser("data", help="the input pipeline against HierDiffuse's training rate")
     _flags(p, "dataset", "data_dir")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
     _flags(p, "steps", "json")
     data = p
     p = which.add_parser("fusion", help="the fusion stage alone (TCC, DDIM, DDPM) at several batch sizes")
     p.add_argument("--batch-sizes", default="256,4096,16384", help="comma-separated batch sizes")
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=_positive_int, default=7)
     _flags(p, "json", "model_set")
     fusion = p
     p = which.add_parser("xla", help="each model's training and scoring, as a plain graph and with XLA")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
     _flags(p, "models")
-    p.add_argument("--steps", type=int, default=20, help="timed training steps")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=_positive_int, default=20, help="timed training steps")
+    p.add_argument("--repeats", type=_positive_int, default=5)
     _flags(p, "json", "model_set")
     xla = p
     p = which.add_parser("epoch", help="DiffuRec's and DreamRec's time per epoch against HierDiffuse's")
     _flags(p, "dataset", "data_dir", "models")
-    p.add_argument("--steps", type=int, default=200, help="timed training steps (the epoch is estimated)")
-    _flags(p, "json")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override applied to every model that has the field, as a table's --set")
+    p.add_argument("--steps", type=_positive_int, default=200, help="timed training steps (the epoch is estimated)")
+    _flags(p, "json", "set")
     epoch = p
     p = which.add_parser("beam", help="the Beam builder's throughput at each worker count")
-    p.add_argument("--rows", type=int, default=2_000_000, help="rows of the generated UserBehavior.csv")
+    p.add_argument("--rows", type=_positive_int, default=2_000_000, help="rows of the generated UserBehavior.csv")
     p.add_argument("--workers", default="1,2", help="DirectRunner worker counts to time")
     p.add_argument("--workdir", default="/tmp/hierdiffuse_beam_bench",
                    help="where the generated file and the builds go")
@@ -209,10 +219,11 @@ def build_parser() -> CommandParser:
                    help="Beam builders: fail when more than this share of raw rows is malformed "
                         "(default 0.01)")
 
-    p = sub.add_parser("train", help="train a model with model.fit and evaluate it on test")
+    p = sub.add_parser("train", help="train a model with model.fit and evaluate it on test "
+                                     "(or on --eval-split)")
     _add_data_args(p)
     p.add_argument("--model", default="hierdiffuse", help="registry name, e.g. hierdiffuse")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--config", default=None,
                    help="JSON/YAML file with `model:` and `train:` blocks, or a packaged config "
@@ -250,16 +261,16 @@ def build_parser() -> CommandParser:
     p.add_argument("--server", required=True, help="HOST:PORT")
     p.add_argument("--model-name", required=True)
     p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=int, default=None, help="score at most this many examples")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--limit", type=_positive_int, default=None, help="score at most this many examples")
+    p.add_argument("--batch-size", type=_positive_int, default=256)
     p.add_argument("--out", default=None, help="write labels, scores and users (.npz or .csv)")
 
     p = sub.add_parser("loadtest", help="bounded gRPC load test against a loopback server")
     p.add_argument("--server", required=True, help="HOST:PORT on this machine (loopback only)")
     p.add_argument("--model-name", default="hierdiffuse")
-    p.add_argument("--concurrency", type=int, default=16)
-    p.add_argument("--requests", type=int, default=3200)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--concurrency", type=_positive_int, default=16)
+    p.add_argument("--requests", type=_positive_int, default=3200)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--max-seconds", type=float, default=120.0)
     p.add_argument("--json", default=None, help="write the results here")
 
@@ -272,7 +283,7 @@ def build_parser() -> CommandParser:
     p.add_argument("--split", default="test")
     p = sub.add_parser("restore", help="train a finished run again from its config.json to get back the "
                                        "model.keras git does not keep (checked against its metrics)")
-    p.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's own)")
+    _flags(p, "data_dir")
     p.add_argument("--model-dir", required=True, help="a finished run: config.json and metrics.json")
     return parser
 
@@ -486,8 +497,9 @@ def run_serving(args: argparse.Namespace):
                 for k, shape in shapes.items()}
     summary = client_lib.load_test(client, features, args.concurrency, args.requests, args.max_seconds)
     if args.json:
-        with open(args.json, "w") as f:
-            f.write(client_lib.dumps(summary))
+        from hierdiffuse_tf.utils import write_text
+
+        write_text(args.json, client_lib.dumps(summary))
     return summary
 
 
@@ -503,10 +515,10 @@ def run(args: argparse.Namespace) -> dict | None:
                    "splits": {k: v.num_examples for k, v in builder.info.splits.items()},
                    "metadata": dict(builder.info.metadata or {})}
     elif args.command == "train":
-        summary = training.train(args.model, pipeline.open_dataset(args.dataset, args.data_dir), args.out, data_dir=args.data_dir,
+        strategy = [f"strategy={args.strategy}"] if args.strategy else []
+        summary = training.train(args.model, args.dataset, args.out, data_dir=args.data_dir,
                                  epochs=args.epochs, seed=args.seed, config_file=args.config,
-                                 overrides=args.set + ([f"strategy={args.strategy}"] * bool(args.strategy)),
-                                 eval_split=args.eval_split)
+                                 overrides=args.set + strategy, eval_split=args.eval_split)
         summary = {k: v for k, v in summary.items() if k != "history"}
         print(f"{args.eval_split} AUC {summary['auc']:.4f}  logloss {summary['logloss']:.4f}  "
               f"GAUC {summary['gauc']:.4f}  ({summary['examples']} examples, "
@@ -544,7 +556,6 @@ def run(args: argparse.Namespace) -> dict | None:
 def main(argv=None) -> int:
     from hierdiffuse_tf.errors import HierDiffuseError
 
-    args = None
     try:
         args = build_parser().parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # Recorded in each table's caption.

@@ -14,13 +14,17 @@ Signatures, all with a dynamic batch dimension and the model's fixed M, K, N:
   costs the target readouts, the denoiser and the head.
 
 Ids outside the vocabulary map to the OOV id inside the graph. The directory
-also gets `assets.extra/tf_serving_warmup_requests` (`PredictionLog` records),
-and it loads in a process that imports only TensorFlow.
+also gets `assets.extra/tf_serving_warmup_requests` (one `PredictionLog` per
+signature), and it loads in a process that imports only TensorFlow. It is
+written whole or not at all: into a sibling folder first, then renamed to the
+version folder, so TF Serving, which polls the model's folder, never loads a
+version that is half written or lacks its warmup file.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import keras
 import tensorflow as tf
@@ -101,9 +105,7 @@ def export_saved_model(model: CTRModel, path: str, signatures=None,
                   "candidate_cats": tf.TensorSpec((None,), tf.int64, name="candidate_cats")}
     if "rank" in signatures:
         archive.add_endpoint("rank", rank, input_signature=[rank_specs])
-    archive.write_out(path, verbose=False)
-    write_warmup_requests(path, config, warmup_batch, with_user_tokens="user_tokens" in signatures)
-    return path
+    return write_whole(archive, path, config, warmup_batch, ["serving_default", *signatures])
 
 
 def export_scorer(model: CTRModel, path: str, signatures=(), warmup_batch: int = 4,
@@ -126,9 +128,7 @@ def export_scorer(model: CTRModel, path: str, signatures=(), warmup_batch: int =
 
     fn = tf.function(score, jit_compile=True, autograph=False) if xla else score
     archive.add_endpoint("serving_default", fn, input_signature=[input_specs(model.config)])
-    archive.write_out(path, verbose=False)
-    write_warmup_requests(path, model.config, warmup_batch, with_user_tokens=False)
-    return path
+    return write_whole(archive, path, model.config, warmup_batch, ["serving_default"])
 
 
 def signature_names(path: str) -> list[str]:
@@ -140,23 +140,54 @@ def signature_names(path: str) -> list[str]:
     return sorted(k for k in proto.meta_graphs[0].signature_def if not k.startswith("__"))
 
 
-def write_warmup_requests(path: str, config, batch: int, model_name: str = "hierdiffuse",
-                          with_user_tokens: bool = True) -> str:
-    """`assets.extra/tf_serving_warmup_requests`: one `PredictionLog` per signature."""
+def write_whole(archive, path: str, config, warmup_batch: int, signatures) -> str:
+    """Writes `archive` and its warmup requests to `path`, whole or not at all.
+
+    Both go to a sibling folder first, `PATH.<pid>.tmp` (TF Serving takes only numbers
+    for versions, so it never loads it), which is then renamed to `path`. A version
+    already at `path` is renamed aside first and removed after: the two renames
+    leave `path` missing for microseconds, never half written. A failed write
+    removes its sibling folder and leaves `path` as it was.
+    """
+    target = os.path.normpath(path)
+    staging, aside = f"{target}.{os.getpid()}.tmp", f"{target}.{os.getpid()}.old"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        archive.write_out(staging, verbose=False)
+        write_warmup_requests(staging, config, warmup_batch, signatures)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replaced = os.path.exists(target)
+    if replaced:
+        os.replace(target, aside)
+    os.replace(staging, target)
+    if replaced:
+        shutil.rmtree(aside, ignore_errors=True)
+    return path
+
+
+def write_warmup_requests(path: str, config, batch: int, signatures=("serving_default",)) -> str:
+    """`assets.extra/tf_serving_warmup_requests`: one `PredictionLog` per signature, so
+    TF Serving traces (or, under `--xla`, compiles) each before the first live request.
+
+    `serving_default` and `ddim_<k>` get `batch` rows of the model's features,
+    `user_tokens` `batch` rows of the user's, and `rank` one user with `batch`
+    candidates.
+    """
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
     target = os.path.join(path, "assets.extra", "tf_serving_warmup_requests")
     features = example_request(config, batch)
+    rank = {**{k: features[k][:1] for k in USER_FEATURES},
+            "candidate_items": features["target_item"], "candidate_cats": features["target_cat"]}
+    inputs = {"user_tokens": {k: features[k] for k in USER_FEATURES}, "rank": rank}
     with tf.io.TFRecordWriter(target) as writer:
-        requests = [("serving_default", MODEL_FEATURES)]
-        if with_user_tokens:
-            requests.append(("user_tokens", USER_FEATURES))
-        for signature, names in requests:
-            request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
-            for name in names:
-                request.inputs[name].CopyFrom(tf.make_tensor_proto(features[name]))
+        for signature in signatures:
+            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=signature))
+            for name, value in inputs.get(signature, {k: features[k] for k in MODEL_FEATURES}).items():
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())

@@ -349,10 +349,8 @@ def reevaluate(source_dir: str, out_dir: str, split: str, data_dir: str | None =
     missing = [name for name, path in source.items() if not os.path.exists(path)]
     if missing:
         raise FileNotFoundError(f"{source_dir!r} is not a finished run: it has no {', '.join(missing)}")
-    with open(source["metrics.json"]) as f:
-        trained = json.load(f)
-    with open(source["config.json"]) as f:
-        batch_size = json.load(f)["train_config"]["batch_size"]  # Evaluate as `train` would have.
+    trained = read_json(source["metrics.json"], required=True)
+    batch_size = read_json(source["config.json"], required=True)["train_config"]["batch_size"]  # As `train` would.
     os.makedirs(out_dir, exist_ok=True)
     for name in ("config.json", "model.keras"):
         shutil.copy2(source[name], os.path.join(out_dir, name))

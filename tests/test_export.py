@@ -86,14 +86,39 @@ print(json.dumps(out["ctr"].numpy().tolist()))
     np.testing.assert_allclose(scores, model(x)["ctr"].numpy(), atol=1e-6)
 
 
-def test_warmup_requests_are_prediction_logs(exported):
+def test_warmup_requests_are_prediction_logs_that_each_signature_serves(exported):
+    # One request per signature, as TF Serving replays them at load: each must run.
     from tensorflow_serving.apis import prediction_log_pb2
 
     _, path = exported
     records = list(tf.data.TFRecordDataset(os.path.join(path, "assets.extra", "tf_serving_warmup_requests")))
-    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in records]
-    assert [log.predict_log.request.model_spec.signature_name for log in logs] == ["serving_default", "user_tokens"]
-    assert set(logs[0].predict_log.request.inputs) == set(export.MODEL_FEATURES)
+    requests = [prediction_log_pb2.PredictionLog.FromString(r.numpy()).predict_log.request for r in records]
+    names = [request.model_spec.signature_name for request in requests]
+    assert names == ["serving_default", "ddim_5", "user_tokens", "rank"]
+    assert set(requests[0].inputs) == set(export.MODEL_FEATURES)
+    loaded = tf.saved_model.load(path)
+    for name, request in zip(names, requests):
+        out = call(loaded.signatures[name], {k: tf.make_ndarray(v) for k, v in request.inputs.items()})
+        assert all(np.isfinite(v).all() for v in out.values()), name
+    assert out["ctr"].shape == (4,)  # `rank`: one user, the warmup batch's 4 candidates.
+
+
+def test_export_replaces_a_version_whole_and_a_failed_one_leaves_it(exported_model, tmp_path, monkeypatch):
+    model, _ = exported_model
+    version = tmp_path / "hierdiffuse" / "1"
+    export.export_saved_model(model, str(version), ["user_tokens"])
+    export.export_saved_model(model, str(version), ["rank"])  # Over the first: replaced whole.
+    assert export.signature_names(str(version)) == ["rank", "serving_default"]
+    assert os.listdir(version.parent) == ["1"]  # No staging or set-aside folder is left.
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export, "write_warmup_requests", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export.export_saved_model(model, str(version), ["user_tokens"])
+    assert export.signature_names(str(version)) == ["rank", "serving_default"]
+    assert os.listdir(version.parent) == ["1"]
 
 
 def test_export_errors_are_clear(exported, tmp_path):

@@ -315,6 +315,8 @@ def test_cli_reports_bad_input_as_one_line_errors(data_dir, smoke_builder, tmp_p
     run_without_model = tmp_path / "committed_run"  # What a checkout holds of a run: no model.keras.
     run_without_model.mkdir()
     (run_without_model / "config.json").write_text("{}")
+    cut_short = tmp_path / "tuning.json"  # A file cut short: the error names it, no traceback.
+    cut_short.write_text('{"hierdiffuse": {"overr')
     cases = [
         (["train", "--dataset", "imagenet", "--out", str(tmp_path)], "Unknown dataset 'imagenet'"),
         (["train", "--dataset", SMOKE, "--data-dir", data_dir, "--model", "gru4rec", "--out", str(tmp_path)],
@@ -330,6 +332,10 @@ def test_cli_reports_bad_input_as_one_line_errors(data_dir, smoke_builder, tmp_p
         (["evaluate", "--dataset", SMOKE, "--data-dir", data_dir, "--model-dir", str(run_without_model)],
          f"hierdiffuse restore --model-dir {run_without_model}"),
         (["restore", "--data-dir", data_dir, "--model-dir", str(tmp_path)], "config.json"),
+        (["experiment", "table1", "--dataset", SMOKE, "--data-dir", data_dir, "--tuned", str(cut_short),
+          "--out", str(tmp_path)], f"{cut_short}: not valid JSON"),
+        (["score", "--dataset", SMOKE, "--limit", "0"], "argument --limit: must be an integer >= 1, not '0'"),
+        (["train", "--dataset", SMOKE, "--epochs", "-2"], "argument --epochs: must be an integer >= 1"),
     ]
     for argv, message in cases:
         assert cli.main(argv) == 2, argv

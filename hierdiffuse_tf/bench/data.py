@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import time
 
+import tensorflow as tf
+
 from hierdiffuse_tf.bench.timing import IsolatedRunError, run_isolated
-from hierdiffuse_tf.bench.training import _machine, train_throughput
+from hierdiffuse_tf.bench.timing import machine
+from hierdiffuse_tf.bench.training import train_throughput
 from hierdiffuse_tf.utils import utc_timestamp
 
 
@@ -23,7 +26,7 @@ def bench_data(dataset: str, data_dir: str | None = None, batch_size: int = 256,
     result = {"dataset": prepared.name, "data_examples_per_sec": first,
               "train_examples_per_sec": train["examples_per_sec"],
               "ratios": {"data_over_train": first / train["examples_per_sec"]},
-              "batch_size": batch_size, "machine": _machine(), "date": utc_timestamp()}
+              "batch_size": batch_size, "machine": machine(tf.__version__), "date": utc_timestamp()}
     if pipeline.kept_in_memory(prepared.builder, "train", shuffle=True):  # Else every epoch decodes.
         cached = prepared.batches("train", batch_size, shuffle=True, cache=True)
         for _ in cached:  # The first epoch, which fills the cache.
@@ -63,10 +66,10 @@ def bench_beam(rows: int = 2_000_000, workers=(1, 2), workdir: str = "/tmp/hierd
     manual = os.path.join(workdir, "manual")
     path = os.path.join(manual, taobao.FILE)
     os.makedirs(manual, exist_ok=True)
-    if not os.path.exists(path) or sum(1 for _ in open(path)) != rows:
+    if not os.path.exists(path) or _line_count(path) != rows:
         taobao.write_sample(path, rows, seed=seed)
     runs = []
-    result = {"rows": rows, "runs": runs, "seed": seed, "machine": _machine(), "git_commit": git_commit(),
+    result = {"rows": rows, "runs": runs, "seed": seed, "machine": machine(tf.__version__), "git_commit": git_commit(),
               "generated_by": f"taobao_user_behavior_ctr_dataset_builder.write_sample(rows={rows}, seed={seed})"}
     for n in workers:
         try:
@@ -83,6 +86,11 @@ def bench_beam(rows: int = 2_000_000, workers=(1, 2), workdir: str = "/tmp/hierd
         if on_run:
             on_run(result)
     return result
+
+
+def _line_count(path: str) -> int:
+    with open(path) as f:
+        return sum(1 for _ in f)
 
 
 def beam_build(rows: int, workers: int, workdir: str) -> dict:

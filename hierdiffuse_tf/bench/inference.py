@@ -9,7 +9,6 @@ targets are stated in. Weights are random: speed does not depend on them.
 from __future__ import annotations
 
 import os
-import platform
 import tempfile
 
 import numpy as np
@@ -18,7 +17,7 @@ import tensorflow as tf
 from hierdiffuse_tf import export
 from hierdiffuse_tf.bench import portable
 from hierdiffuse_tf.bench.portable import built, default_config
-from hierdiffuse_tf.bench.timing import time_paths
+from hierdiffuse_tf.bench.timing import machine, time_paths
 from hierdiffuse_tf.models import HierDiffuse, build_model
 from hierdiffuse_tf.utils import utc_timestamp
 
@@ -103,7 +102,7 @@ def bench_inference(batch_size: int = 256, candidates: int = 256, repeats: int =
             "candidates": candidates, "ddpm_steps": config.start_step, "repeats": repeats,
             "fusion_compile": {name: "xla" if speed[f"{name}_xla"] > speed[name] else "tf.function"
                                for name in fusion},
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}",
+            "machine": machine(),
             "tensorflow": tf.__version__, "model": config.to_dict(),
             "date": utc_timestamp()}
 
@@ -157,7 +156,7 @@ def bench_fusion(batch_sizes=(256, 4096, 16384), repeats: int = 7,
                                      "fusion_tcc_over_ddpm_from_t_star":
                                          best["fusion_tcc"] / best["fusion_ddpm_all"]}}
     return {"results": results, "ddpm_steps": config.start_step, "repeats": repeats,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "tensorflow": tf.__version__,
+            "machine": machine(), "tensorflow": tf.__version__,
             "date": utc_timestamp()}
 
 

@@ -12,14 +12,12 @@ interleaved repeats (`timing.time_paths`). Weights are random: speed does not de
 
 from __future__ import annotations
 
-import os
-import platform
 
 import keras
 import numpy as np
 from keras import ops
 
-from hierdiffuse_tf.bench.timing import time_paths, write
+from hierdiffuse_tf.bench.timing import machine, time_paths, write
 from hierdiffuse_tf.config import HierDiffuseConfig
 from hierdiffuse_tf.models import HierDiffuse, build_model
 from hierdiffuse_tf.models.base import example_features
@@ -168,7 +166,7 @@ def bench_portable(batch_sizes=(256,), repeats: int = 7, model_values: dict | No
     return {"backend": keras.backend.backend(), "device": _device(), "results": results,
             "dtype_policy": keras.config.dtype_policy().name,
             "ddpm_steps": config.start_step, "repeats": repeats, "model": config.to_dict(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "machine": machine(),
             "keras": keras.__version__, "date": utc_timestamp()}
 
 

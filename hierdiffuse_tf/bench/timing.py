@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import statistics
 import time
 
 import keras
 from keras import ops
+
+from hierdiffuse_tf.utils import write_json, write_text
 
 
 def block(out):
@@ -56,14 +59,26 @@ def time_batches(fns: dict, batches: list, repeats: int = 5) -> dict:
     return {name: rate * len(batches) for name, rate in passes.items()}
 
 
+def machine(tensorflow: str | None = None) -> str:
+    """The machine a benchmark ran on, as every result file records it: the architecture,
+    the CPU count, the CPU's model where Linux names it (two VMs of the same size can
+    differ by a third in speed), and the TensorFlow version where one is given."""
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    parts = [platform.machine(), f"{os.cpu_count()} CPUs", cpu, f"TF {tensorflow}" if tensorflow else ""]
+    return ", ".join(p for p in parts if p)
+
+
 def write(result: dict, path: str | None, render) -> None:
     """Writes the result as JSON and, beside it, its Markdown table (`render(result)`)."""
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2)
-        with open(os.path.splitext(path)[0] + ".md", "w") as f:
-            f.write(render(result))
+        write_json(path, result, indent=2)
+        write_text(os.path.splitext(path)[0] + ".md", render(result))
 
 
 

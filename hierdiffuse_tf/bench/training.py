@@ -1,5 +1,6 @@
-"""`hierdiffuse bench train | profile | xla`: training examples/s, where a step's time goes,
-and each model with and without XLA.
+"""`hierdiffuse bench train | profile | xla | epoch`: training examples/s, where a step's time
+goes, each model with and without XLA, and DiffuRec's and DreamRec's time per epoch against
+HierDiffuse's.
 
 Each model trains in its own process (`timing.run_isolated`), so its time and
 peak memory are its own, in rounds that visit every model in turn; a model
@@ -9,7 +10,6 @@ keeps its best round. (Many models in one process timed bimodally.)
 from __future__ import annotations
 
 import os
-import platform
 import time
 
 import keras
@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from hierdiffuse_tf import export, training
 from hierdiffuse_tf.bench.portable import DEFAULT_SHAPE
-from hierdiffuse_tf.bench.timing import run_isolated
+from hierdiffuse_tf.bench.timing import machine, run_isolated
 from hierdiffuse_tf.models import build_model
 from hierdiffuse_tf.utils import utc_timestamp
 
@@ -45,8 +45,6 @@ def train_throughput(model_name: str, batch_size: int = 256, steps: int = 30,
     does not show those steps.
     """
     import resource
-
-    import keras
 
     values = {**DEFAULT_SHAPE, **(model_values or {})}
     model = build_model(model_name, values, shared=True)
@@ -133,7 +131,7 @@ def profile_train_step(batch_size: int = 256, steps: int = 30, repeats: int = 2,
     shares = [{"part": name, "ms": full - ms[name], "share": (full - ms[name]) / full}
               for name, _ in parts]
     return {"step_ms": ms, "parts": shares, "batch_size": batch_size, "steps": steps,
-            "repeats": repeats, "machine": _machine(), "load_average": os.getloadavg()[0],
+            "repeats": repeats, "machine": machine(tf.__version__), "load_average": os.getloadavg()[0],
             "date": utc_timestamp()}
 
 
@@ -188,13 +186,9 @@ def bench_train(models=TRAIN_BENCH_MODELS, batch_size: int = 256, steps: int = 3
         if f"{m}_over_hierdiffuse" in ratios:
             ratios[f"{m}_time_over_hierdiffuse"] = 1.0 / ratios[f"{m}_over_hierdiffuse"]
             ratios[f"{m}_time_over_hierdiffuse_step"] = by[m]["step_ms"] / by["hierdiffuse"]["step_ms"]
-    return {"rows": rows, "ratios": ratios, "machine": _machine(), "repeats": repeats,
+    return {"rows": rows, "ratios": ratios, "machine": machine(tf.__version__), "repeats": repeats,
             "load_average": os.getloadavg()[0],
             "date": utc_timestamp()}
-
-
-def _machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPUs, TF {tf.__version__}"
 
 
 def _step(row: dict) -> str:
@@ -273,7 +267,7 @@ def bench_xla(models=None, batch_size: int = 256, steps: int = 20, repeats: int 
     for row in rows:
         row["score_graph"], row["score_xla"] = speed[f"{row['model']}/False"], speed[f"{row['model']}/True"]
     return {"rows": rows, "batch_size": batch_size, "steps": steps, "repeats": repeats,
-            "machine": _machine(), "load_average": os.getloadavg()[0], "date": utc_timestamp()}
+            "machine": machine(tf.__version__), "load_average": os.getloadavg()[0], "date": utc_timestamp()}
 
 
 def markdown_xla(result: dict) -> str:
@@ -362,7 +356,7 @@ def bench_epoch(dataset: str, data_dir: str | None = None, models=EPOCH_BENCH_MO
     by = {r["model"]: r for r in rows}
     ratios = {f"{m}_epoch_over_hierdiffuse": by[m]["epoch_seconds"] / by["hierdiffuse"]["epoch_seconds"]
               for m in by if m != "hierdiffuse" and "hierdiffuse" in by}
-    return {"rows": rows, "ratios": ratios, "dataset": dataset, "machine": _machine(),
+    return {"rows": rows, "ratios": ratios, "dataset": dataset, "machine": machine(tf.__version__),
             "load_average": os.getloadavg()[0], "date": utc_timestamp()}
 
 

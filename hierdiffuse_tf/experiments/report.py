@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import os
 import re
 from typing import Mapping, Sequence
@@ -12,7 +13,7 @@ import numpy as np
 
 from hierdiffuse_tf import training
 from hierdiffuse_tf.config import ConfigError
-from hierdiffuse_tf.utils import read_json, utc_timestamp, write_json
+from hierdiffuse_tf.utils import read_json, utc_timestamp, write_json, write_text
 
 
 def summary(aucs: list[float], loglosses: list[float] | None = None) -> dict:
@@ -31,10 +32,11 @@ def write_table(rows: list[dict], columns: list[tuple[str, str, str]], out: str,
     """
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, f"{name}.json"), {"meta": meta, "rows": rows}, indent=2, default=str)
-    with open(os.path.join(out, f"{name}.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow([title for _, title, _ in columns])
-        writer.writerows([[_cell(r.get(k), f) for k, _, f in columns] for r in rows])
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow([title for _, title, _ in columns])
+    writer.writerows([[_cell(r.get(k), f) for k, _, f in columns] for r in rows])
+    write_text(os.path.join(out, f"{name}.csv"), table.getvalue())
     lines = ["| " + " | ".join(t for _, t, _ in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(r.get(k), f) for k, _, f in columns) + " |" for r in rows]
     batch = f"inference batch size {meta['batch_size']}, " if meta.get("batch_size") else ""
@@ -50,8 +52,7 @@ def write_table(rows: list[dict], columns: list[tuple[str, str, str]], out: str,
     caption = (f"\n_{meta['dataset']}, {seeds}, {epochs}, "
                f"{batch}commit {written}{trained}; "
                f"made by `{meta['command']}`._{pending}\n")
-    with open(os.path.join(out, f"{name}.md"), "w") as f:
-        f.write("\n".join(lines) + "\n" + caption)
+    write_text(os.path.join(out, f"{name}.md"), "\n".join(lines) + "\n" + caption)
 
 
 def check_table_name(name: str) -> None:
@@ -177,8 +178,7 @@ def splice_readme(readme: str, results: str) -> list[str]:
     # Markers count on lines of their own only, so prose may quote them.
     text = re.sub(r"^<!-- results:((?:[\w.-]+/)?\w+) -->$.*?^<!-- /results:\1 -->$", fill, text,
                   flags=re.S | re.M)
-    with open(readme, "w") as f:
-        f.write(text)
+    write_text(readme, text)  # Whole or not at all: the file holds hand-written docs.
     return replaced
 
 

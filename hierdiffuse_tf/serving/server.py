@@ -55,7 +55,6 @@ class LoadedModel:
         with open(os.path.join(self.path, "saved_model.pb"), "rb") as f:
             proto = saved_model_pb2.SavedModel.FromString(f.read())
         self.signature_defs = proto.meta_graphs[0].signature_def
-        self.lock = threading.Lock()
 
     def input_specs(self, signature: str) -> dict:
         return self.signatures[signature].structured_input_signature[1]

@@ -132,6 +132,8 @@ class ModelConfig(BaseConfig):
             (for very large vocabularies); 0 uses the ids as they are.
     """
 
+    RETIRED_FIELDS: typing.ClassVar[frozenset[str]] = SHARED_BASELINE_FIELDS
+
     num_items: int = 0
     num_cats: int = 0
     max_long: int = 100
@@ -142,8 +144,6 @@ class ModelConfig(BaseConfig):
     dropout: float = 0.1
     head_units: tuple[int, ...] = (64, 32)
     head_cross_layers: int = 0
-    RETIRED_FIELDS: typing.ClassVar[frozenset[str]] = SHARED_BASELINE_FIELDS
-
     num_hash_buckets: int = 0
 
     def __post_init__(self):
@@ -222,7 +222,9 @@ class GuidedDiffusionConfig(SequenceDiffusionConfig):
 
     def validate(self) -> None:
         super().validate()
-        _at_least_one(self, "denoiser_units", "denoiser_layers", "time_embed_dim")
+        _at_least_one(self, "denoiser_units", "denoiser_layers")
+        _check(self.time_embed_dim >= 2, "time_embed_dim", "must be >= 2 (a sine and a cosine)",
+               self.time_embed_dim)
         _check(self.cfg_scale >= 0.0, "cfg_scale", "must be >= 0", self.cfg_scale)
         _check(0.0 <= self.cond_dropout < 1.0, "cond_dropout", "must be in [0, 1)",
                self.cond_dropout)
@@ -243,7 +245,8 @@ class HierDiffuseConfig(GuidedDiffusionConfig):
     as SPEC 2 first wrote it is `PAPER_AS_PRINTED` (the packaged config file
     `hierdiffuse_paper`): `readout="mean"`, `encoder_gate=False`,
     `normalize_x0=False`, `head_short_cross=False`, `head_on_clean=False`,
-    `long_encoder_layers=-1` (f_L's transformer blocks).
+    `session_recency=False`, `readout_recency=False`, `long_encoder_layers=-1`
+    (f_L's transformer blocks).
 
     Takes the `GuidedDiffusionConfig` fields (encoders, T, DDIM steps, the
     denoiser's width and depth, CFG scale, condition dropout), two of them
@@ -405,8 +408,11 @@ class HierDiffuseConfig(GuidedDiffusionConfig):
                self.next_behaviour_weight)
         _check(0.0 <= self.curriculum_switch <= 1.0, "curriculum_switch", "must be in [0, 1]",
                self.curriculum_switch)
-        _check(0.0 < self.dt_small <= self.dt_large <= 1.0, "dt_small",
-               f"must satisfy 0 < dt_small <= dt_large={self.dt_large} <= 1", self.dt_small)
+        _check(0.0 < self.dt_small <= 1.0, "dt_small", "must be in (0, 1]", self.dt_small)
+        _check(self.dt_small <= self.dt_large <= 1.0, "dt_large",
+               f"must be in [dt_small={self.dt_small}, 1]", self.dt_large)
+        for field in ("lambda_start", "lambda_end"):  # L_TR's weight: negative, the loss is unbounded.
+            _check(getattr(self, field) >= 0.0, field, "must be >= 0", getattr(self, field))
         _check(self.sampler_steps <= self.start_step, "sampler_steps",
                f"must be <= the start step t*={self.start_step}", self.sampler_steps)
 

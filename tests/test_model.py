@@ -232,6 +232,12 @@ def test_config_errors_name_the_field():
         HierDiffuseConfig(t_star=500)
     with pytest.raises(ConfigError, match=r"`encoder_heads` must divide embed_dim=32"):
         HierDiffuseConfig(encoder_heads=3)
+    with pytest.raises(ConfigError, match=r"`time_embed_dim` must be >= 2"):
+        HierDiffuseConfig(time_embed_dim=1)  # Was refused only at the model's first call.
+    with pytest.raises(ConfigError, match=r"`dt_large` must be in \[dt_small=0.1, 1\]. Received: `dt_large=2.0`"):
+        HierDiffuseConfig(dt_large=2.0)  # Was reported as a problem of dt_small.
+    with pytest.raises(ConfigError, match=r"`lambda_end` must be >= 0"):
+        HierDiffuseConfig(lambda_end=-5.0)
     with pytest.raises(ValueError, match="Unknown model 'gru4rec'"):
         build_model("gru4rec", {})
 

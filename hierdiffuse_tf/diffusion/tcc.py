@@ -36,20 +36,20 @@ def lambda_schedule(step, schedule_steps: int, start: float = 1.0, end: float = 
     return start + (end - start) * training_progress(step, schedule_steps)
 
 
-def dt_bounds(num_steps: int, dt_small: float = 0.1, dt_large: float = 0.5) -> tuple[int, int, int]:
-    """(small max, medium min, medium max) spans, in steps."""
+def dt_bounds(num_steps: int, dt_small: float = 0.1, dt_large: float = 0.5) -> tuple[int, int]:
+    """`(small, large)` spans, in steps: early spans are in 1..small, later ones in
+    small..large."""
     small = max(1, int(math.floor(dt_small * num_steps)))
-    medium_max = max(small, int(math.floor(dt_large * num_steps)))
-    return small, small, medium_max
+    return small, max(small, int(math.floor(dt_large * num_steps)))
 
 
 def curriculum_dt(step, batch_size, schedule_steps: int, num_steps: int, seed,
                   switch: float = 0.3, dt_small: float = 0.1, dt_large: float = 0.5):
     """Per-example spans `(B,)` int32 from the curriculum at training step `step`."""
-    small, medium_lo, medium_hi = dt_bounds(num_steps, dt_small, dt_large)
+    small, large = dt_bounds(num_steps, dt_small, dt_large)
     u = batch_random(keras.random.uniform, (batch_size,), seed=seed)
     early = ops.floor(u * small) + 1.0  # U{1..small}
-    late = ops.floor(u * (medium_hi - medium_lo + 1)) + medium_lo  # U{lo..hi}
+    late = ops.floor(u * (large - small + 1)) + small  # U{small..large}
     is_early = training_progress(step, schedule_steps) < switch
     return ops.cast(ops.where(is_early, early, late), "int32")
 

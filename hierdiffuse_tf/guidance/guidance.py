@@ -72,9 +72,13 @@ class GuidedDenoiser(keras.layers.Layer):
     Args:
         denoiser: a `Denoiser` (e.g. `MLPDenoiser`).
         mode: str. "sgd" (two conditions, Eq. 6), "cfg" (one condition,
-            standard CFG) or "none" (one condition, used as it is). With no
-            conditions at all, every mode predicts from the null vector.
-            Defaults to "sgd".
+            the standard CFG mix `(1 + w) f(c) - w f(null)`) or "none" (one
+            condition, used as it is). With no conditions at all, every mode
+            predicts from the null vector. Defaults to "sgd". The mix is the
+            layer's output in training too, so a loss trains the guided
+            prediction that the samplers use, as SGD's learned weights must
+            be; standard CFG training instead fits `f(c)` alone (with the
+            condition dropout) and mixes only when sampling.
         cond_dropout: float. In training, each condition is replaced by the
             null vector with this probability, independently per example.
             Defaults to 0.1.
@@ -87,7 +91,7 @@ class GuidedDenoiser(keras.layers.Layer):
 
     Call arguments:
         x_t: `(B, d)`.
-        t: `(B,)` steps.
+        t: `(B,)` steps, or `(1,)`: one step for every row (the samplers).
         conds: `(B, G, d_c)` conditions, G = 2 for "sgd", 1 otherwise, or
             None for no condition.
         shares: `(B, G)` fraction of behaviours in each group (SGD weights).

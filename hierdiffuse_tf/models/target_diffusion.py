@@ -33,8 +33,12 @@ What is kept and what changed (also in docs/experiments.md):
   DiffuRec's item-specific Gaussian embeddings and its rounding step are
   dropped: there is no retrieval over the catalogue in CTR.
 * DreamRec: a sequence transformer gives the guidance h_seq; an MLP denoiser
-  with standard classifier-free guidance (condition dropout in training, scale
-  `cfg_scale` at inference) generates the "oracle" item embedding. DreamRec's
+  with classifier-free guidance (condition dropout, scale `cfg_scale`)
+  generates the "oracle" item embedding. One deviation from DreamRec's own
+  training: the reconstruction loss fits the guided mix `(1 + w) f(c) - w
+  f(null)` that the sampler uses (`GuidedDenoiser`, as HierDiffuse's
+  `guidance=cfg` does), where DreamRec fits `f(c)` alone and mixes only when
+  sampling. DreamRec's
   learning without negatives is kept for the generator; the head still learns
   from the negatives through the BCE.
 """

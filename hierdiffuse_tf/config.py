@@ -21,6 +21,7 @@ from hierdiffuse_tf.errors import HierDiffuseError
 DIRECTIONS = ("long_to_short", "short_to_long", "long_to_none", "short_to_none")
 GUIDANCES = ("sgd", "cfg", "none")
 SAMPLERS = ("tcc", "ddim", "ddpm", "none")
+CFG_TRAININGS = ("guided", "conditional")
 LOSS_REDUCTIONS = ("mean", "sum")
 BACKBONES = ("mlp", "transformer")
 SGD_WEIGHTS = ("adaptive", "fixed")
@@ -178,7 +179,8 @@ class SequenceDiffusionConfig(ModelConfig):
     Args:
         encoder_layers: transformer blocks per encoder (0: none, the
             position-embedded behaviours as they are).
-        encoder_heads: attention heads per block.
+        encoder_heads: attention heads per block (in HierDiffuse, also the
+            transformer denoiser's, `backbone="transformer"`).
         encoder_ffn_dim: feed-forward width of each block.
         diffusion_steps: T of the cosine schedule (Eq. 10-11).
         sampler_steps: steps of the DDIM path.
@@ -494,10 +496,25 @@ class TargetDiffusionConfig(SequenceDiffusionConfig):
 class DreamRecConfig(TargetDiffusionConfig, GuidedDiffusionConfig):
     """DreamRec (SPEC 3): the `TargetDiffusionConfig` fields and those of its guided MLP
     denoiser (`GuidedDiffusionConfig`: width, depth, time embedding, CFG scale, condition
-    dropout)."""
+    dropout).
+
+    Args:
+        cfg_training: what the reconstruction loss fits. "guided" (the
+            default, which every committed table trained): the CFG mix
+            `(1 + w) f(c) - w f(null)` that the sampler uses. "conditional":
+            DreamRec's own training, `f(c)` alone, with the condition
+            dropout; the mix is then used only to generate (the sampler, and
+            the head's one-step generation in training).
+    """
 
     # DreamRec's denoiser had two hidden layers before `denoiser_layers` existed.
     LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"denoiser_layers": 2}
+
+    cfg_training: str = "guided"
+
+    def validate(self) -> None:
+        super().validate()
+        _one_of("cfg_training", self.cfg_training, CFG_TRAININGS)
 
 
 DIFFUREC_DENOISERS = ("cross_attention", "sequence")

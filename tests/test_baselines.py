@@ -118,7 +118,7 @@ def test_target_diffusion_recon_is_a_per_dimension_mean_over_clicked_rows(name, 
     model(x)
     labels = np.array([1, 0, 1, 1, 0, 1], np.float32)
     # With an x0 prediction of zero, the error is the normalised target's own square.
-    monkeypatch.setattr(model, "predict_x0", lambda x_t, t, context, training=False: ops.zeros_like(x_t))
+    monkeypatch.setattr(model, "predict_x0", lambda x_t, t, context, **kwargs: ops.zeros_like(x_t))
     out = model.forward(x, training=True, labels=labels)
     _, _, target = model.sequence(x)
     per_row = np.mean(np.square(ops.convert_to_numpy(model.target_norm(target))), axis=-1)
@@ -137,7 +137,7 @@ def test_each_baseline_family_owns_its_fields_and_old_shared_configs_still_load(
         "avg_pool_dnn": set(), "din": {"attention_units", "attention_normalize"}, "dien": {"aux_loss_weight"}}
     denoiser_fields = {"denoiser_units", "denoiser_layers", "time_embed_dim", "cfg_scale", "cond_dropout"}
     assert own["diffurec"] - own["dreamrec"] == {"denoiser"}
-    assert own["dreamrec"] - own["diffurec"] == denoiser_fields  # DreamRec's guided MLP; DiffuRec has none.
+    assert own["dreamrec"] - own["diffurec"] == denoiser_fields | {"cfg_training"}  # DiffuRec has no guided MLP.
     assert {"recon_weight", "sampler_steps", "diffusion_steps"} <= own["diffurec"] & own["dreamrec"]
     with pytest.raises(ConfigError, match=r"'cfg_scale' for DiffuRecConfig"):
         MODELS["diffurec"].config_cls.from_dict({"num_items": 40, "num_cats": 6, "cfg_scale": 2.0})
@@ -154,6 +154,31 @@ def test_each_baseline_family_owns_its_fields_and_old_shared_configs_still_load(
     saved = din.get_config()
     saved["config"].update({k: 3 for k in SHARED_BASELINE_FIELDS - {"attention_units"}})
     assert type(din).from_config(saved).config == din.config
+
+
+def test_dreamrec_fits_the_cfg_mix_or_with_cfg_training_conditional_the_conditional_prediction():
+    import dataclasses
+
+    from hierdiffuse_tf.config import ConfigError, DreamRecConfig
+
+    model = build_model("dreamrec", {**SMALL, "cond_dropout": 0.0, "cfg_scale": 2.0}, shared=True)
+    model(random_features(model.config, 2))
+    rng = np.random.default_rng(0)
+    x_t, h_seq = (ops.convert_to_tensor(rng.normal(size=(4, 8)).astype("float32")) for _ in range(2))
+    t = ops.full((4,), 7, "int32")
+    context = {"h_seq": h_seq, "mask": ops.ones((4, 5), "bool")}
+    f_c, f_null = (ops.convert_to_numpy(f) for f in model.guided.denoiser.call_conditions(
+        x_t, t, [h_seq, ops.broadcast_to(model.guided.null, (4, 8))], True))
+    mix = 3.0 * f_c - 2.0 * f_null  # (1 + w) f(c) - w f(null), w = 2.
+    assert model.config.cfg_training == "guided"  # The default, which the tables trained.
+    np.testing.assert_allclose(ops.convert_to_numpy(model.fitted_x0(x_t, t, context)), mix, rtol=1e-5, atol=1e-5)
+    model.config = dataclasses.replace(model.config, cfg_training="conditional")
+    np.testing.assert_allclose(ops.convert_to_numpy(model.fitted_x0(x_t, t, context)), f_c, rtol=1e-5, atol=1e-5)
+    # Generation mixes either way: the sampler, and the head's one-step generation in training.
+    np.testing.assert_allclose(ops.convert_to_numpy(model.predict_x0(x_t, t, context, training=True)), mix,
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="`cfg_training` must be one of"):
+        DreamRecConfig(**SMALL, cfg_training="mixed")
 
 
 def test_dreamrec_denoiser_depth_is_its_config_field():

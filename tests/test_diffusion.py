@@ -105,8 +105,8 @@ def test_ddim_with_eta_zero_is_deterministic():
     c = np.zeros((4, 6), "float32")
     predict = lambda x, t: denoiser(x, t, c)  # noqa: E731
     x = np.random.default_rng(2).normal(size=(4, 6)).astype("float32")
-    first = samplers.ddim_sample(predict, x, 50, 10, schedule, eta=0.0)
-    second = samplers.ddim_sample(predict, x, 50, 10, schedule, eta=0.0)
+    first = samplers.ddim_sample(predict, x, 50, 10, schedule)
+    second = samplers.ddim_sample(predict, x, 50, 10, schedule)
     np.testing.assert_array_equal(ops.convert_to_numpy(first), ops.convert_to_numpy(second))
     assert samplers.ddim_timesteps(50, 10) == [50, 45, 40, 35, 30, 25, 20, 15, 10, 5, 0]
 

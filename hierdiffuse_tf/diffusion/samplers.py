@@ -31,20 +31,16 @@ def ddim_timesteps(t_start: int, num_steps: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(t_start, 0, num_steps + 1)}, reverse=True)
 
 
-def ddim_sample(predict_x0, x_start, t_start: int, num_steps: int, schedule: CosineSchedule,
-                eta: float = 0.0, noise_fn=None):
-    """DDIM (Song et al., 2020) from x_{t*} in `num_steps` steps; eta = 0 is deterministic."""
+def ddim_sample(predict_x0, x_start, t_start: int, num_steps: int, schedule: CosineSchedule):
+    """Deterministic DDIM (Song et al., 2020; eta = 0) from x_{t*} in `num_steps` steps."""
     x = x_start
     steps = ddim_timesteps(t_start, num_steps)
     for t, t_prev in zip(steps[:-1], steps[1:]):
         step = _step(t)
         x0 = predict_x0(x, step)
         eps = schedule.x0_to_eps(x, step, x0)
-        ab, ab_prev = schedule.alpha_bar_table[t], schedule.alpha_bar_table[t_prev]
-        sigma = eta * np.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)) if t_prev > 0 else 0.0
-        x = float(np.sqrt(ab_prev)) * x0 + float(np.sqrt(max(1 - ab_prev - sigma**2, 0.0))) * eps
-        if sigma > 0 and noise_fn is not None:
-            x = x + float(sigma) * noise_fn(ops.shape(x))
+        ab_prev = schedule.alpha_bar_table[t_prev]
+        x = float(np.sqrt(ab_prev)) * x0 + float(np.sqrt(1 - ab_prev)) * eps
     return x
 
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from hierdiffuse_tf.config import GUIDANCES, SGD_WEIGHTS
 from hierdiffuse_tf.diffusion.denoiser import Denoiser
 from hierdiffuse_tf.distribute import batch_random
 from hierdiffuse_tf.layers.encoders import masked_mean
 from hierdiffuse_tf.utils import serializable
 
-MODES = ("sgd", "cfg", "none")
+MODES = GUIDANCES  # The config's `guidance` values are the layer's modes.
 
 
 def sgd_combine(f_null, f_1, f_2, w_1, w_2):
@@ -117,8 +118,8 @@ class GuidedDenoiser(keras.layers.Layer):
         super().__init__(**kwargs)
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}. Received: `mode={mode}`")
-        if sgd_weights not in ("adaptive", "fixed"):
-            raise ValueError(f"`sgd_weights` must be 'adaptive' or 'fixed'. Received: {sgd_weights!r}")
+        if sgd_weights not in SGD_WEIGHTS:
+            raise ValueError(f"`sgd_weights` must be one of {SGD_WEIGHTS}. Received: {sgd_weights!r}")
         if not 0.0 <= cond_dropout < 1.0:
             raise ValueError(f"`cond_dropout` must be in [0, 1). Received: {cond_dropout}")
         self.denoiser = denoiser
@@ -165,14 +166,16 @@ class GuidedDenoiser(keras.layers.Layer):
             ops.softplus(g(ops.concatenate([conds[:, i], shares[:, i:i + 1]], axis=-1)))
             for i, g in enumerate(self.weight_nets))
 
-    def call(self, x_t, t, conds=None, shares=None, present=None, training=None, copies=1):
+    def call(self, x_t, t, conds=None, shares=None, present=None, training=None, copies=1, mix=True):
         """`copies` > 1: the batch is that many stacked copies of the same examples,
-        which share one condition-dropout draw (a TCC pair sees the same conditions)."""
+        which share one condition-dropout draw (a TCC pair sees the same conditions).
+        `mix=False` (mode "cfg"): the conditional prediction f(c) alone, unmixed, as
+        standard CFG training fits it."""
         null = ops.expand_dims(ops.cast(self.null, x_t.dtype), 0)  # (1, d_c): one row, broadcast
         if conds is None:
             return self.denoiser.call_conditions(x_t, t, [null], training)[0]
         conds = self._nullify(conds, present, training, copies)
-        if self.mode == "none":
+        if self.mode == "none" or (self.mode == "cfg" and not mix):
             return self.denoiser.call_conditions(x_t, t, [conds[:, 0]], training)[0]
         if self.mode == "cfg":
             f_cond, f_null = self.denoiser.call_conditions(x_t, t, [conds[:, 0], null], training)

@@ -34,11 +34,11 @@ What is kept and what changed (also in docs/experiments.md):
   dropped: there is no retrieval over the catalogue in CTR.
 * DreamRec: a sequence transformer gives the guidance h_seq; an MLP denoiser
   with classifier-free guidance (condition dropout, scale `cfg_scale`)
-  generates the "oracle" item embedding. One deviation from DreamRec's own
-  training: the reconstruction loss fits the guided mix `(1 + w) f(c) - w
-  f(null)` that the sampler uses (`GuidedDenoiser`, as HierDiffuse's
-  `guidance=cfg` does), where DreamRec fits `f(c)` alone and mixes only when
-  sampling. DreamRec's
+  generates the "oracle" item embedding. By default its reconstruction loss
+  fits the guided mix `(1 + w) f(c) - w f(null)` that the sampler uses
+  (`cfg_training="guided"`, as HierDiffuse's `guidance=cfg` does), where
+  DreamRec's paper fits `f(c)` alone and mixes only when sampling
+  (`cfg_training="conditional"`; docs/experiments.md compares the two). DreamRec's
   learning without negatives is kept for the generator; the head still learns
   from the negatives through the BCE.
 """
@@ -85,6 +85,11 @@ class TargetDiffusionModel(SequenceCTRModel, abc.ABC):
     def predict_x0(self, x_t, t, context: dict, training=False):
         """The generator's x0 prediction; `context` holds tokens, mask and h_seq."""
 
+    def fitted_x0(self, x_t, t, context: dict):
+        """The x0 prediction that the reconstruction loss fits in training: by default
+        the generator's own."""
+        return self.predict_x0(x_t, t, context, training=True)
+
     def generate(self, context, batch, dim):
         """Inference: DDIM from x_T = 0 in `sampler_steps` steps."""
         T = self.config.diffusion_steps
@@ -113,7 +118,7 @@ class TargetDiffusionModel(SequenceCTRModel, abc.ABC):
         # Mean over the d dimensions, not the sum: summed, the error (about d at the
         # start) swamped the BCE in every variable the two losses share (each clipped to
         # norm 1 on its own by `clipnorm`) and the head learned nothing.
-        pred = ops.cast(self.predict_x0(x_t, t, context, training=True), "float32")  # The loss in float32.
+        pred = ops.cast(self.fitted_x0(x_t, t, context), "float32")  # The loss in float32.
         error = ops.mean(ops.square(pred - ops.cast(x0, "float32")), axis=-1)
         if labels is None:  # Called without labels (not by `train_step`): every row counts.
             recon = ops.mean(error)
@@ -174,8 +179,12 @@ class DreamRec(TargetDiffusionModel):
             MLPDenoiser(c.denoiser_units, c.denoiser_layers, c.time_embed_dim, name="denoiser"), mode="cfg",
             cond_dropout=c.cond_dropout, cfg_scale=c.cfg_scale, name="guided_denoiser")
 
-    def predict_x0(self, x_t, t, context, training=False):
+    def predict_x0(self, x_t, t, context, training=False, mix=True):
         h_seq = context["h_seq"]
         present = ops.any(context["mask"], axis=-1, keepdims=True)
         return self.guided(x_t, t, ops.expand_dims(h_seq, 1), ops.ones_like(h_seq[:, :1]),
-                           present, training=training)
+                           present, training=training, mix=mix)
+
+    def fitted_x0(self, x_t, t, context):
+        """The CFG mix (`cfg_training="guided"`), or f(c) alone (`"conditional"`)."""
+        return self.predict_x0(x_t, t, context, training=True, mix=self.config.cfg_training == "guided")

@@ -127,9 +127,11 @@ def evaluate(model: CTRModel, dataset: tf.data.Dataset, verbose: int = 1) -> dic
 
 # Runs.
 
-def check_sequence_shape(model_values: dict, data: pipeline.PreparedDataset) -> None:
-    """The model's M, K, N must be the dataset's; the error names the field."""
-    for key, value in pipeline.sequence_shape(data.builder).items():
+def check_sequence_shape(model_values: dict, data: pipeline.PreparedDataset, vocabulary: bool = False) -> None:
+    """The model's M, K, N must be the dataset's, and with `vocabulary` its item and category
+    counts too (a trained model read ids of its own data only); the error names the field."""
+    expected = data.model_values() if vocabulary else pipeline.sequence_shape(data.builder)
+    for key, value in expected.items():
         if model_values[key] != value:
             raise config_lib.ConfigError(
                 f"`{key}={model_values[key]}` does not match the dataset, which has {key}={value}")
@@ -328,7 +330,7 @@ def evaluate_run(model_dir: str, dataset: str | pipeline.PreparedDataset, split:
     """Evaluates a saved run's model on a split of a prepared dataset."""
     model = load_run_model(model_dir)
     data = pipeline.open_dataset(dataset, data_dir, auto_prepare=False)
-    check_sequence_shape(model.config.to_dict(), data)
+    check_sequence_shape(model.config.to_dict(), data, vocabulary=True)
     metrics = evaluate(model, data.batches(split, batch_size), verbose=verbose)
     metrics.update({"dataset": data.name, "split": split, "model_dir": model_dir})
     return metrics

@@ -242,6 +242,15 @@ def test_config_errors_name_the_field():
         build_model("gru4rec", {})
 
 
+def test_a_model_is_evaluated_only_on_data_of_its_vocabulary_and_shape(smoke_data):
+    values = smoke_data.model_values()
+    training.check_sequence_shape(values, smoke_data, vocabulary=True)
+    other = {**values, "num_items": values["num_items"] + 5}  # Another dataset of the same shape.
+    training.check_sequence_shape(other, smoke_data)  # Training may size its own vocabulary.
+    with pytest.raises(ConfigError, match=f"`num_items={other['num_items']}` does not match the dataset"):
+        training.check_sequence_shape(other, smoke_data, vocabulary=True)  # `evaluate`'s check.
+
+
 def test_config_file_blocks_layer_under_set_and_an_empty_block_is_allowed(smoke_data, tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("model:\ntrain:\n  epochs: 2\n  learning_rate: 0.002\n")

@@ -127,6 +127,15 @@ def test_target_diffusion_recon_is_a_per_dimension_mean_over_clicked_rows(name, 
     np.testing.assert_allclose(float(out.aux_loss), model.config.recon_weight * expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["avg_pool_dnn", "din"])
+def test_a_model_without_its_vocabulary_sizes_is_refused_by_name(name):
+    # Avg-Pool's keras-rs tables had no check: one category row, and the OOV id 1 out of range.
+    with pytest.raises(ValueError, match=r"`num_cats` must be set \(>= 2\).*`num_cats=1`"):
+        build_model(name, {**SMALL, "num_cats": 1}, shared=True)
+    with pytest.raises(ValueError, match=r"`num_items` must be set \(>= 3\)"):
+        build_model(name, {**SMALL, "num_items": 0}, shared=True)
+
+
 def test_each_baseline_family_owns_its_fields_and_old_shared_configs_still_load():
     from hierdiffuse_tf.config import SHARED_BASELINE_FIELDS, ConfigError, DINConfig, ModelConfig
     from hierdiffuse_tf.models import MODELS

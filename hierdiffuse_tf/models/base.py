@@ -99,6 +99,9 @@ class CTRModel(keras.Model, abc.ABC):
         if config.num_hash_buckets == 0 and config.num_items < 3:
             raise ValueError("`num_items` must be set (>= 3) from the dataset's vocabulary. "
                              f"Received: `num_items={config.num_items}`")
+        if config.num_cats < 2:  # Every model's tables, FeatureEmbedding's or keras-rs's (Avg-Pool).
+            raise ValueError("`num_cats` must be set (>= 2) from the dataset's vocabulary. "
+                             f"Received: `num_cats={config.num_cats}`")
         self.config = config
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.bce_tracker = keras.metrics.Mean(name="bce")

@@ -105,7 +105,7 @@ def export_saved_model(model: CTRModel, path: str, signatures=None,
                   "candidate_cats": tf.TensorSpec((None,), tf.int64, name="candidate_cats")}
     if "rank" in signatures:
         archive.add_endpoint("rank", rank, input_signature=[rank_specs])
-    return write_whole(archive, path, config, warmup_batch, ["serving_default", *signatures])
+    return _write_whole(archive, path, config, warmup_batch, ["serving_default", *signatures])
 
 
 def export_scorer(model: CTRModel, path: str, signatures=(), warmup_batch: int = 4,
@@ -128,7 +128,7 @@ def export_scorer(model: CTRModel, path: str, signatures=(), warmup_batch: int =
 
     fn = tf.function(score, jit_compile=True, autograph=False) if xla else score
     archive.add_endpoint("serving_default", fn, input_signature=[input_specs(model.config)])
-    return write_whole(archive, path, model.config, warmup_batch, ["serving_default"])
+    return _write_whole(archive, path, model.config, warmup_batch, ["serving_default"])
 
 
 def signature_names(path: str) -> list[str]:
@@ -140,7 +140,7 @@ def signature_names(path: str) -> list[str]:
     return sorted(k for k in proto.meta_graphs[0].signature_def if not k.startswith("__"))
 
 
-def write_whole(archive, path: str, config, warmup_batch: int, signatures) -> str:
+def _write_whole(archive, path: str, config, warmup_batch: int, signatures) -> str:
     """Writes `archive` and its warmup requests to `path`, whole or not at all.
 
     Both go to a sibling folder first, `PATH.<pid>.tmp` (TF Serving takes only numbers

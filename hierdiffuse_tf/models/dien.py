@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import keras
 from keras import ops
 
@@ -36,13 +38,6 @@ class DIEN(SequenceCTRModel):
         self.evolution = keras.layers.RNN(AUGRUCell(d, name="augru_cell"), name="interest_evolution")
         self.aux_net = pair_scorer(d, "aux")
 
-    def aux_logits(self, states, behaviours):
-        return pair_logits(self.aux_net, states, behaviours)
-
-    def auxiliary_loss(self, states, seq, mask):
-        """BCE of telling e_{t+1} (label 1) from another example's e_{t+1} (label 0)."""
-        return next_behaviour_loss(self.aux_logits, states, seq, mask)
-
     def forward(self, features, training=False, labels=None) -> Forward:
         seq, mask, target = self.sequence(features)
         states = self.extractor(seq, mask=mask, training=training)  # (B, L, d)
@@ -54,5 +49,6 @@ class DIEN(SequenceCTRModel):
         logit = self.head(evolved, target, training=training)
         if not training:
             return Forward(logit=logit)
-        aux = self.auxiliary_loss(states, seq, mask)
+        # The extractor's auxiliary loss: each h_t tells e_{t+1} from another example's.
+        aux = next_behaviour_loss(functools.partial(pair_logits, self.aux_net), states, seq, mask)
         return Forward(logit=logit, aux_loss=self.config.aux_loss_weight * aux, logs={"aux": aux})

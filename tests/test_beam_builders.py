@@ -22,7 +22,8 @@ SPEC_SHAPES = {"long_items": (100,), "short_items": (4, 10), "short_cats": (4, 1
 BAD_TAOBAO = ["1,2,3,pv",                    # wrong number of fields
               "1,x,3,pv,1511600000",         # non-integer id
               "2,5,3,click,1511600000",      # unknown behaviour type
-              "3,5,3,pv,1400000000"]         # valid, but outside the dataset's days
+              "3,5,3,pv,1400000000",         # valid, but outside the dataset's days
+              "4,5\udcff,3,pv,1511600000"]   # a byte that is not UTF-8 (0xff) in the item id
 
 
 def write_taobao(directory, users=30, extra=(), seed=0):
@@ -36,8 +37,8 @@ def write_taobao(directory, users=30, extra=(), seed=0):
             lines.append(f"{user},{cat * 100 + int(rng.integers(0, 12))},{cat},{kind},{ts}")
     lines += list(extra)
     os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, taobao.FILE), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(directory, taobao.FILE), "wb") as f:  # A "\udcXX" in a line is the raw byte XX.
+        f.write(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
     return lines
 
 
@@ -80,7 +81,15 @@ def test_taobao_parser_classifies_rows():
     assert taobao.parse_line(f"1,2,3,pv,{taobao.FIRST_TS}")[0] == "ok"
     assert taobao.parse_line(f"1,2,3,buy,{taobao.FIRST_TS}") == ("skip", "buy (not a click)")
     kinds = [taobao.parse_line(line) for line in BAD_TAOBAO]
-    assert [k for k, _ in kinds] == ["bad", "bad", "bad", "skip"]
+    assert [k for k, _ in kinds] == ["bad", "bad", "bad", "skip", "bad"]
+
+
+def test_odd_raw_values_are_bad_rows_not_crashes():
+    from hierdiffuse_tf.datasets.tfds_base import parse_int
+
+    assert amazon.parse_review("{[1]: 2}") == ("bad", "review: not a JSON record")  # TypeError inside.
+    with pytest.raises(RawDataError, match=r"f, line 3: field `timestamp` must be an integer, got 'inf'"):
+        parse_int("inf", "f", 3, "timestamp")  # OverflowError inside.
 
 
 @pytest.mark.slow
@@ -90,7 +99,7 @@ def test_taobao_builder_features_counts_and_day_split(tmp_path):
     builder = pipeline.prepare("taobao_user_behavior_ctr", str(tmp_path / "data"), manual)
     meta = builder.info.metadata
     assert meta["bad_rows"] == {"wrong number of fields (expected 5)": 1,
-                                "non-integer id or timestamp": 1, "unknown behavior_type": 1}
+                                "non-integer id or timestamp": 2, "unknown behavior_type": 1}
     assert meta["skip_rows"]["outside 2017-11-25..2017-12-03"] == 1
     assert meta["raw_rows"] == len(lines)
     assert "val_fraction" not in meta and meta["split_rule"].startswith("by day")

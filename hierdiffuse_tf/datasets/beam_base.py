@@ -121,6 +121,21 @@ def stats_from_beam(item_aggs, cat_aggs, cutoffs, spec) -> behaviors.GlobalStats
         spec=spec)
 
 
+def read_text(pipeline, label: str, path: str):
+    """The lines of `path` (gzip or not) as text, each decoded as UTF-8 with bad bytes
+    replaced, as `read_lines` reads them for the error report. Beam's default text
+    coder decodes strictly: one bad byte stopped the build with a `UnicodeDecodeError`
+    that named no file or line. Now it makes a bad row, counted and reported."""
+    beam = tfds.core.lazy_imports.apache_beam
+    return (pipeline
+            | f"Read{label}" >> beam.io.ReadFromText(path, coder=beam.coders.BytesCoder())
+            | f"Decode{label}" >> beam.Map(_decode))
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
+
+
 def ok_payloads(outcomes, label: str):
     """The payloads of the `("ok", payload)` outcomes of a PCollection."""
     beam = tfds.core.lazy_imports.apache_beam

@@ -42,7 +42,7 @@ def features_dict(spec: behaviors.SequenceSpec) -> tfds.features.FeaturesDict:
 def parse_int(text: str, path: str, line_no: int, field: str) -> int:
     try:
         return int(float(text)) if field == "timestamp" else int(text)
-    except ValueError:
+    except (ValueError, OverflowError):  # "inf": OverflowError.
         raise RawDataError(
             f"{path}, line {line_no}: field `{field}` must be an integer, got {text!r}") from None
 

@@ -32,7 +32,8 @@ import os
 import tensorflow_datasets as tfds
 
 from hierdiffuse_tf.data import behaviors
-from hierdiffuse_tf.datasets.beam_base import BAD, OK, BeamBehaviourCtrBuilder, BeamCtrConfig, Row, ok_payloads
+from hierdiffuse_tf.datasets.beam_base import (BAD, OK, BeamBehaviourCtrBuilder, BeamCtrConfig, Row, ok_payloads,
+                                            read_text)
 from hierdiffuse_tf.datasets.tfds_base import require_file
 
 REVIEWS = "reviews_Books_5.json.gz"
@@ -50,7 +51,7 @@ def _record(line: str):
     for load in (json.loads, ast.literal_eval):
         try:
             value = load(line)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # {[1]: 2}: TypeError.
             continue
         return value if isinstance(value, dict) else None
     return None
@@ -113,12 +114,8 @@ class Builder(BeamBehaviourCtrBuilder):
     def read_clicks(self, pipeline, dl_manager):
         beam = tfds.core.lazy_imports.apache_beam
         reviews_path, meta_path = self._paths(dl_manager)
-        reviews = (pipeline
-                   | "ReadReviews" >> beam.io.ReadFromText(reviews_path)
-                   | "ParseReviews" >> beam.Map(parse_review))
-        meta = (pipeline
-                | "ReadMeta" >> beam.io.ReadFromText(meta_path)
-                | "ParseMeta" >> beam.Map(parse_meta))
+        reviews = read_text(pipeline, "Reviews", reviews_path) | "ParseReviews" >> beam.Map(parse_review)
+        meta = read_text(pipeline, "Meta", meta_path) | "ParseMeta" >> beam.Map(parse_meta)
         outcomes = (reviews, meta) | "AllOutcomes" >> beam.Flatten()
 
         clicks = (

@@ -32,7 +32,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from hierdiffuse_tf.datasets.beam_base import (BAD, OK, SKIP, BeamBehaviourCtrBuilder, BeamCtrConfig, Row,
-                                            ok_payloads)
+                                            ok_payloads, read_text)
 from hierdiffuse_tf.datasets.tfds_base import require_file
 
 FILE = "UserBehavior.csv"
@@ -93,9 +93,7 @@ class Builder(BeamBehaviourCtrBuilder):
 
     def read_clicks(self, pipeline, dl_manager):
         beam = tfds.core.lazy_imports.apache_beam
-        outcomes = (pipeline
-                    | "ReadUserBehavior" >> beam.io.ReadFromText(self._path(dl_manager))
-                    | "Parse" >> beam.Map(parse_line))
+        outcomes = read_text(pipeline, "UserBehavior", self._path(dl_manager)) | "Parse" >> beam.Map(parse_line)
         return outcomes, ok_payloads(outcomes, "Clicks")
 
     def rule_metadata(self, spec) -> dict:

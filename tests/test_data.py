@@ -131,6 +131,16 @@ def test_malformed_row_names_the_file_and_line(tmp_path):
         pipeline.prepare("movielens_100k_ctr", str(tmp_path / "data2"), manual)
 
 
+def test_sequence_spec_and_behaviours_refuse_bad_values_by_name():
+    with pytest.raises(ValueError, match=r"`popular_fraction` must be in \[0, 1\]"):
+        behaviors.SequenceSpec(popular_fraction=-0.1)  # Would have marked nearly every item popular.
+    with pytest.raises(ValueError, match="`min_history` must be >= 0"):
+        behaviors.SequenceSpec(min_history=-1)
+    columns = {name: np.arange(3) for name in ("user", "item", "cat", "timestamp")}
+    with pytest.raises(ValueError, match="`target_ok` has 2 rows, `user` has 3"):
+        behaviors.Behaviours(**columns, target_ok=np.ones(2, bool))  # Was cut to 2 rows by zip.
+
+
 def test_missing_manual_dir_or_file_is_a_clear_error(tmp_path):
     with pytest.raises(pipeline.DatasetError, match="--manual-dir .*does not exist"):
         pipeline.prepare("movielens_100k_ctr", str(tmp_path / "data"), str(tmp_path / "nope"))

@@ -48,7 +48,8 @@ class SequenceSpec:
         num_sessions: K, short-term sessions kept.
         session_len: N, behaviours kept per session (the newest).
         session_gap_seconds: a gap longer than this starts a new session.
-        val_fraction: share of the time range (by timestamp quantile) for validation.
+        val_fraction: share of the behaviours for validation: the cut-offs are
+            timestamp quantiles, so the splits are periods of time.
         test_fraction: share for test, the newest.
         popular_fraction: items in this top share of train counts are popular.
         min_history: impressions with fewer earlier behaviours are not emitted.
@@ -73,6 +74,10 @@ class SequenceSpec:
                 and self.val_fraction + self.test_fraction < 1):
             raise ValueError("`val_fraction` and `test_fraction` must be >= 0, > 0 and sum below 1. "
                              f"Received: {self.val_fraction}, {self.test_fraction}")
+        if not 0.0 <= self.popular_fraction <= 1.0:
+            raise ValueError(f"`popular_fraction` must be in [0, 1]. Received: `popular_fraction={self.popular_fraction}`")
+        if self.min_history < 0:
+            raise ValueError(f"`min_history` must be >= 0. Received: `min_history={self.min_history}`")
 
 
 @dataclasses.dataclass
@@ -91,11 +96,11 @@ class Behaviours:
 
     def __post_init__(self):
         n = len(self.user)
-        for name in ("item", "cat", "timestamp"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"`{name}` has {len(getattr(self, name))} rows, `user` has {n}")
         if self.target_ok is None:
             self.target_ok = np.ones(n, dtype=bool)
+        for name in ("item", "cat", "timestamp", "target_ok"):  # `zip` would drop the extra rows.
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"`{name}` has {len(getattr(self, name))} rows, `user` has {n}")
         if n == 0:
             raise ValueError("No behaviours: the raw data has no valid rows.")
 

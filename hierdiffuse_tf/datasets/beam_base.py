@@ -11,9 +11,10 @@ DirectRunner here and on Dataflow, Spark or Flink:
    are counted by reason; the counts go to `info.metadata` and the log, and
    the build fails when the share of bad rows exceeds `max_bad_fraction`,
    naming the file and its first bad line.
-2. *Statistics* of the train split, as combiners: the time cut-offs (exact
-   quantiles from per-timestamp counts, or a builder's fixed dates), per-item
-   first appearance, click count and category, per-category first appearance.
+2. *Statistics*, as combiners: the time cut-offs over all clicks (exact
+   quantiles from per-timestamp counts, or a builder's fixed dates), which
+   define the train split; then, of the train split, per-item first
+   appearance, click count and category, and per-category first appearance.
    They are reduced to one `behaviors.GlobalStats`, a side input.
 3. *Per-user grouping* is a `GroupByKey`; `behaviors.user_examples` (the same
    function the in-process builders use) cuts each user's impressions.

@@ -260,8 +260,10 @@ def stored_arrays(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, np
             if read_json(os.path.join(folder, "stamp.json")) != stamp:
                 decoded = load_arrays(builder, split)
                 _store_arrays(folder, decoded, stamp)
-        return {name: np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r")
-                for name in builder.info.features}
+            # Mapped under the lock: another process replaces the folder only while it holds
+            # it, and a mapped file outlives its removal.
+            return {name: np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r")
+                    for name in builder.info.features}
     except OSError as error:
         warnings.warn(f"{builder.name}/{split}: could not store its decoded arrays in {folder} "
                       f"({error}); each process decodes the split again")

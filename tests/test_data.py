@@ -141,6 +141,15 @@ def test_sequence_spec_and_behaviours_refuse_bad_values_by_name():
         behaviors.Behaviours(**columns, target_ok=np.ones(2, bool))  # Was cut to 2 rows by zip.
 
 
+def test_a_negative_takes_its_item_s_category_at_the_first_train_click():
+    # Item 7's category changes: 5 at its first train click, 6 later in train, 8 in test.
+    n = 20
+    b = behaviors.Behaviours(user=np.zeros(n, int), item=np.array([7, 7] + [9] * (n - 3) + [7]),
+                             cat=np.array([5, 6] + [1] * (n - 3) + [8]), timestamp=np.arange(n))
+    stats = behaviors.compute_stats(b, behaviors.SequenceSpec(val_fraction=0.1, test_fraction=0.1))
+    assert stats.item_cat[7] == 5  # As the Beam pipeline keeps it; it had been 8, a test click's.
+
+
 def test_missing_manual_dir_or_file_is_a_clear_error(tmp_path):
     with pytest.raises(pipeline.DatasetError, match="--manual-dir .*does not exist"):
         pipeline.prepare("movielens_100k_ctr", str(tmp_path / "data"), str(tmp_path / "nope"))

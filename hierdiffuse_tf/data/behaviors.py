@@ -154,7 +154,8 @@ def compute_stats(b: Behaviours, spec: SequenceSpec) -> GlobalStats:
         item_order=dict.fromkeys(train_items.tolist()),
         cat_order=dict.fromkeys(train_cats.tolist()),
         items=items, counts=counts,
-        item_cat=dict(zip(b.item.tolist(), b.cat.tolist())), spec=spec)
+        # Each train item's category at its first train click, as the Beam pipeline keeps it.
+        item_cat=dict(zip(train_items[::-1].tolist(), train_cats[::-1].tolist())), spec=spec)
 
 
 def stats_from_aggregates(cutoffs: tuple[int, int], item_order, cat_order, items: np.ndarray,

@@ -82,6 +82,9 @@ def test_taobao_parser_classifies_rows():
     assert taobao.parse_line(f"1,2,3,buy,{taobao.FIRST_TS}") == ("skip", "buy (not a click)")
     kinds = [taobao.parse_line(line) for line in BAD_TAOBAO]
     assert [k for k, _ in kinds] == ["bad", "bad", "bad", "skip", "bad"]
+    # A malformed number's reason names its field.
+    assert taobao.parse_line(f"1,2,x,pv,{taobao.FIRST_TS}") == ("bad", "non-integer category_id")
+    assert taobao.parse_line("1,2,3,pv,noon") == ("bad", "non-integer timestamp")
 
 
 def test_odd_raw_values_are_bad_rows_not_crashes():
@@ -99,7 +102,7 @@ def test_taobao_builder_features_counts_and_day_split(tmp_path):
     builder = pipeline.prepare("taobao_user_behavior_ctr", str(tmp_path / "data"), manual)
     meta = builder.info.metadata
     assert meta["bad_rows"] == {"wrong number of fields (expected 5)": 1,
-                                "non-integer id or timestamp": 2, "unknown behavior_type": 1}
+                                "non-integer item_id": 2, "unknown behavior_type": 1}
     assert meta["skip_rows"]["outside 2017-11-25..2017-12-03"] == 1
     assert meta["raw_rows"] == len(lines)
     assert "val_fraction" not in meta and meta["split_rule"].startswith("by day")

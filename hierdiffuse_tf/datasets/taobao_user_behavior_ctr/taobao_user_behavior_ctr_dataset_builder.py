@@ -14,8 +14,9 @@ Rules (SPEC 1, made concrete for this dataset):
 * sessions split at gaps over 30 minutes;
 * split by calendar day (UTC+8): train up to 2017-12-01, validation
   2017-12-02, test 2017-12-03 (the last day);
-* a row with the wrong number of fields, a non-integer id or timestamp, or an
-  unknown behaviour type is malformed: counted (`bad_rows`) and skipped; more
+* a row with the wrong number of fields, a non-integer id or timestamp (the
+  reason names the field), or an unknown behaviour type is malformed: counted
+  (`bad_rows`) and skipped; more
   than `max_bad_fraction` (1 % by default) fails the build, naming the line.
 
 Ids are dense from the train split; the full data has about 4M items, so
@@ -63,10 +64,13 @@ def parse_line(line: str) -> tuple:
     fields = line.strip().split(",")
     if len(fields) != 5:
         return BAD, "wrong number of fields (expected 5)"
-    try:
-        user, item, cat, ts = (int(fields[i]) for i in (0, 1, 2, 4))
-    except ValueError:
-        return BAD, "non-integer id or timestamp"
+    values = {}
+    for index, name in ((0, "user_id"), (1, "item_id"), (2, "category_id"), (4, "timestamp")):
+        try:
+            values[name] = int(fields[index])
+        except ValueError:
+            return BAD, f"non-integer {name}"
+    user, item, cat, ts = values.values()
     behaviour = fields[3]
     if behaviour not in BEHAVIOURS:
         return BAD, "unknown behavior_type"

@@ -12,7 +12,6 @@ interleaved repeats (`timing.time_paths`). Weights are random: speed does not de
 
 from __future__ import annotations
 
-
 import keras
 import numpy as np
 from keras import ops

@@ -43,7 +43,7 @@ import tensorflow_datasets as tfds
 
 from hierdiffuse_tf.data import behaviors
 from hierdiffuse_tf.config import ConfigError
-from hierdiffuse_tf.datasets.tfds_base import BehaviourCtrBuilder, RawDataError, read_lines
+from hierdiffuse_tf.datasets.tfds_base import BehaviourCtrBuilder, RawDataError, decode_line, read_lines
 
 OK, SKIP, BAD = "ok", "skip", "bad"
 
@@ -130,11 +130,7 @@ def read_text(pipeline, label: str, path: str):
     beam = tfds.core.lazy_imports.apache_beam
     return (pipeline
             | f"Read{label}" >> beam.io.ReadFromText(path, coder=beam.coders.BytesCoder())
-            | f"Decode{label}" >> beam.Map(_decode))
-
-
-def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace")
+            | f"Decode{label}" >> beam.Map(decode_line))
 
 
 def ok_payloads(outcomes, label: str):

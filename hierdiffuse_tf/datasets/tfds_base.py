@@ -7,7 +7,7 @@ records vocabulary sizes, time cut-offs and counts in `info.metadata`, which
 `hierdiffuse train` reads to size the model. A builder whose examples do not
 fit in memory at once sets `STREAM_SPLITS` (see there).
 
-The raw-file helpers below (`read_lines`, `nonblank_lines`, `parse_int`,
+The raw-file helpers below (`read_lines`, `decode_line`, `nonblank_lines`, `parse_int`,
 `require_file`, `manual_dir`, `wheel_files`) are shared by the builders.
 """
 
@@ -127,7 +127,13 @@ def read_lines(path: str, encoding: str = "utf-8"):
     with tf.io.gfile.GFile(path, "rb") as raw:
         stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
         for line_no, line in enumerate(stream, start=1):
-            yield line_no, line.decode(encoding, errors="replace").rstrip("\r\n")
+            yield line_no, decode_line(line, encoding).rstrip("\r\n")
+
+
+def decode_line(raw: bytes, encoding: str = "utf-8") -> str:
+    """A raw line as text; a byte the encoding cannot read becomes U+FFFD, so a bad byte
+    makes a bad row (the parsers' concern), never an error of the reader."""
+    return raw.decode(encoding, errors="replace")
 
 
 def nonblank_lines(path: str, encoding: str = "utf-8"):

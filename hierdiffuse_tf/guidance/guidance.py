@@ -25,8 +25,6 @@ from hierdiffuse_tf.distribute import batch_random
 from hierdiffuse_tf.layers.encoders import masked_mean
 from hierdiffuse_tf.utils import serializable
 
-MODES = GUIDANCES  # The config's `guidance` values are the layer's modes.
-
 
 def sgd_combine(f_null, f_1, f_2, w_1, w_2):
     """Eq. 6 on x0 predictions: `(1 - w1 - w2) f_null + w1 f_1 + w2 f_2`; w_i are `(B, 1)`."""
@@ -116,8 +114,8 @@ class GuidedDenoiser(keras.layers.Layer):
                  cfg_scale: float = 1.0, sgd_weights: str = "adaptive",
                  sgd_fixed_w=(0.5, 0.5), seed=None, **kwargs):
         super().__init__(**kwargs)
-        if mode not in MODES:
-            raise ValueError(f"`mode` must be one of {MODES}. Received: `mode={mode}`")
+        if mode not in GUIDANCES:  # The config's `guidance` values are the layer's modes.
+            raise ValueError(f"`mode` must be one of {GUIDANCES}. Received: `mode={mode}`")
         if sgd_weights not in SGD_WEIGHTS:
             raise ValueError(f"`sgd_weights` must be one of {SGD_WEIGHTS}. Received: {sgd_weights!r}")
         if not 0.0 <= cond_dropout < 1.0:

@@ -479,10 +479,15 @@ class TargetDiffusionConfig(SequenceDiffusionConfig):
             shorter where it does not divide the sequence's length); 0, the
             default, attends over the whole sequence, as configs saved before
             the field did.
+        encoder_attention_dropout: whether the sequence transformer drops out
+            its attention probabilities at the `dropout` rate (True, the
+            default, as keras-hub's block does and configs saved before the
+            field did). False keeps its other dropouts.
     """
 
     recon_weight: float = 0.5
     encoder_chunk: int = 0
+    encoder_attention_dropout: bool = True
 
     def validate(self) -> None:
         super().validate()

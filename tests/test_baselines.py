@@ -245,6 +245,21 @@ def test_target_diffusion_encoder_chunk_reaches_the_encoder_and_old_configs_keep
     assert type(model).from_config(model.get_config()).config.encoder_chunk == 4
 
 
+@pytest.mark.parametrize("name", ["dreamrec", "diffurec"])
+def test_target_diffusion_attention_dropout_reaches_the_encoder_and_old_configs_keep_it(name):
+    from hierdiffuse_tf.config import DiffuRecConfig, DreamRecConfig, apply_overrides
+
+    cls = {"dreamrec": DreamRecConfig, "diffurec": DiffuRecConfig}[name]
+    assert cls.from_saved({"num_items": 40, "num_cats": 6}).encoder_attention_dropout  # Saved before the field.
+    values = {}
+    apply_overrides(values, {}, cls, ["encoder_attention_dropout=false"])
+    model = build_model(name, {**SMALL, **values}, shared=True)
+    assert model.encoder.attention_dropout is False
+    assert np.isfinite(ops.convert_to_numpy(model(random_features(model.config, 3))["ctr"])).all()
+    assert model.encoder.blocks[0]._self_attention_layer.dropout == 0.0
+    assert type(model).from_config(model.get_config()).config.encoder_attention_dropout is False
+
+
 @pytest.mark.slow
 def test_every_model_trains_under_a_mixed_bfloat16_policy(tmp_path):
     # The math runs in bfloat16; the diffusion coefficients, the losses and the served

@@ -101,6 +101,32 @@ def test_chunks_that_do_not_divide_the_sequence_leave_a_shorter_oldest_chunk():
     assert np.abs(after[0, 3] - tokens[0, 3]).max() > 1e-4
 
 
+def test_an_encoder_without_attention_dropout_keeps_its_other_dropouts():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(4, 5, 8)).astype("float32")
+    mask = np.ones((4, 5), bool)
+    kwargs = {**ENCODER_KWARGS, "dropout": 0.5}
+    for attention_dropout in (True, False):
+        encoder = SequenceEncoder(**kwargs, attention_dropout=attention_dropout)
+        encoder(x, mask)
+        attention = encoder.blocks[0]._self_attention_layer
+        # The attention layer's one dropout is over its probabilities: without it, training
+        # and scoring give the same attention output.
+        trained, scored = (ops.convert_to_numpy(attention(x, x, training=t)) for t in (True, False))
+        assert np.allclose(trained, scored, atol=1e-5) == (not attention_dropout)
+        # The block's other dropouts still act: two training calls differ.
+        first, second = (ops.convert_to_numpy(encoder(x, mask, training=True)) for _ in range(2))
+        assert np.abs(first - second).max() > 1e-3
+        restored = SequenceEncoder.from_config(encoder.get_config())
+        assert restored.attention_dropout == attention_dropout
+    # Scoring is the same either way on the same weights.
+    plain = SequenceEncoder(**kwargs)
+    plain(x, mask)
+    plain.set_weights(encoder.get_weights())
+    np.testing.assert_allclose(ops.convert_to_numpy(encoder(x, mask)), ops.convert_to_numpy(plain(x, mask)),
+                               rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("non_empty", [4, 6, 7, 12])
 def test_skipping_the_empty_sessions_changes_no_output(non_empty):
     # 12 sessions fold into the batch: up to 6 non-empty ones, the block runs over half of the rows.

@@ -115,6 +115,13 @@ class SequenceEncoder(keras.layers.Layer):
             `cond` and one copy of the blocks. TensorFlow only: other backends
             run over every row (under JAX, the dropout seeds drawn inside the
             `cond` would escape the trace). Defaults to False.
+        attention_dropout: bool. Whether the blocks drop out their attention
+            probabilities at the `dropout` rate, as keras-hub's block does.
+            False keeps the blocks' other dropouts (after the attention and
+            after the feed-forward) and drops none of the `(rows, heads, L, L)`
+            probabilities, whose random mask is the largest single cost of
+            a block over a long sequence under XLA on CPU; Keras then computes
+            the attention with `ops.dot_product_attention`. Defaults to True.
         **kwargs: base layer arguments.
 
     Call arguments:
@@ -133,7 +140,8 @@ class SequenceEncoder(keras.layers.Layer):
 
     def __init__(self, sequence_length: int, num_layers: int = 1, num_heads: int = 2,
                  intermediate_dim: int = 64, dropout: float = 0.1, gated: bool = False,
-                 chunk_size: int = 0, skip_empty: bool = False, **kwargs):
+                 chunk_size: int = 0, skip_empty: bool = False, attention_dropout: bool = True,
+                 **kwargs):
         super().__init__(**kwargs)
         if sequence_length < 1 or num_layers < 0 or num_heads < 1:
             raise ValueError("`sequence_length` and `num_heads` must be >= 1, `num_layers` >= 0. "
@@ -142,6 +150,7 @@ class SequenceEncoder(keras.layers.Layer):
             raise ValueError(f"`chunk_size` must be >= 0. Received: `chunk_size={chunk_size}`")
         self.chunk_size = chunk_size
         self.skip_empty = skip_empty
+        self.attention_dropout = attention_dropout
         self.sequence_length = sequence_length
         self.num_layers = num_layers
         self.num_heads = num_heads
@@ -162,6 +171,11 @@ class SequenceEncoder(keras.layers.Layer):
                 self.intermediate_dim, self.num_heads, dropout=self.dropout,
                 normalize_first=True, dtype=self.dtype_policy, name=f"block_{i}")
             block.build(folded)
+            if not self.attention_dropout:
+                # keras-hub's block gives its attention layer its one `dropout` rate, and Keras'
+                # `MultiHeadAttention` reads the rate at each call; the layer keeps no weights
+                # that depend on it.
+                block._self_attention_layer._dropout = 0.0
             self.blocks.append(block)
         if self.gated:
             self.gate = self.add_weight(shape=(), initializer="zeros", name="gate")
@@ -233,4 +247,5 @@ class SequenceEncoder(keras.layers.Layer):
         return {**super().get_config(), "sequence_length": self.sequence_length,
                 "num_layers": self.num_layers, "num_heads": self.num_heads,
                 "intermediate_dim": self.intermediate_dim, "dropout": self.dropout,
-                "gated": self.gated, "chunk_size": self.chunk_size, "skip_empty": self.skip_empty}
+                "gated": self.gated, "chunk_size": self.chunk_size, "skip_empty": self.skip_empty,
+                "attention_dropout": self.attention_dropout}

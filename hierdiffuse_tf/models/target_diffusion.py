@@ -77,6 +77,7 @@ class TargetDiffusionModel(SequenceCTRModel, abc.ABC):
         self.schedule = CosineSchedule(c.diffusion_steps, name="schedule")
         self.encoder = SequenceEncoder(self.sequence_length, c.encoder_layers, c.encoder_heads,
                                        c.encoder_ffn_dim, c.dropout, chunk_size=c.encoder_chunk,
+                                       attention_dropout=c.encoder_attention_dropout,
                                        name="sequence_encoder")
         self.target_norm = keras.layers.LayerNormalization(name="target_norm")
         self.noise_seed = keras.random.SeedGenerator(name="diffusion_noise_seed")

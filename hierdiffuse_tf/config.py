@@ -480,9 +480,11 @@ class TargetDiffusionConfig(SequenceDiffusionConfig):
             default, attends over the whole sequence, as configs saved before
             the field did.
         encoder_attention_dropout: whether the sequence transformer drops out
-            its attention probabilities at the `dropout` rate (True, the
-            default, as keras-hub's block does and configs saved before the
-            field did). False keeps its other dropouts.
+            its attention probabilities at the `dropout` rate, as keras-hub's
+            block does and configs saved before the field did. False keeps
+            its other dropouts and makes the step about a quarter cheaper under
+            XLA on CPU. DreamRec keeps True (False cost it 0.0024 validation
+            AUC on ml-100k); DiffuRec's default is False (`DiffuRecConfig`).
     """
 
     recon_weight: float = 0.5
@@ -544,12 +546,20 @@ class DiffuRecConfig(TargetDiffusionConfig):
             encoded sequence with x_t added to every token, whose newest
             token predicts x0 (the model before this switch; saved configs
             without the field load as it). See docs/experiments.md.
+        encoder_attention_dropout: as in `TargetDiffusionConfig`, but False
+            by default since 2026-12-07: without it DiffuRec's validation AUC
+            on ml-100k was the same (0.8822 +/- 0.0010 against 0.8817 +/-
+            0.0015, 3 seeds) and its training step 22 % cheaper
+            (docs/experiments.md). Saved configs without the field load as
+            True, as they trained.
     """
 
-    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"denoiser": "sequence"}
+    LEGACY_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"denoiser": "sequence",
+                                                        "encoder_attention_dropout": True}
     RETIRED_FIELDS: typing.ClassVar[frozenset[str]] = ModelConfig.RETIRED_FIELDS | GUIDED_DENOISER_FIELDS
 
     denoiser: str = "cross_attention"
+    encoder_attention_dropout: bool = False
 
     def validate(self) -> None:
         super().validate()

@@ -31,7 +31,10 @@ What is kept and what changed (also in docs/experiments.md):
   training step and one per sampler step, which made it the one model a table
   could not afford (docs/experiments.md gives both models' cost and AUC).
   DiffuRec's item-specific Gaussian embeddings and its rounding step are
-  dropped: there is no retrieval over the catalogue in CTR.
+  dropped: there is no retrieval over the catalogue in CTR. Its sequence
+  transformer drops out no attention probabilities by default
+  (`encoder_attention_dropout=False`): the same validation AUC on ml-100k, a
+  step 22 % cheaper. DreamRec keeps them, which it measured to need.
 * DreamRec: a sequence transformer gives the guidance h_seq; an MLP denoiser
   with classifier-free guidance (condition dropout, scale `cfg_scale`)
   generates the "oracle" item embedding. By default its reconstruction loss

@@ -34,7 +34,7 @@ What is kept and what changed (also in docs/experiments.md):
   dropped: there is no retrieval over the catalogue in CTR. Its sequence
   transformer drops out no attention probabilities by default
   (`encoder_attention_dropout=False`): the same validation AUC on ml-100k, a
-  step 22 % cheaper. DreamRec keeps them, which it measured to need.
+  step 22 % cheaper. DreamRec keeps them: without them it lost 0.0024.
 * DreamRec: a sequence transformer gives the guidance h_seq; an MLP denoiser
   with classifier-free guidance (condition dropout, scale `cfg_scale`)
   generates the "oracle" item embedding. By default its reconstruction loss

@@ -259,7 +259,10 @@ def test_target_diffusion_attention_dropout_reaches_the_encoder_and_old_configs_
     assert model.encoder.attention_dropout is False
     assert np.isfinite(ops.convert_to_numpy(model(random_features(model.config, 3))["ctr"])).all()
     assert model.encoder.blocks[0]._self_attention_layer.dropout == 0.0
-    assert type(model).from_config(model.get_config()).config.encoder_attention_dropout is False
+    restored = type(model).from_config(model.get_config())  # Builds its blocks again.
+    restored(random_features(restored.config, 3))
+    assert restored.config.encoder_attention_dropout is False
+    assert restored.encoder.blocks[0]._self_attention_layer.dropout == 0.0
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from keras import ops
 
 from conftest import random_features, tiny_sets
 from hierdiffuse_tf import training
-from hierdiffuse_tf.models import build_model
+from hierdiffuse_tf.models import build_model, get_model_class
 from hierdiffuse_tf.models.dien import AUGRUCell
 from hierdiffuse_tf.models.din import ActivationUnit
 from layer_testing import run_layer_test
@@ -232,9 +232,9 @@ def test_diffurec_cross_attention_denoiser_reads_the_sequence_and_old_configs_ke
 
 @pytest.mark.parametrize("name", ["dreamrec", "diffurec"])
 def test_target_diffusion_encoder_chunk_reaches_the_encoder_and_old_configs_keep_full_attention(name):
-    from hierdiffuse_tf.config import ConfigError, DiffuRecConfig, DreamRecConfig
+    from hierdiffuse_tf.config import ConfigError
 
-    cls = {"dreamrec": DreamRecConfig, "diffurec": DiffuRecConfig}[name]
+    cls = get_model_class(name).config_cls
     assert cls.from_saved({"num_items": 40, "num_cats": 6}).encoder_chunk == 0  # Saved before the field.
     with pytest.raises(ConfigError, match=r"encoder_chunk.*must be >= 0"):
         build_model(name, {**SMALL, "encoder_chunk": -1}, shared=True)
@@ -247,9 +247,9 @@ def test_target_diffusion_encoder_chunk_reaches_the_encoder_and_old_configs_keep
 
 @pytest.mark.parametrize("name", ["dreamrec", "diffurec"])
 def test_target_diffusion_attention_dropout_reaches_the_encoder_and_old_configs_keep_it(name):
-    from hierdiffuse_tf.config import DiffuRecConfig, DreamRecConfig, apply_overrides
+    from hierdiffuse_tf.config import apply_overrides
 
-    cls = {"dreamrec": DreamRecConfig, "diffurec": DiffuRecConfig}[name]
+    cls = get_model_class(name).config_cls
     assert cls.from_saved({"num_items": 40, "num_cats": 6}).encoder_attention_dropout  # Saved before the field.
     # DiffuRec trains without it by default (the same validation AUC, a cheaper step); DreamRec with it.
     assert cls(num_items=40, num_cats=6).encoder_attention_dropout == (name == "dreamrec")

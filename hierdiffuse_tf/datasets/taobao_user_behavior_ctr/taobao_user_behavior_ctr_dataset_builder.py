@@ -64,13 +64,13 @@ def parse_line(line: str) -> tuple:
     fields = line.strip().split(",")
     if len(fields) != 5:
         return BAD, "wrong number of fields (expected 5)"
-    values = {}
+    numbers = []
     for index, name in ((0, "user_id"), (1, "item_id"), (2, "category_id"), (4, "timestamp")):
         try:
-            values[name] = int(fields[index])
+            numbers.append(int(fields[index]))
         except ValueError:
             return BAD, f"non-integer {name}"
-    user, item, cat, ts = values.values()
+    user, item, cat, ts = numbers
     behaviour = fields[3]
     if behaviour not in BEHAVIOURS:
         return BAD, "unknown behavior_type"

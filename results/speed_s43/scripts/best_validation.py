@@ -17,9 +17,8 @@ import numpy as np
 
 
 def main(pairs: list[str]) -> None:
-    base = None
-    print("| runs | best validation AUC per seed | mean ± std | Δ |")
-    print("|---|---|---|---|")
+    print("| runs | best validation AUC per seed | mean ± std |")
+    print("|---|---|---|")
     for pair in pairs:
         name, _, folder = pair.partition("=")
         best = []
@@ -27,9 +26,8 @@ def main(pairs: list[str]) -> None:
             with open(path) as f:
                 best.append(max(json.load(f)["history"]["val_auc"]))
         mean, std = float(np.mean(best)), float(np.std(best))  # Population std, as the tables report it.
-        base = mean if base is None else base
-        delta = "" if mean == base else f"{mean - base:+.4f}"
-        print(f"| {name} | {', '.join(f'{b:.4f}' for b in best)} | {mean:.4f} ± {std:.4f} | {delta} |")
+        spread = f"{mean:.4f} ± {std:.4f}" if len(best) > 1 else "(one run)"
+        print(f"| {name} | {', '.join(f'{b:.4f}' for b in best)} | {spread} |")
 
 
 if __name__ == "__main__":

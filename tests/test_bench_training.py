@@ -126,3 +126,22 @@ def test_paired_step_times_each_model_in_alternating_rounds(monkeypatch):
     assert list(result) == ["first", "second"]
     assert all(0 < best <= median for best, median in result.values())
     assert order == [models["first"].train_function, models["second"].train_function] * 3  # Round by round.
+
+
+def test_paired_step_variants_builds_each_spec_and_applies_its_patches(smoke_data, monkeypatch):
+    batch = next(iter(smoke_data.batches("train", 16, shuffle=False)))
+    patched = []
+    timed = {}
+    monkeypatch.setattr(training, "paired_step_ms",
+                        lambda models, batch, rounds, steps: timed.update(models) or {"rounds": rounds})
+    specs = ["din:embed_dim=8", "din:embed_dim=8:marked=1:learning_rate=0.01"]
+    assert training.paired_step_variants(smoke_data, specs, batch, rounds=2,
+                                         patches={"marked": patched.append}) == {"rounds": 2}
+    assert list(timed) == specs
+    assert patched == [timed[specs[1]]]  # Only the marked variant, built before it is compiled.
+    assert all(model.built and model.optimizer is not None for model in timed.values())
+    assert float(timed[specs[1]].optimizer.learning_rate) == pytest.approx(0.01)
+    assert timed[specs[0]].config.embed_dim == 8
+    with pytest.raises(Exception, match="unmarked"):  # Only a patch's own key is taken out.
+        training.paired_step_variants(smoke_data, ["din:unmarked=1"], batch, rounds=1,
+                                      patches={"marked": patched.append})

@@ -100,6 +100,31 @@ def paired_step_ms(models: dict, batch, rounds: int, steps: int = 20) -> dict:
     return {name: [round(min(ms), 1), round(float(np.median(ms)), 1)] for name, ms in times.items()}
 
 
+def paired_step_variants(data, specs: list[str], batch, rounds: int,
+                         patches: dict | None = None, steps: int = 20) -> dict:
+    """`paired_step_ms` of model variants of `data` (an opened dataset) on one `batch`.
+
+    Each spec is `model[:key=value...]`, the settings as `--set` takes them. A setting
+    `key=1` whose key is in `patches` is no config field: `patches[key](model)` changes the
+    built model before it is compiled, for one-off timings of code that no field selects.
+    Every variant is built from seed 0.
+    """
+    patches = patches or {}
+    models = {}
+    for spec in specs:
+        name, *sets = spec.split(":")
+        chosen = [patches[s[:-2]] for s in sets if s.endswith("=1") and s[:-2] in patches]
+        sets = [s for s in sets if not (s.endswith("=1") and s[:-2] in patches)]
+        cls, model_config, train_config = training.resolve_configs(name, data, overrides=sets)
+        keras.utils.set_random_seed(0)
+        model = cls(model_config)
+        model(batch[0], training=False)  # Builds every layer, for the patches to find.
+        for patch in chosen:
+            patch(model)
+        models[spec] = training.compile_model(model, train_config)
+    return paired_step_ms(models, batch, rounds, steps)
+
+
 # `bench profile`: each part's share of a HierDiffuse training step, by removing it. A
 # variant is the default with one part taken out; the part costs the difference.
 PROFILE_PARTS = (

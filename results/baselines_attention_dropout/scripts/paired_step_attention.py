@@ -15,27 +15,20 @@ import sys
 
 import keras
 
-from hierdiffuse_tf import training
-from hierdiffuse_tf.bench.training import paired_step_ms
+from hierdiffuse_tf.bench.training import paired_step_variants
 from hierdiffuse_tf.datasets import pipeline
+
+
+def key_mask(model):
+    for block in model.encoder.blocks:
+        attention = block._self_attention_layer
+        attention._tracker.unlock()
+        attention._dropout_layer = keras.layers.Dropout(
+            attention._dropout, noise_shape=(None, None, 1, None), seed=attention.seed)
+        attention._tracker.lock()
+
 
 data = pipeline.open_dataset("movielens_100k_ctr")
 batch = list(data.batches("train", 256, shuffle=True, seed=0, drop_remainder=True).take(4))[3]
-models = {}
-for spec in sys.argv[1].split(","):
-    name, *sets = spec.split(":")
-    key_mask = "key_mask=1" in sets
-    sets = [s for s in sets if s != "key_mask=1"]
-    cls, model_config, train_config = training.resolve_configs(name, data, overrides=sets)
-    keras.utils.set_random_seed(0)
-    model = cls(model_config)
-    model(batch[0], training=False)  # Builds the blocks.
-    if key_mask:
-        for block in model.encoder.blocks:
-            attention = block._self_attention_layer
-            attention._tracker.unlock()
-            attention._dropout_layer = keras.layers.Dropout(
-                attention._dropout, noise_shape=(None, None, 1, None), seed=attention.seed)
-            attention._tracker.lock()
-    models[spec] = training.compile_model(model, train_config)
-print(json.dumps(paired_step_ms(models, batch, int(sys.argv[2]))))
+print(json.dumps(paired_step_variants(data, sys.argv[1].split(","), batch, int(sys.argv[2]),
+                                      patches={"key_mask": key_mask})))

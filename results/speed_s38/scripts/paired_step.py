@@ -15,25 +15,17 @@ import json
 import sys
 import types
 
-import keras
-
-from hierdiffuse_tf import training
-from hierdiffuse_tf.bench.training import paired_step_ms
+from hierdiffuse_tf.bench.training import paired_step_variants
 from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.diffusion.denoiser import Denoiser
 
+
+def stacked_denoiser(model):
+    denoiser = model.guided.denoiser
+    denoiser.call_conditions = types.MethodType(Denoiser.call_conditions, denoiser)
+
+
 data = pipeline.open_dataset("movielens_100k_ctr")
 batch = list(data.batches("train", 256, shuffle=True, seed=0, drop_remainder=True).take(4))[3]
-models = {}
-for spec in sys.argv[1].split(","):
-    name, *sets = spec.split(":")
-    stacked = "stacked_denoiser=1" in sets
-    sets = [s for s in sets if s != "stacked_denoiser=1"]
-    cls, model_config, train_config = training.resolve_configs(name, data, overrides=sets)
-    keras.utils.set_random_seed(0)
-    model = cls(model_config)
-    if stacked:
-        denoiser = model.guided.denoiser
-        denoiser.call_conditions = types.MethodType(Denoiser.call_conditions, denoiser)
-    models[spec] = training.compile_model(model, train_config)
-print(json.dumps(paired_step_ms(models, batch, int(sys.argv[2]))))
+print(json.dumps(paired_step_variants(data, sys.argv[1].split(","), batch, int(sys.argv[2]),
+                                      patches={"stacked_denoiser": stacked_denoiser})))

@@ -109,12 +109,12 @@ def paired_step_variants(data, specs: list[str], batch, rounds: int,
     built model before it is compiled, for one-off timings of code that no field selects.
     Every variant is built from seed 0.
     """
-    patches = patches or {}
+    patches = {f"{key}=1": patch for key, patch in (patches or {}).items()}
     models = {}
     for spec in specs:
         name, *sets = spec.split(":")
-        chosen = [patches[s[:-2]] for s in sets if s.endswith("=1") and s[:-2] in patches]
-        sets = [s for s in sets if not (s.endswith("=1") and s[:-2] in patches)]
+        chosen = [patches[s] for s in sets if s in patches]
+        sets = [s for s in sets if s not in patches]
         cls, model_config, train_config = training.resolve_configs(name, data, overrides=sets)
         keras.utils.set_random_seed(0)
         model = cls(model_config)

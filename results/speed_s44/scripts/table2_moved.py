@@ -15,33 +15,33 @@ defaults of 2026-12-07:
     python results/speed_s44/scripts/table2_moved.py results/ml100k_table2 learning_rate=0.003 hierdiffuse__dropout=0.2
 """
 
+import functools
 import glob
-import json
 import os
 import sys
 
 import numpy as np
 
-
-def load(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
-def runs(folder: str, name: str = "metrics.json") -> list[str]:
-    return sorted(glob.glob(os.path.join(folder, "seed*", name)))
+from hierdiffuse_tf.experiments.report import summary
+from hierdiffuse_tf.experiments.runs import best_epochs, run_key
+from hierdiffuse_tf.utils import read_json
 
 
-def summary(paths: list[str], value, against: list[str] = ()) -> str:
-    """Mean ± std of `value` over the runs (population std, as the tables give it), and
-    the delta of the mean against the runs `against`."""
-    values = [value(load(p)) for p in paths]
-    if not values:
+@functools.lru_cache(maxsize=None)
+def seeds(folder: str, name: str = "metrics.json") -> tuple:
+    """The metrics `name` of each seed of a run folder, each file read once."""
+    return tuple(read_json(p) for p in sorted(glob.glob(os.path.join(folder, "seed*", name))))
+
+
+def cell(runs: tuple, value, against: tuple) -> str:
+    """Mean ± std of `value` over the runs, as the tables give it, and the delta of the mean
+    against the runs `against` (unrounded)."""
+    if not runs:
         return ""
-    text = f"{np.mean(values):.4f} ± {np.std(values):.4f}"
-    if against:
-        text += f" ({np.mean(values) - np.mean([value(load(p)) for p in against]):+.4f})"
-    return text + ("" if len(values) == 3 else f" ({len(values)} seeds)")
+    values = [value(m) for m in runs]
+    delta = np.mean(values) - np.mean([value(m) for m in against])
+    return (f"{summary(values)['auc_pm']} ({delta:+.4f})"
+            + ("" if len(values) == 3 else f" ({len(values)} seeds)"))
 
 
 def test_auc(metrics: dict) -> float:
@@ -55,27 +55,26 @@ def best_val(metrics: dict) -> float:
 def main(out: str, old_setting: str, full_key: str) -> None:
     base = os.path.join(out, "runs")
 
-    def old_key(key: str) -> str:  # Sorted as `experiments.runs.run_key` sorts it.
+    def old_folder(key: str) -> str:
         model, *sets = key.split("__")
-        return "__".join([model, *sorted(sets + [old_setting])])
+        return os.path.join(base, run_key(model, sets + [old_setting]))
 
-    full, full_old = os.path.join(base, full_key), os.path.join(base, old_key(full_key))
+    full, full_old = seeds(os.path.join(base, full_key)), seeds(old_folder(full_key))
     print("| run key at the new tuning | test AUC, old (Δ) | test AUC, new (Δ) "
           "| best val. AUC, old (Δ) | best val. AUC, new (Δ) | best epochs, new |")
     print("|---|---|---|---|---|---|")
     for folder in sorted(glob.glob(os.path.join(base, "*"))):
         key = os.path.basename(folder)
-        if old_setting in key.split("__") or not runs(folder):
+        new, old = seeds(folder), seeds(old_folder(key))
+        if old_setting in key.split("__") or not new:
             continue
-        old = os.path.join(base, old_key(key))
-        epochs = ", ".join(f"{m['best_epoch']}/{len(m['history']['val_auc'])}" for m in map(load, runs(folder)))
-        print(f"| {key} | {summary(runs(old), test_auc, runs(full_old))} "
-              f"| {summary(runs(folder), test_auc, runs(full))} | {summary(runs(old), best_val, runs(full_old))} "
-              f"| {summary(runs(folder), best_val, runs(full))} | {epochs} |")
-        samplers = {os.path.basename(p) for p in runs(old, "metrics_sampler=*.json") + runs(folder, "metrics_sampler=*.json")}
+        print(f"| {key} | {cell(old, test_auc, full_old)} | {cell(new, test_auc, full)} "
+              f"| {cell(old, best_val, full_old)} | {cell(new, best_val, full)} | {best_epochs(new)} |")
+        samplers = {os.path.basename(p) for f in (old_folder(key), folder)
+                    for p in glob.glob(os.path.join(f, "seed*", "metrics_sampler=*.json"))}
         for name in sorted(samplers):  # The same trained models, scored by another sampler.
-            print(f"| {key}, {name[8:-5]} | {summary(runs(old, name), test_auc, runs(full_old))} "
-                  f"| {summary(runs(folder, name), test_auc, runs(full))} | | | |")
+            print(f"| {key}, {name[8:-5]} | {cell(seeds(old_folder(key), name), test_auc, full_old)} "
+                  f"| {cell(seeds(folder, name), test_auc, full)} | | | |")
 
 
 if __name__ == "__main__":

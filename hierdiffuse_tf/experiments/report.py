@@ -102,13 +102,17 @@ def _axes(figsize=(5.5, 3.6)):
     return plt.subplots(figsize=figsize, dpi=120)
 
 
-def _save(fig, ax, path: str) -> None:
+def _save(fig, ax, path: str, legend_outside: bool = False) -> None:
+    """Saves with a grid and a legend; an outside legend sits right of the axes, off the curves."""
     import matplotlib.pyplot as plt
 
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    if legend_outside:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    else:
+        ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -128,16 +132,26 @@ def learning_curves(runs: dict) -> dict:
     return curves
 
 
+# The default colour cycle has 10 colours: each further 10 curves take the next marker and
+# line style, so no two curves look alike.
+_STYLES = (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."))
+
+
 def plot_learning_curves(curves: dict, path: str, title: str) -> None:
-    """Validation AUC against the epoch for each run key (error bars: std over seeds)."""
-    fig, ax = _axes((6.0, 4.0))
-    for key, c in curves.items():
-        ax.errorbar(c["epoch"], c["mean"], yerr=c["std"], marker="o", capsize=3, label=key)
+    """Validation AUC against the epoch for each run key (error bars: std over seeds).
+
+    Past 6 curves (Table 2 has 17) the legend moves right of the axes, where it hides none.
+    """
+    many = len(curves) > 6
+    fig, ax = _axes((7.5, 4.0) if many else (6.0, 4.0))
+    for i, (key, c) in enumerate(curves.items()):
+        marker, line = _STYLES[i // 10 % len(_STYLES)]
+        ax.errorbar(c["epoch"], c["mean"], yerr=c["std"], marker=marker, linestyle=line, capsize=3, label=key)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation AUC")
     ax.set_xticks(sorted({e for c in curves.values() for e in c["epoch"]}))
     ax.set_title(title)
-    _save(fig, ax, path)
+    _save(fig, ax, path, legend_outside=many)
 
 
 def plot_robustness(rows: list[dict], path: str) -> None:

@@ -85,7 +85,7 @@ find_spec = importlib.util.find_spec
 importlib.util.find_spec = lambda name, *a: None if name in ("tensorflow", "tensorflow_datasets") else find_spec(name, *a)
 from hierdiffuse_tf.bench import portable, timing
 tiny = dict(embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8, max_long=8, diffusion_steps=20)
-result = portable.bench_portable((4, 8), repeats=1, model_values=tiny)
+result = portable.bench_portable((8,), repeats=1, model_values=tiny)  # Each size compiles anew.
 timing.write(result, sys.argv[1], portable.markdown)
 """
 
@@ -100,7 +100,7 @@ def test_bench_portable_times_the_model_math_without_tensorflow(tmp_path):
     env = {**os.environ, "KERAS_BACKEND": "jax"}  # What the GPU machine runs.
     subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, str(out)], check=True, env=env, timeout=300)
     result = json.loads(out.read_text())
-    assert result["backend"] == "jax" and set(result["results"]) == {"4", "8"}
+    assert result["backend"] == "jax" and set(result["results"]) == {"8"}
     for row in result["results"].values():
         assert set(row["ratios"]) == set(portable.TARGETS)
         assert all(0 < v < float("inf") for v in row["ratios"].values())

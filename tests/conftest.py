@@ -12,20 +12,6 @@ os.environ.setdefault("HIERDIFFUSE_XLA_TRAINING", "0")
 
 import pytest  # noqa: E402
 
-
-@pytest.fixture(scope="session", autouse=True)
-def _no_graph_rewrites():
-    """Grappler's graph rewrites off in the test processes.
-
-    They cost seconds at each of the suite's hundreds of first calls of a traced step, and tiny
-    models gain nothing from them: about 15 % of a 2-epoch smoke run (14-15 s -> 12-14 s on
-    2026-12-07). The tests' subprocesses (the CLI, the notebooks, the exported SavedModels)
-    keep them on, as every user's process does, so those paths are still tested as served.
-    """
-    import tensorflow as tf
-
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-
 # Small enough to train in seconds on 2 CPU cores.
 TINY_MODEL = {
     "embed_dim": 16, "encoder_ffn_dim": 32, "denoiser_units": 32, "time_embed_dim": 16,

@@ -12,6 +12,9 @@ os.environ.setdefault("HIERDIFFUSE_XLA_TRAINING", "0")
 
 import pytest  # noqa: E402
 
+# The planted-interest set's smallest config, which the session fixtures below prepare once.
+SMOKE = "synthetic_interest_ctr/smoke"
+
 # Small enough to train in seconds on 2 CPU cores.
 TINY_MODEL = {
     "embed_dim": 16, "encoder_ffn_dim": 32, "denoiser_units": 32, "time_embed_dim": 16,
@@ -62,7 +65,7 @@ def smoke_builder(data_dir):
     """`synthetic_interest_ctr/smoke`, built once per session."""
     from hierdiffuse_tf.datasets import pipeline
 
-    return pipeline.prepare("synthetic_interest_ctr/smoke", data_dir)
+    return pipeline.prepare(SMOKE, data_dir)
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +73,7 @@ def smoke_data(smoke_builder):
     """`smoke_builder` as the handle that training and the experiments pass down."""
     from hierdiffuse_tf.datasets import pipeline
 
-    return pipeline.PreparedDataset("synthetic_interest_ctr/smoke", smoke_builder)
+    return pipeline.PreparedDataset(SMOKE, smoke_builder)
 
 
 @pytest.fixture(scope="session")

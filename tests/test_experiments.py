@@ -13,13 +13,12 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import TINY_SETS, random_features, tiny_sets
+from conftest import SMOKE, TINY_SETS, random_features, tiny_sets
 from hierdiffuse_tf import cli, experiments, run_record, training
 from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.config import ConfigError, HierDiffuseConfig
 from hierdiffuse_tf.models import HierDiffuse
 
-SMOKE = "synthetic_interest_ctr/smoke"
 FAST = TINY_SETS + ["batch_size=512"]
 # A dataset handle for runs that a test fakes: nothing reads its (absent) builder.
 ANY = pipeline.PreparedDataset("any", None)

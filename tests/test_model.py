@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TINY_MODEL, random_features, tiny_sets
+from conftest import SMOKE, TINY_MODEL, random_features, tiny_sets
 from hierdiffuse_tf import cli, training
 from hierdiffuse_tf.config import PAPER_AS_PRINTED, ConfigError, HierDiffuseConfig, TrainConfig
 from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.diffusion import tcc
 from hierdiffuse_tf.models import HierDiffuse, build_model
 
-SMOKE = "synthetic_interest_ctr/smoke"
 SMALL = dict(num_items=50, num_cats=8, max_long=6, num_sessions=2, session_len=3, **TINY_MODEL)
 
 

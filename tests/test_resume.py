@@ -7,12 +7,10 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import TINY_SETS
+from conftest import SMOKE, TINY_SETS
 from hierdiffuse_tf import run_record, training
 from hierdiffuse_tf.config import ConfigError
 from hierdiffuse_tf.datasets import pipeline
-
-SMOKE = "synthetic_interest_ctr/smoke"
 
 
 class Interrupt(keras.callbacks.Callback):

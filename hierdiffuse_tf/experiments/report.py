@@ -132,8 +132,8 @@ def learning_curves(runs: dict) -> dict:
     return curves
 
 
-# The default colour cycle has 10 colours: each further 10 curves take the next marker and
-# line style, so no two curves look alike.
+# Once the colour cycle is spent, the next curves take the next marker and line style, so no
+# two curves look alike.
 _STYLES = (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."))
 
 
@@ -142,10 +142,13 @@ def plot_learning_curves(curves: dict, path: str, title: str) -> None:
 
     Past 6 curves (Table 2 has 17) the legend moves right of the axes, where it hides none.
     """
+    import matplotlib.pyplot as plt
+
     many = len(curves) > 6
     fig, ax = _axes((7.5, 4.0) if many else (6.0, 4.0))
+    colours = len(plt.rcParams["axes.prop_cycle"])
     for i, (key, c) in enumerate(curves.items()):
-        marker, line = _STYLES[i // 10 % len(_STYLES)]
+        marker, line = _STYLES[i // colours % len(_STYLES)]
         ax.errorbar(c["epoch"], c["mean"], yerr=c["std"], marker=marker, linestyle=line, capsize=3, label=key)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation AUC")

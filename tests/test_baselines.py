@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from conftest import random_features, tiny_sets
+from conftest import SMOKE, random_features, tiny_sets
 from hierdiffuse_tf import training
 from hierdiffuse_tf.models import build_model, get_model_class
 from hierdiffuse_tf.models.dien import AUGRUCell
@@ -24,7 +24,7 @@ SMALL = dict(num_items=40, num_cats=6, max_long=5, num_sessions=2, session_len=3
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BASELINES)
 def test_baseline_learns_the_planted_signal(name, smoke_builder, data_dir, tmp_path):
-    metrics = training.train(name, "synthetic_interest_ctr/smoke", str(tmp_path), data_dir=data_dir,
+    metrics = training.train(name, SMOKE, str(tmp_path), data_dir=data_dir,
                              epochs=3, seed=0, verbose=0,
                              overrides=tiny_sets(name) + ["batch_size=128", "learning_rate=0.003"]
                              + (["sampler_steps=3"] if name in ("diffurec", "dreamrec") else []))

@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from conftest import SMOKE
 from hierdiffuse_tf import cli
 from hierdiffuse_tf.bench import data, inference, portable, timing
 
@@ -41,7 +42,7 @@ TINY = ["--set", "embed_dim=8", "--set", "encoder_ffn_dim=8", "--set", "denoiser
 @pytest.mark.slow
 def test_bench_data_compares_the_pipeline_with_training(smoke_builder, data_dir, tmp_path):
     out = tmp_path / "data.json"
-    assert cli.main(["bench", "data", "--dataset", "synthetic_interest_ctr/smoke", "--data-dir", data_dir,
+    assert cli.main(["bench", "data", "--dataset", SMOKE, "--data-dir", data_dir,
                      "--batch-size", "64", "--steps", "3", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["data_examples_per_sec"] > 0 and result["train_examples_per_sec"] > 0

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import SMOKE
 from hierdiffuse_tf import cli, export
 from hierdiffuse_tf.bench import timing, training
 from hierdiffuse_tf.bench.portable import DEFAULT_SHAPE
@@ -76,7 +77,7 @@ def test_bench_xla_times_both_compiles_of_each_model(tmp_path):
 @pytest.mark.slow
 def test_bench_epoch_estimates_each_models_epoch_on_a_prepared_split(smoke_builder, data_dir, tmp_path):
     out = tmp_path / "epoch.json"
-    assert cli.main(["bench", "epoch", "--dataset", "synthetic_interest_ctr/smoke", "--data-dir", data_dir,
+    assert cli.main(["bench", "epoch", "--dataset", SMOKE, "--data-dir", data_dir,
                      "--models", "hierdiffuse,dreamrec", "--steps", "3", "--json", str(out),
                      "--set", "batch_size=64", *TINY[:-2]]) == 0
     result = json.loads(out.read_text())

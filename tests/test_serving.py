@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import SMOKE
 from hierdiffuse_tf import cli, export
 from hierdiffuse_tf.config import HierDiffuseConfig
 from hierdiffuse_tf.models import HierDiffuse
@@ -186,7 +187,7 @@ def test_loadtest_and_score_commands(served, smoke_builder, data_dir, tmp_path, 
     # `score` needs a model of the dataset's shape: the smoke set has M=12, K=2, N=4.
     capsys.readouterr()
     assert cli.main(["score", "--server", target, "--model-name", "hierdiffuse", "--dataset",
-                     "synthetic_interest_ctr/smoke", "--data-dir", data_dir, "--limit", "10"]) == 2
+                     SMOKE, "--data-dir", data_dir, "--limit", "10"]) == 2
     assert "INVALID_ARGUMENT" in capsys.readouterr().err
 
 
@@ -227,7 +228,7 @@ def test_score_command_matches_keras_on_a_prepared_split(smoke_builder, data_dir
     try:
         out = tmp_path / "scores.csv"
         assert cli.main(["score", "--server", f"127.0.0.1:{port}", "--model-name", "smoke", "--dataset",
-                         "synthetic_interest_ctr/smoke", "--data-dir", data_dir, "--limit", "300",
+                         SMOKE, "--data-dir", data_dir, "--limit", "300",
                          "--batch-size", "128", "--out", str(out)]) == 0
     finally:
         server.stop()

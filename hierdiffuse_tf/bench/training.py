@@ -81,16 +81,17 @@ def direct_step_ms(train_function, iterator, steps: int) -> tuple[float, float]:
     return 1000.0 * float(np.median(walls)), 1000.0 * (time.process_time() - cpu) / steps
 
 
-def paired_step_ms(models: dict, batch, rounds: int, steps: int = 20) -> dict:
+def paired_step_ms(models: dict, batch, rounds: int, steps: int = 20, batches: dict | None = None) -> dict:
     """`{name: [best round ms, median round ms]}` of each model's compiled training step
     on one `batch`, the models in one process, in alternating rounds of `steps` calls
     (`direct_step_ms`), so that a slow window of the machine falls on all of them alike.
 
     `models` maps names to compiled models; each is warmed up (traced) here first.
+    `batches` gives some of them another batch than `batch`, by name.
     """
     compiled = {}
     for name, model in models.items():
-        data = tf.data.Dataset.from_tensors(batch).repeat()
+        data = tf.data.Dataset.from_tensors((batches or {}).get(name, batch)).repeat()
         model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
         compiled[name] = (model.train_function, iter(data))
     times = {name: [] for name in compiled}

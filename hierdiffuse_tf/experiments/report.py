@@ -142,10 +142,10 @@ def plot_learning_curves(curves: dict, path: str, title: str) -> None:
 
     Past 6 curves (Table 2 has 17) the legend moves right of the axes, where it hides none.
     """
+    many = len(curves) > 6
+    fig, ax = _axes((7.5, 4.0) if many else (6.0, 4.0))  # Sets the Agg backend before pyplot is read.
     import matplotlib.pyplot as plt
 
-    many = len(curves) > 6
-    fig, ax = _axes((7.5, 4.0) if many else (6.0, 4.0))
     colours = len(plt.rcParams["axes.prop_cycle"])
     for i, (key, c) in enumerate(curves.items()):
         marker, line = _STYLES[i // colours % len(_STYLES)]

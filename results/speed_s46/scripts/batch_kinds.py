@@ -1,7 +1,7 @@
 """Why `bench train`'s step is faster than the step on a real batch (docs/performance.md, "A third VM").
 
-In one process, alternating rounds of 20 calls of each compiled training step (`paired_step_ms`'s
-method): HierDiffuse and DIN, each built for ml-100k from seed 0 and compiled as `train` compiles it
+In one process, alternating rounds of 20 calls of each compiled training step (`paired_step_ms`):
+HierDiffuse and DIN, each built for ml-100k from seed 0 and compiled as `train` compiles it
 (`clipnorm=1.0`), on a real ml-100k training batch of 256 (the batch of `paired_step.py`) and on
 `bench train`'s random batch of the same config (`example_features`, 40 % of the sessions holding
 behaviours); and each compiled without `clipnorm` (as `bench train` compiles it) on the real batch.
@@ -15,13 +15,13 @@ import numpy as np
 import tensorflow as tf
 
 from hierdiffuse_tf import training
-from hierdiffuse_tf.bench.training import TRAINING_SESSION_SHARE, direct_step_ms
+from hierdiffuse_tf.bench.training import TRAINING_SESSION_SHARE, paired_step_ms
 from hierdiffuse_tf.datasets import pipeline
 from hierdiffuse_tf.models.base import example_features
 
 data = pipeline.open_dataset("movielens_100k_ctr")
 real = list(data.batches("train", 256, shuffle=True, seed=0, drop_remainder=True).take(4))[3]
-variants = {}
+models, batches = {}, {}
 for name in ("hierdiffuse", "din"):
     cls, model_config, train_config = training.resolve_configs(name, data)
     features = example_features(model_config, 256, session_share=TRAINING_SESSION_SHARE)
@@ -36,11 +36,5 @@ for name in ("hierdiffuse", "din"):
         else:
             model.compile(optimizer=keras.optimizers.Adam(train_config.learning_rate),
                           jit_compile=training.xla_training(cls))
-        stream = tf.data.Dataset.from_tensors(batch).repeat()
-        model.fit(stream, steps_per_epoch=3, epochs=1, verbose=0)
-        variants[f"{name}, {label}"] = (model.train_function, iter(stream))
-times = {name: [] for name in variants}
-for _ in range(int(sys.argv[1]) if len(sys.argv) > 1 else 6):
-    for name, (step, iterator) in variants.items():
-        times[name].append(direct_step_ms(step, iterator, 20)[0])
-print(json.dumps({name: [round(min(ms), 1), round(float(np.median(ms)), 1)] for name, ms in times.items()}))
+        models[f"{name}, {label}"], batches[f"{name}, {label}"] = model, batch
+print(json.dumps(paired_step_ms(models, real, int(sys.argv[1]) if len(sys.argv) > 1 else 6, batches=batches)))

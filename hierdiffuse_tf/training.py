@@ -91,11 +91,22 @@ def ctr_scores(model: CTRModel, features: dict):
     return model(features, training=False)["ctr"]
 
 
+XLA_SCORING_ENV = "HIERDIFFUSE_XLA_SCORING"
+
+
+def xla_scoring(model: CTRModel | type[CTRModel]) -> bool:
+    """Whether `compiled_scorer` compiles with XLA: where the model scores faster so
+    (`jit_predict`), unless `HIERDIFFUSE_XLA_SCORING=0` asks for the plain graph (scores
+    within 1e-5 of XLA's; the test suite sets it, since an XLA compile of a small model's
+    scorer costs seconds at each evaluation and the XLA paths have tests of their own)."""
+    return model.jit_predict and os.environ.get(XLA_SCORING_ENV, "1") != "0"
+
+
 def compiled_scorer(model: CTRModel, **kwargs):
-    """`ctr_scores` of `model` as one `tf.function`, under XLA where the model scores
-    faster so (`jit_predict`); no autograph, which Keras layers do not need (Keras
-    traces its own predict function the same way)."""
-    kwargs.setdefault("jit_compile", model.jit_predict)
+    """`ctr_scores` of `model` as one `tf.function`, under XLA where `xla_scoring` says so;
+    no autograph, which Keras layers do not need (Keras traces its own predict function
+    the same way)."""
+    kwargs.setdefault("jit_compile", xla_scoring(model))
     return tf.function(functools.partial(ctr_scores, model), autograph=False, **kwargs)
 
 
@@ -117,11 +128,12 @@ def predict_split(model: CTRModel, dataset: tf.data.Dataset, verbose: int = 1):
 
 
 def evaluate(model: CTRModel, dataset: tf.data.Dataset, verbose: int = 1) -> dict:
-    """`ctr_metrics` (AUC, log loss, GAUC, examples) of `model` on `dataset`, and the seconds
-    it took."""
+    """`ctr_metrics` (AUC, log loss, GAUC, examples) of `model` on `dataset`, the seconds
+    it took, and whether it scored under XLA."""
     start = time.perf_counter()
     result = ctr_metrics(*predict_split(model, dataset, verbose))
     result["eval_seconds"] = time.perf_counter() - start
+    result["xla_scoring"] = xla_scoring(model)  # Scores within 1e-5 of the plain graph's.
     return result
 
 
@@ -398,6 +410,10 @@ def restore_model(run_dir: str, data_dir: str | None = None, verbose: int = 1) -
         raise RestoreError(f"{run_dir} was trained with xla_training={trained['xla_training']}, and this "
                            f"process would train with {xla} (the random streams differ): set "
                            f"{XLA_TRAINING_ENV} to match")
+    xla = xla_scoring(model_cls)
+    if trained.get("xla_scoring", xla) != xla:  # Scores agree to 1e-5 only; the AUC is compared to 1e-6.
+        raise RestoreError(f"{run_dir} was scored with xla_scoring={trained['xla_scoring']}, and this "
+                           f"process would score with {xla}: set {XLA_SCORING_ENV} to match")
     data = pipeline.open_dataset(recorded["dataset"], data_dir)
     sizes = model_config.to_dict()
     other = [f"{k}: {sizes.get(k)} recorded, {v} here" for k, v in data.model_values().items() if sizes.get(k) != v]

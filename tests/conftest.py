@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# `fit` as a plain graph: an XLA compile costs seconds for each of the suite's many small
-# models. The XLA training paths are tested on their own (tests/test_xla*.py), with
-# `jit_compile` set explicitly; subprocesses inherit this.
+# `fit` and scoring as plain graphs: an XLA compile costs seconds for each of the suite's
+# many small models (scoring's halved Table 2's test). The XLA paths are tested on their
+# own (tests/test_xla*.py), with `jit_compile` set explicitly; subprocesses inherit this.
 os.environ.setdefault("HIERDIFFUSE_XLA_TRAINING", "0")
+os.environ.setdefault("HIERDIFFUSE_XLA_SCORING", "0")
 
 import pytest  # noqa: E402
 

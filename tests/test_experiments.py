@@ -150,7 +150,8 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
     original_weights = keras.saving.load_model(str(tmp_path / "model.keras")).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(restored_weights, original_weights))
     assert cli.main(["restore", "--data-dir", data_dir, "--model-dir", str(run_dir)]) == 0  # Nothing to do.
-    # Refused before training: data of other sizes than the run's, or another compile of the step.
+    # Refused before training: data of other sizes than the run's, or another compile of the step
+    # or of the scorer.
     other = tmp_path / "other_run"
     other.mkdir()
     recorded = json.load(open(run_dir / "config.json"))
@@ -161,6 +162,9 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
         training.restore_model(str(other), data_dir)
     (other / "metrics.json").write_text(json.dumps({**finished, "xla_training": True}))
     with pytest.raises(training.RestoreError, match="HIERDIFFUSE_XLA_TRAINING"):
+        training.restore_model(str(other), data_dir)
+    (other / "metrics.json").write_text(json.dumps({**finished, "xla_scoring": True}))
+    with pytest.raises(training.RestoreError, match="HIERDIFFUSE_XLA_SCORING"):
         training.restore_model(str(other), data_dir)
     assert not (other / "restoring").exists()
     # --finished-only restores nothing: a sampler row whose model is missing waits, as not yet run.

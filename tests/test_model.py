@@ -72,6 +72,7 @@ def test_evaluate_command_reproduces_the_test_auc(trained_run, data_dir, capsys)
     saved = json.load(open(os.path.join(trained_run, "metrics.json")))
     assert printed["auc"] == pytest.approx(saved["auc"], abs=1e-6)
     assert printed["examples"] == saved["examples"]
+    assert printed["xla_scoring"] is saved["xla_scoring"] is False  # The suite's plain graph (conftest).
 
 
 def test_without_dropout_the_head_reads_the_same_h_fusion_in_training_as_at_inference():

@@ -19,7 +19,7 @@ def test_xla_scores_equal_the_plain_graph(name):
     x = {k: tf.constant(v) for k, v in random_features(model.config, 16).items()}
     model(x)
     assert model.jit_predict  # Measured faster for every model (docs/performance.md).
-    xla = training.compiled_scorer(model)(x).numpy()
+    xla = training.compiled_scorer(model, jit_compile=True)(x).numpy()
     plain = training.compiled_scorer(model, jit_compile=False)(x).numpy()
     np.testing.assert_allclose(xla, plain, atol=1e-5)
 
@@ -102,3 +102,15 @@ def test_fit_compiles_with_xla_where_it_measured_faster_unless_asked_not_to(monk
     assert not training.xla_training(MODELS["hierdiffuse"], "mirrored")  # One device only.
     monkeypatch.setenv(training.XLA_TRAINING_ENV, "0")
     assert not any(training.xla_training(cls) for cls in MODELS.values())
+
+
+def test_scoring_compiles_with_xla_unless_asked_not_to(monkeypatch):
+    model = small("din")
+    monkeypatch.delenv(training.XLA_SCORING_ENV, raising=False)
+    assert all(training.xla_scoring(cls) for cls in MODELS.values())  # jit_predict, every model.
+    # `tf.function` keeps its compile choice in `_jit_compile` only.
+    assert training.compiled_scorer(model)._jit_compile
+    monkeypatch.setenv(training.XLA_SCORING_ENV, "0")
+    assert not any(training.xla_scoring(cls) for cls in MODELS.values())
+    assert not training.compiled_scorer(model)._jit_compile
+    assert training.compiled_scorer(model, jit_compile=True)._jit_compile  # Asked for: XLA still.

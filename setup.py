@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 BEAM = ["apache-beam==2.77.*"]
 # scipy and jax: the portable benchmark and the backend tests run Keras on JAX (and its numpy
 # backend, which imports both).
-TEST = ["pytest>=8", "pytest-xdist>=3.6", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6",
+TEST = ["pytest>=8", "pytest-xdist>=3.8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6",
         "scipy>=1.11", "jax>=0.4.30"]
 
 setup(

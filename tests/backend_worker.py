@@ -1,7 +1,8 @@
 """Runs in its own process under `KERAS_BACKEND` (jax, torch): a forward pass and one
-training step of a model from the registry, using only `keras.ops` model math.
+training step of each model named (comma-separated) from the registry, using only
+`keras.ops` model math.
 
-Prints one JSON line: the loss before and after one gradient step, and the backend.
+Prints one JSON line per model: the loss before and after one gradient step, and the backend.
 """
 
 import json
@@ -104,4 +105,5 @@ class Step:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    for model_name in sys.argv[1].split(","):
+        main(model_name)

@@ -56,6 +56,27 @@ def random_features(config, batch_size: int = 8, seed: int = 0) -> dict:
     return example_request(config, batch_size, seed)
 
 
+# Each test file's seconds of work on the 2-core VM (`python -m pytest --durations=0`, summed
+# per file, 2026-12-07). pytest-xdist's `loadfile` hands out whole files, by default those with
+# the most tests first, which left the slow files of few tests (the benchmarks' commands, the
+# backends, the notebooks) to the end, where one worker ran them while the other sat idle. With
+# `--no-loadscope-reorder` (pyproject.toml) it keeps the order below instead: the longest first,
+# so that the two workers finish together. A file not listed counts as FILE_SECONDS_UNLISTED.
+FILE_SECONDS = {
+    "test_bench_training.py": 155, "test_model.py": 115, "test_bench.py": 125, "test_baselines.py": 110,
+    "test_experiments.py": 105, "test_xla.py": 105, "test_export.py": 75, "test_backends.py": 75,
+    "test_beam_builders.py": 70, "test_notebooks.py": 65, "test_resume.py": 65, "test_distribute.py": 45,
+    "test_data.py": 40, "test_serving.py": 25, "test_diffusion.py": 12, "test_layers.py": 8,
+    "test_movielens_1m.py": 5, "test_xla_random.py": 4,
+}
+FILE_SECONDS_UNLISTED = 1
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest files first (`FILE_SECONDS`); within a file, the tests keep their order."""
+    items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, FILE_SECONDS_UNLISTED))
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("tfds"))

@@ -17,6 +17,17 @@ from hierdiffuse_tf.models.base import example_features
 from test_bench import TINY
 
 
+@pytest.fixture
+def in_process(monkeypatch):
+    """`run_isolated`'s calls run in this process, as its JSON would return them: each of its
+    processes would start TensorFlow anew (5-7 s). `bench train`'s test keeps the processes."""
+    def run_here(module, call):
+        assert module == "training", module
+        return json.loads(json.dumps(eval(call, vars(training))))  # The commands' own calls.
+
+    monkeypatch.setattr(training, "run_isolated", run_here)
+
+
 @pytest.mark.slow
 def test_bench_train_reports_each_model_with_peak_memory(tmp_path):
     out = tmp_path / "train.json"
@@ -42,11 +53,11 @@ def test_bench_train_reports_each_model_with_peak_memory(tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_profile_reports_each_part_of_a_training_step(tmp_path):
+def test_bench_profile_reports_each_part_of_a_training_step(tmp_path, in_process):
     tiny = dict(embed_dim=8, encoder_ffn_dim=8, denoiser_units=8, time_embed_dim=8, max_long=8,
                 diffusion_steps=20)
-    # One of the parts (each variant is a process of its own, about 15 s here); every
-    # part's change is checked to build below.
+    # One of the parts (each variant is timed on its own, about 10 s here); every part's
+    # change is checked to build below.
     parts = training.PROFILE_PARTS[:1]
     result = training.profile_train_step(batch_size=16, steps=2, repeats=1, model_values=tiny, parts=parts)
     assert result["repeats"] == 1
@@ -64,7 +75,7 @@ def test_bench_profile_reports_each_part_of_a_training_step(tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_xla_times_both_compiles_of_each_model(tmp_path):
+def test_bench_xla_times_both_compiles_of_each_model(tmp_path, in_process):
     out = tmp_path / "xla.json"
     assert cli.main(["bench", "xla", "--models", "din", "--batch-size", "16", "--steps", "2",
                      "--repeats", "1", "--json", str(out), *TINY]) == 0
@@ -75,7 +86,8 @@ def test_bench_xla_times_both_compiles_of_each_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_epoch_estimates_each_models_epoch_on_a_prepared_split(smoke_builder, data_dir, tmp_path):
+def test_bench_epoch_estimates_each_models_epoch_on_a_prepared_split(smoke_builder, data_dir, tmp_path,
+                                                                     in_process):
     out = tmp_path / "epoch.json"
     assert cli.main(["bench", "epoch", "--dataset", SMOKE, "--data-dir", data_dir,
                      "--models", "hierdiffuse,dreamrec", "--steps", "3", "--json", str(out),

@@ -56,11 +56,11 @@ def train_throughput(model_name: str, batch_size: int = 256, steps: int = 30,
     jit = training.xla_training(type(model)) if xla is None else xla  # None: as `train` compiles it.
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit)
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
-    model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)  # Trace and warm up.
+    model.fit(data, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)  # Trace and warm up.
     seconds = float("inf")
     for _ in range(max(1, rounds)):
         start = time.perf_counter()
-        model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+        model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
         seconds = min(seconds, time.perf_counter() - start)
     step_ms, cpu_ms = direct_step_ms(model.train_function, iter(data), steps)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -92,7 +92,7 @@ def paired_step_ms(models: dict, batch, rounds: int, steps: int = 20, batches: d
     compiled = {}
     for name, model in models.items():
         data = tf.data.Dataset.from_tensors((batches or {}).get(name, batch)).repeat()
-        model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
+        model.fit(data, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)
         compiled[name] = (model.train_function, iter(data))
     times = {name: [] for name in compiled}
     for _ in range(rounds):
@@ -361,7 +361,7 @@ def epoch_seconds(model_name: str, dataset: str, data_dir: str | None = None,
         pass
     clock = EpochClock()
     model.fit(train.repeat(), steps_per_epoch=steps, epochs=2, validation_data=validation,
-              callbacks=[clock], verbose=0)
+              callbacks=[clock], verbose=0, shuffle=False)  # The pipeline shuffles.
     step_s = (clock.epochs[1] - clock.validation[1]) / steps
     split_steps = training.steps_per_epoch(data, train_config)
     return {"model": model_name, "step_ms": 1000.0 * step_s, "validation_seconds": clock.validation[1],

@@ -410,10 +410,10 @@ def restore_model(run_dir: str, data_dir: str | None = None, verbose: int = 1) -
         raise RestoreError(f"{run_dir} was trained with xla_training={trained['xla_training']}, and this "
                            f"process would train with {xla} (the random streams differ): set "
                            f"{XLA_TRAINING_ENV} to match")
-    xla = xla_scoring(model_cls)
-    if trained.get("xla_scoring", xla) != xla:  # Scores agree to 1e-5 only; the AUC is compared to 1e-6.
+    scoring = xla_scoring(model_cls)
+    if trained.get("xla_scoring", scoring) != scoring:  # Scores agree to 1e-5; the AUC is compared to 1e-6.
         raise RestoreError(f"{run_dir} was scored with xla_scoring={trained['xla_scoring']}, and this "
-                           f"process would score with {xla}: set {XLA_SCORING_ENV} to match")
+                           f"process would score with {scoring}: set {XLA_SCORING_ENV} to match")
     data = pipeline.open_dataset(recorded["dataset"], data_dir)
     sizes = model_config.to_dict()
     other = [f"{k}: {sizes.get(k)} recorded, {v} here" for k, v in data.model_values().items() if sizes.get(k) != v]

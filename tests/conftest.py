@@ -6,7 +6,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # `fit` and scoring as plain graphs: an XLA compile costs seconds for each of the suite's
-# many small models (scoring's halved Table 2's test). The XLA paths are tested on their
+# many small models (scoring's were a fifth of Table 2's test). The XLA paths are tested on their
 # own (tests/test_xla*.py), with `jit_compile` set explicitly; subprocesses inherit this.
 os.environ.setdefault("HIERDIFFUSE_XLA_TRAINING", "0")
 os.environ.setdefault("HIERDIFFUSE_XLA_SCORING", "0")
@@ -63,7 +63,7 @@ def random_features(config, batch_size: int = 8, seed: int = 0) -> dict:
 # `--no-loadscope-reorder` (pyproject.toml) it keeps the order below instead: the longest first,
 # so that the two workers finish together. A file not listed counts as FILE_SECONDS_UNLISTED.
 FILE_SECONDS = {
-    "test_bench_training.py": 155, "test_model.py": 115, "test_bench.py": 125, "test_baselines.py": 110,
+    "test_bench_training.py": 155, "test_bench.py": 125, "test_model.py": 115, "test_baselines.py": 110,
     "test_experiments.py": 105, "test_xla.py": 105, "test_export.py": 75, "test_backends.py": 75,
     "test_beam_builders.py": 70, "test_notebooks.py": 65, "test_resume.py": 65, "test_distribute.py": 45,
     "test_data.py": 40, "test_serving.py": 25, "test_diffusion.py": 12, "test_layers.py": 8,

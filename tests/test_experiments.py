@@ -163,7 +163,8 @@ def test_table2_reuses_the_full_model_for_sampler_rows(smoke_builder, data_dir, 
     (other / "metrics.json").write_text(json.dumps({**finished, "xla_training": True}))
     with pytest.raises(training.RestoreError, match="HIERDIFFUSE_XLA_TRAINING"):
         training.restore_model(str(other), data_dir)
-    (other / "metrics.json").write_text(json.dumps({**finished, "xla_scoring": not training.xla_scoring(HierDiffuse)}))
+    other_scoring = not training.xla_scoring(HierDiffuse)
+    (other / "metrics.json").write_text(json.dumps({**finished, "xla_scoring": other_scoring}))
     with pytest.raises(training.RestoreError, match="HIERDIFFUSE_XLA_SCORING"):
         training.restore_model(str(other), data_dir)
     assert not (other / "restoring").exists()

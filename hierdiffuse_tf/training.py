@@ -92,6 +92,12 @@ def ctr_scores(model: CTRModel, features: dict):
 
 
 XLA_SCORING_ENV = "HIERDIFFUSE_XLA_SCORING"
+XLA_TRAINING_ENV = "HIERDIFFUSE_XLA_TRAINING"
+
+
+def xla_allowed(env: str) -> bool:
+    """False where the switch `env` (`XLA_SCORING_ENV`, `XLA_TRAINING_ENV`) is "0"."""
+    return os.environ.get(env, "1") != "0"
 
 
 def xla_scoring(model: CTRModel | type[CTRModel]) -> bool:
@@ -99,7 +105,7 @@ def xla_scoring(model: CTRModel | type[CTRModel]) -> bool:
     (`jit_predict`), unless `HIERDIFFUSE_XLA_SCORING=0` asks for the plain graph (scores
     within 1e-5 of XLA's; the test suite sets it, since an XLA compile of a small model's
     scorer costs seconds at each evaluation and the XLA paths have tests of their own)."""
-    return model.jit_predict and os.environ.get(XLA_SCORING_ENV, "1") != "0"
+    return model.jit_predict and xla_allowed(XLA_SCORING_ENV)
 
 
 def compiled_scorer(model: CTRModel, **kwargs):
@@ -178,17 +184,12 @@ def steps_per_epoch(data: pipeline.PreparedDataset, train_config: config_lib.Tra
     return math.floor(batches) if train_config.drop_remainder else math.ceil(batches)
 
 
-XLA_TRAINING_ENV = "HIERDIFFUSE_XLA_TRAINING"
-
-
 def xla_training(model_cls: type[CTRModel], strategy: str = "none") -> bool:
     """Whether `fit` compiles `model_cls`'s step with XLA: where it measured faster
     (`jit_train`), on one device, unless `HIERDIFFUSE_XLA_TRAINING=0` asks for the plain
     graph everywhere (for op-level debugging or profiles; the test suite sets it, since
     an XLA compile costs seconds per small model and the XLA paths have tests of their own)."""
-    if os.environ.get(XLA_TRAINING_ENV, "1") == "0":
-        return False
-    return model_cls.jit_train and strategy == "none"
+    return model_cls.jit_train and strategy == "none" and xla_allowed(XLA_TRAINING_ENV)
 
 
 def compile_model(model: CTRModel, train_config: config_lib.TrainConfig) -> CTRModel:
@@ -405,15 +406,14 @@ def restore_model(run_dir: str, data_dir: str | None = None, verbose: int = 1) -
     model_cls = get_model_class(recorded["model"])
     model_config = model_cls.config_cls.from_saved(recorded["model_config"])
     train_config = config_lib.TrainConfig.from_saved(recorded["train_config"])
-    xla = xla_training(model_cls, train_config.strategy)
-    if trained.get("xla_training", xla) != xla:
-        raise RestoreError(f"{run_dir} was trained with xla_training={trained['xla_training']}, and this "
-                           f"process would train with {xla} (the random streams differ): set "
-                           f"{XLA_TRAINING_ENV} to match")
-    scoring = xla_scoring(model_cls)
-    if trained.get("xla_scoring", scoring) != scoring:  # Scores agree to 1e-5; the AUC is compared to 1e-6.
-        raise RestoreError(f"{run_dir} was scored with xla_scoring={trained['xla_scoring']}, and this "
-                           f"process would score with {scoring}: set {XLA_SCORING_ENV} to match")
+    compiles = (("xla_training", xla_training(model_cls, train_config.strategy), XLA_TRAINING_ENV,
+                 "the random streams differ"),
+                ("xla_scoring", xla_scoring(model_cls), XLA_SCORING_ENV,
+                 "the scores agree to 1e-5, and the AUC is compared to 1e-6"))
+    for field, here, env, why in compiles:  # A field the run predates is not checked.
+        if trained.get(field, here) != here:
+            raise RestoreError(f"{run_dir} ran with {field}={trained[field]}, and this process would use "
+                               f"{here} ({why}): set {env} to match")
     data = pipeline.open_dataset(recorded["dataset"], data_dir)
     sizes = model_config.to_dict()
     other = [f"{k}: {sizes.get(k)} recorded, {v} here" for k, v in data.model_values().items() if sizes.get(k) != v]
